@@ -1,0 +1,124 @@
+// Package keepalive sends periodic keepalives on an attached slave
+// connection and reports the connection lost when a reply does not come in
+// time.
+package keepalive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// MaxDefaultTimeout caps the default reply bound.
+const MaxDefaultTimeout = time.Minute
+
+// ErrNoReply is wrapped by the error a Loop reports when a keepalive went
+// unanswered within the reply bound.
+var ErrNoReply = errors.New("keepalive: no reply")
+
+// Pinger is a connection that can carry a keepalive; slave.Conn is one.
+type Pinger interface {
+	Keepalive(ctx context.Context) error
+}
+
+// DefaultTimeout is the reply bound used for an interval when none is
+// given: half the interval, at most MaxDefaultTimeout.
+func DefaultTimeout(interval time.Duration) time.Duration {
+	return min(interval/2, MaxDefaultTimeout)
+}
+
+// Loop sends a keepalive every interval after the previous reply. It keeps
+// no goroutine while it waits: each keepalive runs in the goroutine of a
+// timer, so a slow reply only ever delays its own connection, never other
+// slaves or the caller. A Loop is started by Start and ended by Stop.
+type Loop struct {
+	p        Pinger
+	interval time.Duration
+	timeout  time.Duration
+	onAlive  func()
+	onLost   func(error)
+
+	mu      sync.Mutex
+	timer   *time.Timer
+	cancel  context.CancelFunc // of the keepalive in flight, if any
+	stopped bool
+	wg      sync.WaitGroup // keepalives in flight
+}
+
+// Start begins sending keepalives on p every interval. A reply must come
+// within timeout (0 means DefaultTimeout(interval)); onAlive is called
+// after each reply and onLost, once, with an error wrapping ErrNoReply or
+// the connection's own error, after which the loop is stopped. An interval
+// of zero or less sends nothing: the returned Loop is already stopped.
+// Callbacks run without any lock held by the Loop and may call Stop.
+func Start(p Pinger, interval, timeout time.Duration, onAlive func(), onLost func(error)) *Loop {
+	l := &Loop{p: p, interval: interval, timeout: timeout, onAlive: onAlive, onLost: onLost}
+	if interval <= 0 {
+		l.stopped = true
+		return l
+	}
+	if l.timeout <= 0 {
+		l.timeout = DefaultTimeout(interval)
+	}
+	l.mu.Lock()
+	l.timer = time.AfterFunc(interval, l.fire)
+	l.mu.Unlock()
+	return l
+}
+
+func (l *Loop) fire() {
+	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+	l.cancel = cancel
+	l.wg.Add(1)
+	l.mu.Unlock()
+
+	err := l.p.Keepalive(ctx)
+	if err != nil && ctx.Err() == context.DeadlineExceeded {
+		err = fmt.Errorf("%w within %v", ErrNoReply, l.timeout)
+	}
+	cancel()
+
+	l.mu.Lock()
+	l.cancel = nil
+	stopped := l.stopped
+	switch {
+	case stopped:
+	case err != nil:
+		l.stopped = true
+	default:
+		l.timer.Reset(l.interval)
+	}
+	l.mu.Unlock()
+	l.wg.Done()
+
+	switch {
+	case stopped:
+	case err != nil:
+		l.onLost(err)
+	default:
+		l.onAlive()
+	}
+}
+
+// Stop ends the loop: no keepalive is sent after it returns, and one in
+// flight is cancelled and waited for. A callback that was already running
+// may still finish. Stop is idempotent.
+func (l *Loop) Stop() {
+	l.mu.Lock()
+	l.stopped = true
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	if l.cancel != nil {
+		l.cancel()
+	}
+	l.mu.Unlock()
+	l.wg.Wait()
+}

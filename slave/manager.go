@@ -1,0 +1,285 @@
+package slave
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/buildslave/buildslave/notify"
+)
+
+// DefaultDuplicatePingTimeout bounds how long the manager waits for an
+// attached connection to answer when a second one arrives under its name.
+const DefaultDuplicatePingTimeout = 10 * time.Second
+
+// Config holds a Manager's settings. The zero value means defaults.
+type Config struct {
+	// Logger receives one line per refusal, attach, detach and missing
+	// slave. Nil means slog.Default().
+	Logger *slog.Logger
+	// Notifier is told when a slave with notify_on_missing goes missing.
+	// Nil means notify.Default(): missing-slave mail still goes out, as
+	// the seed promises, through a relay on localhost. A failed notice is
+	// retried as a zero notify.Retrying does; pass a *notify.Retrying to
+	// choose other retries.
+	Notifier notify.Notifier
+	// DuplicatePingTimeout bounds the ping of an attached connection when
+	// another arrives under the same name. Zero means 10 s.
+	DuplicatePingTimeout time.Duration
+	// KeepaliveTimeout bounds the wait for a keepalive's reply. Zero means
+	// keepalive.DefaultTimeout of each slave's interval.
+	KeepaliveTimeout time.Duration
+}
+
+// Manager owns the known slaves and their attached connections: it
+// authenticates logins, resolves duplicate names, runs keepalives, hands
+// out build slots, notices missing slaves and publishes state and events.
+// All its methods are safe for concurrent use.
+//
+// Each slave's state lives in one struct guarded by the manager's mutex;
+// nothing waits while holding it, so one slow or silent slave never delays
+// another's attach.
+type Manager struct {
+	cfg      Config
+	log      *slog.Logger
+	notifier notify.Notifier // cfg.Notifier, with retries
+
+	ctx    context.Context // cancelled by Close: ends pending notifications
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // connection watchers, notifications, shutdown requests
+
+	mu      sync.Mutex
+	slaves  map[string]*entry
+	subs    map[*subscriber]struct{}
+	running int           // builds holding a slot, across all slaves
+	drained chan struct{} // closed when running drops to zero during Shutdown
+	closing bool          // Shutdown or Close was called: no new attaches or builds
+	closed  bool
+}
+
+// entry is one configured slave and its current attachment.
+type entry struct {
+	cfg        *Slave
+	att        *attachment   // nil while detached
+	attachLock chan struct{} // serializes attaches under this one name
+
+	since        time.Time // attached since, or detached since; zero if never attached
+	lastSeen     time.Time
+	info         Info // as reported at the last attach
+	missing      bool
+	missingTimer *time.Timer
+	missingGen   int // increases whenever the missing timer is (re)armed or cancelled
+
+	paused       bool
+	shuttingDown bool // graceful shutdown asked: no new builds, shut down when idle
+	removed      bool // gone from the config: dropped once detached
+
+	builds  map[*Build]struct{}
+	waiters *list.List // of *waiter, oldest first
+}
+
+// NewManager builds a Manager for the given slaves. Duplicate names are
+// refused with an error naming the field.
+func NewManager(cfg Config, slaves ...*Slave) (*Manager, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.DuplicatePingTimeout <= 0 {
+		cfg.DuplicatePingTimeout = DefaultDuplicatePingTimeout
+	}
+	notifier, ok := cfg.Notifier.(*notify.Retrying)
+	if !ok {
+		notifier = &notify.Retrying{Notifier: cfg.Notifier, Logger: cfg.Logger}
+	}
+	m := &Manager{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		notifier: notifier,
+		slaves:   make(map[string]*entry),
+		subs:     make(map[*subscriber]struct{}),
+	}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	if err := m.Reconfigure(slaves...); err != nil {
+		m.cancel()
+		return nil, err
+	}
+	return m, nil
+}
+
+func checkUnique(slaves []*Slave) error {
+	seen := make(map[string]bool, len(slaves))
+	var errs []error
+	for _, s := range slaves {
+		if s == nil {
+			errs = append(errs, &ConfigError{Field: "slaves", Reason: "nil *Slave (build slaves with slave.New)"})
+			continue
+		}
+		if seen[s.name] {
+			errs = append(errs, &ConfigError{Slave: s.name, Field: "name", Reason: "duplicate slave name"})
+		}
+		seen[s.name] = true
+	}
+	return errors.Join(errs...)
+}
+
+// Reconfigure replaces the set of known slaves while others stay attached,
+// like Buildbot's reconfig: new slaves are added, slaves whose settings
+// changed keep their connection and builds and take the new settings at
+// once, and slaves no longer listed take no new builds and are
+// disconnected once their running builds end. On error nothing changes.
+func (m *Manager) Reconfigure(slaves ...*Slave) error {
+	if err := checkUnique(slaves); err != nil {
+		return err
+	}
+	var restart []*attachment // keepalive interval changed
+	var drop []*attachment    // removed and idle: disconnect now
+
+	m.mu.Lock()
+	if m.closing {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	keep := make(map[string]bool, len(slaves))
+	for _, s := range slaves {
+		keep[s.name] = true
+		e := m.slaves[s.name]
+		if e == nil {
+			e = &entry{cfg: s, attachLock: make(chan struct{}, 1), builds: make(map[*Build]struct{}), waiters: list.New()}
+			m.slaves[s.name] = e
+			m.armMissing(e)
+			continue
+		}
+		old := e.cfg
+		e.cfg = s
+		e.removed = false
+		if e.att == nil {
+			if old.missingTimeout != s.missingTimeout && !e.missing {
+				m.armMissing(e)
+			}
+			continue
+		}
+		if old.keepaliveInterval != s.keepaliveInterval {
+			restart = append(restart, e.att)
+		}
+		m.serveWaiters(e)
+	}
+	for name, e := range m.slaves {
+		if keep[name] {
+			continue
+		}
+		e.removed = true
+		m.failWaiters(e, fmt.Errorf("%w: %s was removed from the configuration", ErrUnknownSlave, name))
+		switch {
+		case e.att == nil:
+			m.disarmMissing(e)
+			delete(m.slaves, name)
+		case len(e.builds) == 0:
+			drop = append(drop, e.att)
+		}
+	}
+	m.mu.Unlock()
+
+	for _, a := range restart {
+		a.keepalive.Stop()
+		m.mu.Lock()
+		if a.entry.att == a {
+			a.keepalive = m.startKeepalive(a)
+		}
+		m.mu.Unlock()
+	}
+	for _, a := range drop {
+		m.log.Info("slave removed from the configuration; disconnecting", "slave", a.entry.cfg.name)
+		a.lose(errRemoved)
+	}
+	return nil
+}
+
+// Slaves returns the configured slaves, sorted by name.
+func (m *Manager) Slaves() []*Slave {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Slave, 0, len(m.slaves))
+	for _, e := range m.slaves {
+		if !e.removed {
+			out = append(out, e.cfg)
+		}
+	}
+	slices.SortFunc(out, func(a, b *Slave) int { return strings.Compare(a.name, b.name) })
+	return out
+}
+
+// Shutdown stops taking attaches and builds, waits for running builds to
+// end, then disconnects every slave and waits for pending notifications.
+// At ctx's deadline it returns ctx.Err(); call Close then to abort.
+func (m *Manager) Shutdown(ctx context.Context) error {
+	m.mu.Lock()
+	m.closing = true
+	if m.drained == nil {
+		m.drained = make(chan struct{})
+		if m.running == 0 {
+			close(m.drained)
+		}
+	}
+	drained := m.drained
+	m.mu.Unlock()
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	m.disconnectAll(ErrClosed)
+	done := make(chan struct{})
+	go func() { m.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		m.Close()
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close aborts: running builds are cancelled, every connection is closed,
+// timers stop and pending notifications are abandoned. It returns once
+// every goroutine the manager started has ended.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	m.closing = true
+	m.closed = true
+	for _, e := range m.slaves {
+		m.disarmMissing(e)
+		m.failWaiters(e, ErrClosed)
+	}
+	for s := range m.subs {
+		s.close()
+		delete(m.subs, s)
+	}
+	m.mu.Unlock()
+	m.cancel()
+	m.disconnectAll(ErrClosed)
+	m.wg.Wait()
+	return nil
+}
+
+func (m *Manager) disconnectAll(reason error) {
+	m.mu.Lock()
+	var atts []*attachment
+	for _, e := range m.slaves {
+		if e.att != nil {
+			atts = append(atts, e.att)
+		}
+	}
+	m.mu.Unlock()
+	for _, a := range atts {
+		a.lose(reason)
+	}
+	for _, a := range atts {
+		m.detach(a, reason)
+	}
+}

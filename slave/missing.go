@@ -1,0 +1,57 @@
+package slave
+
+import (
+	"time"
+
+	"github.com/buildslave/buildslave/notify"
+)
+
+// armMissing (re)starts e's missing timer: it fires once, missing_timeout
+// after now, unless the slave attaches first. m.mu is held.
+func (m *Manager) armMissing(e *entry) {
+	m.disarmMissing(e)
+	if m.closed {
+		return
+	}
+	gen := e.missingGen
+	e.missingTimer = time.AfterFunc(e.cfg.missingTimeout, func() { m.fireMissing(e, gen) })
+}
+
+// disarmMissing cancels e's missing timer; m.mu is held.
+func (m *Manager) disarmMissing(e *entry) {
+	e.missingGen++
+	if e.missingTimer != nil {
+		e.missingTimer.Stop()
+		e.missingTimer = nil
+	}
+}
+
+// fireMissing marks e missing and sends one notice for this loss event.
+func (m *Manager) fireMissing(e *entry, gen int) {
+	m.mu.Lock()
+	if gen != e.missingGen || e.att != nil || m.closed || m.slaves[e.cfg.name] != e {
+		m.mu.Unlock()
+		return
+	}
+	e.missing = true
+	e.missingTimer = nil
+	now := time.Now()
+	report := notify.Missing{
+		Slave:         e.cfg.name,
+		Recipients:    e.cfg.NotifyOnMissing(),
+		LastConnected: e.since,
+		Detected:      now,
+		Admin:         e.info.Admin,
+		Host:          e.info.Host,
+	}
+	m.emit(Event{Kind: Missing, Slave: e.cfg.name, Time: now})
+	if len(report.Recipients) > 0 {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.notifier.SlaveMissing(m.ctx, report) // it logs its own failures
+		}()
+	}
+	m.mu.Unlock()
+	m.log.Warn("slave missing", "slave", report.Slave, "last_connected", report.LastConnected, "notify", len(report.Recipients))
+}
