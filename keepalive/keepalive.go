@@ -52,7 +52,8 @@ type Loop struct {
 // after each reply and onLost, once, with an error wrapping ErrNoReply or
 // the connection's own error, after which the loop is stopped. An interval
 // of zero or less sends nothing: the returned Loop is already stopped.
-// Callbacks run without any lock held by the Loop and may call Stop.
+// Callbacks run without any lock held by the Loop; they must not call
+// Stop, which waits for them.
 func Start(p Pinger, interval, timeout time.Duration, onAlive func(), onLost func(error)) *Loop {
 	l := &Loop{p: p, interval: interval, timeout: timeout, onAlive: onAlive, onLost: onLost}
 	if interval <= 0 {
@@ -88,15 +89,11 @@ func (l *Loop) fire() {
 	l.mu.Lock()
 	l.cancel = nil
 	stopped := l.stopped
-	switch {
-	case stopped:
-	case err != nil:
+	if err != nil {
 		l.stopped = true
-	default:
-		l.timer.Reset(l.interval)
 	}
 	l.mu.Unlock()
-	l.wg.Done()
+	defer l.wg.Done()
 
 	switch {
 	case stopped:
@@ -104,12 +101,17 @@ func (l *Loop) fire() {
 		l.onLost(err)
 	default:
 		l.onAlive()
+		l.mu.Lock() // after the callback, so the next one happens after it
+		if !l.stopped {
+			l.timer.Reset(l.interval)
+		}
+		l.mu.Unlock()
 	}
 }
 
-// Stop ends the loop: no keepalive is sent after it returns, and one in
-// flight is cancelled and waited for. A callback that was already running
-// may still finish. Stop is idempotent.
+// Stop ends the loop: no keepalive is sent and no callback runs after it
+// returns; a keepalive in flight is cancelled and waited for. Stop is
+// idempotent.
 func (l *Loop) Stop() {
 	l.mu.Lock()
 	l.stopped = true

@@ -40,8 +40,10 @@ type Event struct {
 
 // Subscribe returns a channel that receives every event from now on, in
 // order, and a function that ends the subscription. Events queue without
-// bound while the reader is slow, so the manager never waits for it; the
-// channel is closed by cancel or by Close.
+// bound while the reader is slow, so the manager never waits for it. After
+// Close the channel yields the events still queued and is then closed;
+// cancel closes it at once. Every subscription must end by reading the
+// channel until it is closed, or by calling cancel.
 func (m *Manager) Subscribe() (events <-chan Event, cancel func()) {
 	s := &subscriber{wake: make(chan struct{}, 1), out: make(chan Event), done: make(chan struct{})}
 	m.mu.Lock()
@@ -51,17 +53,13 @@ func (m *Manager) Subscribe() (events <-chan Event, cancel func()) {
 		return s.out, func() {}
 	}
 	m.subs[s] = struct{}{}
-	m.wg.Add(1)
 	m.mu.Unlock()
-	go func() {
-		defer m.wg.Done()
-		s.forward()
-	}()
+	go s.forward() // owned by the subscription: ends at cancel, or once drained after Close
 	return s.out, func() {
 		m.mu.Lock()
 		delete(m.subs, s)
 		m.mu.Unlock()
-		s.close()
+		s.cancel()
 	}
 }
 
@@ -75,12 +73,13 @@ func (m *Manager) emit(ev Event) {
 // subscriber is one Subscribe call: an unbounded queue and the goroutine
 // that forwards it to out.
 type subscriber struct {
-	mu    sync.Mutex
-	queue []Event
-	wake  chan struct{}
-	out   chan Event
-	done  chan struct{}
-	once  sync.Once
+	mu     sync.Mutex
+	queue  []Event
+	ending bool // the manager closed: close out once the queue is empty
+	wake   chan struct{}
+	out    chan Event
+	done   chan struct{} // closed by cancel
+	once   sync.Once
 }
 
 func (s *subscriber) push(ev Event) {
@@ -93,14 +92,29 @@ func (s *subscriber) push(ev Event) {
 	}
 }
 
-func (s *subscriber) close() { s.once.Do(func() { close(s.done) }) }
+func (s *subscriber) cancel() { s.once.Do(func() { close(s.done) }) }
+
+// end lets the subscriber deliver what is queued, then close its channel.
+func (s *subscriber) end() {
+	s.mu.Lock()
+	s.ending = true
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
 
 func (s *subscriber) forward() {
 	defer close(s.out)
 	for {
 		s.mu.Lock()
 		if len(s.queue) == 0 {
+			ending := s.ending
 			s.mu.Unlock()
+			if ending {
+				return
+			}
 			select {
 			case <-s.wake:
 				continue

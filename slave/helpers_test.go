@@ -108,3 +108,8 @@ func state(t *testing.T, m *slave.Manager, name string) slave.State {
 	}
 	return s
 }
+
+// notifierFunc adapts a function to notify.Notifier.
+type notifierFunc func(ctx context.Context) error
+
+func (f notifierFunc) SlaveMissing(ctx context.Context, _ notify.Missing) error { return f(ctx) }

@@ -256,14 +256,16 @@ func (m *Manager) Close() error {
 		m.disarmMissing(e)
 		m.failWaiters(e, ErrClosed)
 	}
-	for s := range m.subs {
-		s.close()
-		delete(m.subs, s)
-	}
 	m.mu.Unlock()
 	m.cancel()
 	m.disconnectAll(ErrClosed)
 	m.wg.Wait()
+	m.mu.Lock()
+	for s := range m.subs { // after the last detach, so subscribers see it
+		s.end()
+		delete(m.subs, s)
+	}
+	m.mu.Unlock()
 	return nil
 }
 
