@@ -58,7 +58,13 @@ func (m *Manager) Authenticate(name, password, remoteAddr string) error {
 		passwordsEqual(password, name) // spend the same time as a real check
 		return m.refuse(remoteAddr, name, ErrUnknownSlave)
 	}
-	if !passwordsEqual(password, cfg.password) {
+	if c := m.controller(name); c != nil {
+		if err := c.Admit(name, password); err != nil {
+			return m.refuse(remoteAddr, name, err)
+		}
+		return nil
+	}
+	if !cfg.CheckPassword(password) {
 		return m.refuse(remoteAddr, name, ErrBadPassword)
 	}
 	return nil
@@ -208,6 +214,7 @@ func (m *Manager) detach(a *attachment, cause error) {
 	e.att = nil
 	e.since, e.lastSeen = now, now
 	e.shuttingDown = false
+	e.draining = false
 	lost := fmt.Errorf("%w: %s: %w", ErrSlaveLost, name, cause)
 	for b := range e.builds {
 		m.endBuild(b, lost)
@@ -219,7 +226,11 @@ func (m *Manager) detach(a *attachment, cause error) {
 		m.armMissing(e)
 	}
 	m.emit(Event{Kind: Detached, Slave: name, Time: now, Err: cause})
+	waited := e.waiters.Len() > 0
 	m.mu.Unlock()
+	if waited {
+		m.want(name)
+	}
 
 	if a.stopWatch() {
 		m.wg.Done() // the watcher will never run

@@ -78,7 +78,7 @@ func (m *Manager) endBuild(b *Build, cause error) {
 			close(m.drained)
 		}
 	}
-	m.emit(Event{Kind: BuildFinished, Slave: b.e.cfg.name, Time: time.Now(), Err: cause})
+	m.emit(Event{Kind: BuildFinished, Slave: b.e.cfg.name, Time: time.Now(), Err: cause, Running: len(b.e.builds)})
 }
 
 // Acquire waits for a build slot on one of the named slaves, preferring an
@@ -139,10 +139,15 @@ func (m *Manager) acquire(ctx context.Context, names []string, wait bool) (*Buil
 		return nil, ErrNoSlot
 	}
 	w := &waiter{ch: make(chan grant, 1), elems: make([]waitElem, 0, len(entries))}
+	var detached []string
 	for _, e := range entries {
 		w.elems = append(w.elems, waitElem{e, e.waiters.PushBack(w)})
+		if e.att == nil {
+			detached = append(detached, e.cfg.name)
+		}
 	}
 	m.mu.Unlock()
+	m.want(detached...)
 
 	select {
 	case g := <-w.ch:
@@ -164,7 +169,7 @@ func (m *Manager) acquire(ctx context.Context, names []string, wait bool) (*Buil
 
 // available reports whether e can take a build now; m.mu is held.
 func (e *entry) available() bool {
-	return e.att != nil && !e.paused && !e.shuttingDown && !e.removed &&
+	return e.att != nil && !e.paused && !e.shuttingDown && !e.draining && !e.removed &&
 		(e.cfg.maxBuilds == 0 || len(e.builds) < e.cfg.maxBuilds)
 }
 
@@ -191,7 +196,7 @@ func (m *Manager) grant(e *entry) *Build {
 	b := &Build{m: m, e: e, att: e.att, ctx: ctx, cancel: cancel, started: time.Now()}
 	e.builds[b] = struct{}{}
 	m.running++
-	m.emit(Event{Kind: BuildStarted, Slave: e.cfg.name, Time: b.started})
+	m.emit(Event{Kind: BuildStarted, Slave: e.cfg.name, Time: b.started, Running: len(e.builds)})
 	return b
 }
 

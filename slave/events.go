@@ -36,6 +36,9 @@ type Event struct {
 	Slave string
 	Time  time.Time
 	Err   error // the reason, for Detached, Refused and BuildFinished
+	// Running is how many builds the slave runs after a BuildStarted or
+	// BuildFinished.
+	Running int
 }
 
 // Subscribe returns a channel that receives every event from now on, in

@@ -57,6 +57,7 @@ type Manager struct {
 	mu      sync.Mutex
 	slaves  map[string]*entry
 	subs    map[*subscriber]struct{}
+	ctl     Controller
 	running int           // builds holding a slot, across all slaves
 	drained chan struct{} // closed when running drops to zero during Shutdown
 	closing bool          // Shutdown or Close was called: no new attaches or builds
@@ -78,6 +79,7 @@ type entry struct {
 
 	paused       bool
 	shuttingDown bool // graceful shutdown asked: no new builds, shut down when idle
+	draining     bool // a Controller is about to stop its machine: no new builds
 	removed      bool // gone from the config: dropped once detached
 
 	builds  map[*Build]struct{}
