@@ -1,0 +1,147 @@
+package protocol
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/buildslave/buildslave/protocol/wire"
+	"github.com/buildslave/buildslave/slave"
+)
+
+// Conn is one slave's connection on the master: the slave.Conn the manager
+// holds, and the way the application runs remote commands on the slave.
+// Its methods are safe for concurrent use.
+type Conn struct {
+	h    *Handler
+	name string
+	w    *wire.Conn
+	info slave.Info // set before the connection is attached, then read-only
+
+	mu       sync.Mutex
+	commands map[string]*Command // running commands by command_id
+	ended    bool                // the connection is over: no new commands
+}
+
+var _ slave.Conn = (*Conn)(nil)
+
+func newConn(h *Handler, name string, t wire.Transport) *Conn {
+	c := &Conn{h: h, name: name}
+	c.w = wire.NewConn(t, c.handle)
+	return c
+}
+
+// Name is the slave's name, as authenticated.
+func (c *Conn) Name() string { return c.name }
+
+// Context is cancelled when the connection ends; context.Cause says why.
+func (c *Conn) Context() context.Context { return c.w.Context() }
+
+// Info is what the slave reported about itself when it attached.
+func (c *Conn) Info() slave.Info { return c.info }
+
+// RemoteAddr is the slave's address.
+func (c *Conn) RemoteAddr() string { return c.w.RemoteAddr() }
+
+// Close drops the connection without waiting for the slave.
+func (c *Conn) Close() error { return c.w.Close() }
+
+// Keepalive sends a keepalive and waits for the slave's answer.
+func (c *Conn) Keepalive(ctx context.Context) error {
+	_, err := c.w.Call(ctx, "keepalive", nil)
+	return err
+}
+
+// Print shows message in the slave's log and waits for its answer.
+func (c *Conn) Print(ctx context.Context, message string) error {
+	_, err := c.w.Call(ctx, "print", map[string]any{"message": message})
+	return err
+}
+
+// RequestShutdown asks the slave process to exit; it waits for the
+// slave's acknowledgement.
+func (c *Conn) RequestShutdown(ctx context.Context) error {
+	_, err := c.w.Call(ctx, "shutdown", nil)
+	return err
+}
+
+// serve runs the connection on the calling goroutine, which becomes its
+// reader, until it ends; a second goroutine runs the attach sequence and
+// exits once the slave is attached. It logs one line if the connection
+// failed or misbehaved.
+func (c *Conn) serve() {
+	var attachErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if attachErr = c.attach(); attachErr != nil {
+			c.w.CloseWithCause(attachErr)
+		}
+	})
+	cause := c.w.Serve()
+	c.end(cause)
+	wg.Wait()
+
+	log := c.h.logger().With("slave", c.name, "remote", c.RemoteAddr())
+	var refused *refusedError
+	switch {
+	case errors.Is(cause, wire.ErrMalformed), errors.Is(cause, wire.ErrTooLarge):
+		log.Warn("slave sent bad input; connection dropped", "reason", cause.Error())
+	case errors.As(attachErr, &refused):
+		// The manager logged why.
+	case attachErr != nil:
+		log.Warn("slave attach failed; connection dropped", "reason", attachErr.Error())
+	default:
+		log.Debug("slave connection ended", "reason", cause.Error())
+	}
+}
+
+// refusedError is an attach the manager refused.
+type refusedError struct{ err error }
+
+func (e *refusedError) Error() string { return "attach refused: " + e.err.Error() }
+func (e *refusedError) Unwrap() error { return e.err }
+
+// end fails every running command with the connection's cause.
+func (c *Conn) end(cause error) {
+	c.mu.Lock()
+	c.ended = true
+	commands := c.commands
+	c.commands = nil
+	c.mu.Unlock()
+	for _, cmd := range commands {
+		cmd.finish(fmt.Errorf("connection lost: %w", cause))
+	}
+}
+
+// handle answers the slave's requests; it runs on the reader goroutine.
+func (c *Conn) handle(ctx context.Context, req wire.Message) (any, error) {
+	op := req.Op()
+	if _, ok := requestOps[op]; !ok {
+		return nil, wire.UnknownOp(op)
+	}
+	id, err := req.String("command_id")
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	cmd := c.commands[id]
+	c.mu.Unlock()
+	if cmd == nil {
+		return nil, fmt.Errorf("%w: %s for command %q, which is not running", wire.ErrMalformed, op, id)
+	}
+	return requestOps[op](cmd, req)
+}
+
+// requestOps are the slave's requests about its commands.
+var requestOps = map[string]func(*Command, wire.Message) (any, error){
+	"update":                         (*Command).update,
+	"complete":                       (*Command).complete,
+	"update_upload_file_write":       (*Command).uploadWrite,
+	"update_upload_directory_write":  (*Command).uploadWrite,
+	"update_upload_file_utime":       (*Command).uploadUtime,
+	"update_upload_file_close":       (*Command).uploadClose,
+	"update_upload_directory_unpack": (*Command).uploadClose,
+	"update_read_file":               (*Command).readFile,
+	"update_read_file_close":         (*Command).readClose,
+}

@@ -1,0 +1,238 @@
+package protocol
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/buildslave/buildslave/protocol/wire"
+	"github.com/buildslave/buildslave/slave"
+)
+
+// Manager is what a Handler needs of the slave manager; *slave.Manager
+// implements it.
+type Manager interface {
+	// Authenticate checks a login; any error refuses it. It logs the
+	// refusal itself.
+	Authenticate(name, password, remoteAddr string) error
+	// Attach registers an authenticated, set-up connection; an error
+	// refuses it.
+	Attach(ctx context.Context, name string, c slave.Conn) error
+}
+
+var _ Manager = (*slave.Manager)(nil)
+
+// Defaults for the zero values of Handler's fields.
+const (
+	DefaultStepTimeout   = 10 * time.Second
+	DefaultAttachTimeout = time.Minute
+)
+
+// Settings are the output settings the master sends to each slave with
+// set_worker_settings. The zero value means the stock master's values.
+type Settings struct {
+	BufferSize    int           // bytes of output a slave collects before sending; 65536 if 0
+	BufferTimeout time.Duration // how long it holds output before sending; 5 s if 0
+	NewlineRE     string        // regex of line breaks in output; the stock one if ""
+	MaxLineLength int           // longer lines are split; 4096 if 0
+}
+
+// StockNewlineRE is the newline regex of the stock master: CR LF, a CR not
+// at the end of the buffer, cursor movements and runs of backspaces.
+const StockNewlineRE = `(\r\n|\r(?=.)|\033\[u|\033\[[0-9]+;[0-9]+[Hf]|\033\[2J|\x08+)`
+
+func (s Settings) args() map[string]any {
+	if s.BufferSize <= 0 {
+		s.BufferSize = 64 << 10
+	}
+	if s.BufferTimeout <= 0 {
+		s.BufferTimeout = 5 * time.Second
+	}
+	if s.NewlineRE == "" {
+		s.NewlineRE = StockNewlineRE
+	}
+	if s.MaxLineLength <= 0 {
+		s.MaxLineLength = 4096
+	}
+	return map[string]any{
+		"buffer_size":     s.BufferSize,
+		"buffer_timeout":  int64(s.BufferTimeout.Seconds()),
+		"newline_re":      s.NewlineRE,
+		"max_line_length": s.MaxLineLength,
+	}
+}
+
+// Handler accepts slave connections: it is the http.Handler of the
+// protocol's WebSocket endpoint (any path). Each attached connection is
+// registered with the manager as a *Conn; the application runs remote
+// commands through Conn.Start, reaching a build's connection as
+// build.Conn().(*protocol.Conn). Set Manager; the other fields
+// are optional and must not change once serving starts.
+//
+// Each connection is authenticated with HTTP Basic auth (401 for a missing
+// header, an unknown name or a wrong password; 400 for a header that cannot
+// be parsed), upgraded, set up and attached on its own: no lock is shared
+// between attaches and every step has a deadline. Once attached, a
+// connection costs one goroutine, which reads its messages.
+type Handler struct {
+	Manager Manager
+	// Builders names the builder directories created under each slave's
+	// base directory when it attaches, as the stock master does.
+	Builders []string
+	Settings Settings
+	// StepTimeout bounds each request of the attach sequence; a slave that
+	// does not answer in time is dropped. DefaultStepTimeout if 0.
+	StepTimeout time.Duration
+	// AttachTimeout bounds the whole attach sequence, including the
+	// manager's check of a duplicate name. DefaultAttachTimeout if 0.
+	AttachTimeout time.Duration
+	// WebSocket sets message size limit, write timeout and buffer size.
+	WebSocket wire.WebSocketConfig
+	// Logger gets one line per connection that fails or misbehaves;
+	// slog.Default() if nil.
+	Logger *slog.Logger
+
+	mu     sync.Mutex
+	conns  map[*Conn]struct{} // open connections
+	active int                // upgrades and connections in progress
+	closed bool
+	idle   chan struct{} // closed when active drops to zero after closing
+}
+
+func (h *Handler) logger() *slog.Logger {
+	if h.Logger != nil {
+		return h.Logger
+	}
+	return slog.Default()
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// errHandlerClosed is the cause of connections closed by Handler.Close.
+var errHandlerClosed = errors.New("protocol handler closed")
+
+// ServeHTTP authenticates and upgrades one slave connection, which goes on
+// in a goroutine of its own until it ends or the Handler shuts down.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	log := h.logger()
+	if r.Header.Get("Authorization") == "" {
+		log.Warn("slave connection refused", "remote", r.RemoteAddr, "reason", "no Authorization header")
+		http.Error(w, "authorization required", http.StatusUnauthorized)
+		return
+	}
+	name, password, ok := r.BasicAuth()
+	if !ok {
+		log.Warn("slave connection refused", "remote", r.RemoteAddr, "reason", "unparsable Authorization header")
+		http.Error(w, "bad authorization header", http.StatusBadRequest)
+		return
+	}
+	if err := h.Manager.Authenticate(name, password, r.RemoteAddr); err != nil {
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		return
+	}
+	h.mu.Lock()
+	closed := h.closed
+	if !closed {
+		h.active++
+	}
+	h.mu.Unlock()
+	if closed {
+		http.Error(w, "master shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	up := wire.Upgrader{WebSocketConfig: h.WebSocket}
+	t, err := up.Upgrade(w, r)
+	if err != nil {
+		log.Warn("slave connection failed", "slave", name, "remote", r.RemoteAddr, "reason", err.Error())
+		h.leave()
+		return
+	}
+	c := newConn(h, name, t)
+	if !h.track(c) {
+		c.w.CloseWithCause(errHandlerClosed)
+	}
+	// The connection moves to a goroutine of its own, owned by h (Shutdown
+	// waits for it), so that this one returns and net/http frees its
+	// buffers for the connection: an idle slave then costs one goroutine
+	// and little else.
+	go func() {
+		defer h.leave()
+		defer h.untrack(c)
+		c.serve()
+	}()
+}
+
+// leave ends an upgrade that failed or a connection that ended.
+func (h *Handler) leave() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.active--
+	if h.closed && h.active == 0 && h.idle != nil {
+		close(h.idle)
+		h.idle = nil
+	}
+}
+
+func (h *Handler) track(c *Conn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	if h.conns == nil {
+		h.conns = make(map[*Conn]struct{})
+	}
+	h.conns[c] = struct{}{}
+	return true
+}
+
+func (h *Handler) untrack(c *Conn) {
+	h.mu.Lock()
+	delete(h.conns, c)
+	h.mu.Unlock()
+}
+
+// Shutdown refuses new connections (503), drops every open one and waits
+// until their goroutines have returned, or returns ctx's error at its
+// deadline. Running builds learn of the loss through the manager; to let
+// them finish first, shut the manager down before the handler.
+func (h *Handler) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
+	h.closed = true
+	conns := make([]*Conn, 0, len(h.conns))
+	for c := range h.conns {
+		conns = append(conns, c)
+	}
+	var idle chan struct{}
+	if h.active > 0 {
+		if h.idle == nil {
+			h.idle = make(chan struct{})
+		}
+		idle = h.idle
+	}
+	h.mu.Unlock()
+	for _, c := range conns {
+		c.w.CloseWithCause(errHandlerClosed)
+	}
+	if idle == nil {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close is Shutdown without a deadline: connections end promptly once
+// dropped.
+func (h *Handler) Close() error { return h.Shutdown(context.Background()) }

@@ -1,0 +1,101 @@
+package protocol
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/buildslave/buildslave/protocol/wire"
+)
+
+// startServer serves h with a Server on a loopback port.
+func startServer(t testing.TB, s *Server) net.Addr {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := s.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve = %v", err)
+		}
+	})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown = %v", err)
+		}
+		wg.Wait()
+	})
+	return l.Addr()
+}
+
+func TestServerDropsSlowloris(t *testing.T) {
+	ms := newMaster(t, nil)
+	addr := startServer(t, &Server{Handler: ms.h, ReadHeaderTimeout: 200 * time.Millisecond})
+	conn, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// The header never ends: the server must hang up on its own.
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(conn); err != nil {
+		t.Errorf("connection was not closed by the server: %v", err)
+	}
+}
+
+func TestServerTLS(t *testing.T) {
+	ms := newMaster(t, nil)
+	certSrv := httptest.NewTLSServer(http.NotFoundHandler()) // borrow its certificate
+	defer certSrv.Close()
+	addr := startServer(t, &Server{Handler: ms.h, TLSConfig: &tls.Config{Certificates: certSrv.TLS.Certificates}})
+	d := &wire.Dialer{TLSConfig: certSrv.Client().Transport.(*http.Transport).TLSClientConfig}
+	tr, err := d.Dial(t.Context(), "wss://"+addr.String()+"/", "s1", "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newFakeSlave(t, tr)
+	b, err := ms.m.Acquire(t.Context(), "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Release()
+	if err := b.Conn().Print(t.Context(), "over TLS"); err != nil {
+		t.Error(err)
+	}
+	// A plain-text client gets no upgrade.
+	resp, err := http.Get("http://" + addr.String() + "/")
+	if err == nil {
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			t.Error("plain HTTP upgraded on a TLS server")
+		}
+		resp.Body.Close()
+	}
+}
+
+func TestShutdownDropsConnectionsAndRefusesNew(t *testing.T) {
+	ms := newMaster(t, nil)
+	_, c := ms.attach(t, "s1")
+	if err := ms.h.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	<-c.Context().Done()
+	_, err := ms.dial(t, "s2", "pw")
+	var he *wire.HandshakeError
+	if !errors.As(err, &he) || he.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("dial after Shutdown = %v", err)
+	}
+}

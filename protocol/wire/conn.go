@@ -1,0 +1,256 @@
+package wire
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// Handler answers one request from the peer. It runs on the connection's
+// reader goroutine, so requests are handled one at a time in arrival order
+// and a Handler must not wait for a Call on the same connection: start a
+// goroutine for long work and return. Its result is sent as the response;
+// an error is sent as an exception response with the error's text, and an
+// error matching ErrMalformed also closes the connection.
+type Handler func(ctx context.Context, req Message) (result any, err error)
+
+// ErrUnknownOp is matched by the error a Handler returns for an op it does
+// not implement; see UnknownOp.
+var ErrUnknownOp = errors.New("unknown op")
+
+// UnknownOp is the error a Handler returns for a request whose op it does
+// not implement; the peer gets an exception response naming the op.
+func UnknownOp(op string) error { return fmt.Errorf("%w %q", ErrUnknownOp, op) }
+
+// ErrClosed is the cause of a connection closed by Close.
+var ErrClosed = errors.New("connection closed")
+
+// RemoteError is the error of a Call the peer answered with an exception.
+type RemoteError struct {
+	Message string // the peer's error text
+}
+
+func (e *RemoteError) Error() string { return "remote error: " + e.Message }
+
+// Conn multiplexes requests and responses over a Transport, for either side
+// of the protocol. Messages are msgpack maps: a request {op, seq_number,
+// ...} or a response {op: "response", seq_number, result, is_exception?},
+// with strings as str and bytes as bin, as the stock Python peers send them. Each side numbers its requests from 0; every request the
+// peer sends is answered exactly once; responses are matched to calls by
+// seq_number whatever order they come in; text frames are ignored. A peer
+// that sends a malformed message, a request out of sequence or a response to
+// a request never made is disconnected.
+//
+// Serve runs the one reader goroutine; Call may be used from any goroutine.
+type Conn struct {
+	t       Transport
+	handler Handler
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+
+	wmu     sync.Mutex   // serialises writes and numbering of requests
+	nextSeq atomic.Int64 // seq_number of our next request; written under wmu
+
+	mu      sync.Mutex
+	pending []pendingCall // calls awaiting their response; few, so a slice
+
+	nextIn int64 // seq_number of the next request from the peer; reader only
+}
+
+type pendingCall struct {
+	seq int64
+	ch  chan Message
+}
+
+// NewConn returns a connection over t whose peer's requests go to handler.
+// Nothing is read until Serve is called.
+func NewConn(t Transport, handler Handler) *Conn {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	return &Conn{t: t, handler: handler, ctx: ctx, cancel: cancel}
+}
+
+// Context is cancelled when the connection ends; context.Cause says why.
+func (c *Conn) Context() context.Context { return c.ctx }
+
+// RemoteAddr is the peer's address.
+func (c *Conn) RemoteAddr() string { return c.t.RemoteAddr() }
+
+// Close drops the connection with cause ErrClosed. It does not wait.
+func (c *Conn) Close() error { return c.CloseWithCause(ErrClosed) }
+
+// CloseWithCause drops the connection; cause becomes the Context's cause
+// and Serve's result unless the connection had already ended.
+func (c *Conn) CloseWithCause(cause error) error {
+	c.cancel(cause)
+	return c.t.Close()
+}
+
+// Call sends the request {op, seq_number, fields...} and waits for its
+// response. It returns the response's result, a *RemoteError if the peer
+// answered with an exception, ctx's error, or the connection's cause if
+// the connection ends first.
+func (c *Conn) Call(ctx context.Context, op string, fields map[string]any) (any, error) {
+	ch := make(chan Message, 1)
+	c.wmu.Lock()
+	seq := c.nextSeq.Load()
+	c.mu.Lock()
+	c.pending = append(c.pending, pendingCall{seq, ch})
+	c.mu.Unlock()
+	err := c.write(func(b []byte) ([]byte, error) { return AppendMessage(b, op, seq, fields) })
+	if err == nil {
+		c.nextSeq.Add(1)
+	}
+	c.wmu.Unlock()
+	defer c.forget(seq)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case resp := <-ch:
+		return resultOf(resp)
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	case <-c.ctx.Done():
+		return nil, context.Cause(c.ctx)
+	}
+}
+
+// forget removes the pending call seq and returns its channel, if any.
+func (c *Conn) forget(seq int64) chan Message {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	i := slices.IndexFunc(c.pending, func(p pendingCall) bool { return p.seq == seq })
+	if i < 0 {
+		return nil
+	}
+	ch := c.pending[i].ch
+	c.pending = slices.Delete(c.pending, i, i+1)
+	if len(c.pending) == 0 {
+		c.pending = nil // an idle connection holds no array
+	}
+	return ch
+}
+
+func resultOf(resp Message) (any, error) {
+	result := resp["result"]
+	if exc, _ := resp["is_exception"].(bool); exc {
+		text, ok := result.(string)
+		if !ok {
+			text = fmt.Sprint(result)
+		}
+		return nil, &RemoteError{Message: text}
+	}
+	return result, nil
+}
+
+// write encodes a message with enc and sends it; the caller holds wmu. A
+// failed write ends the connection. An encoding error is returned without
+// ending it.
+func (c *Conn) write(enc func([]byte) ([]byte, error)) error {
+	if err := context.Cause(c.ctx); err != nil {
+		return err
+	}
+	bp := buffers.Get().(*[]byte)
+	defer putBuffer(bp)
+	b, err := enc((*bp)[:0])
+	*bp = b
+	if err != nil {
+		return err
+	}
+	if err = c.t.WriteMessage(b); err != nil {
+		err = fmt.Errorf("write: %w", err)
+		c.CloseWithCause(err)
+		return context.Cause(c.ctx)
+	}
+	return nil
+}
+
+// respond answers the peer's request seq.
+func (c *Conn) respond(seq int64, result any, herr error) error {
+	fields := map[string]any{"result": result}
+	if herr != nil {
+		fields = map[string]any{"result": herr.Error(), "is_exception": true}
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	err := c.write(func(b []byte) ([]byte, error) { return AppendMessage(b, "response", seq, fields) })
+	if err != nil && c.ctx.Err() == nil {
+		// The handler's result cannot be encoded: the peer still gets an answer.
+		fields = map[string]any{"result": "internal error: " + err.Error(), "is_exception": true}
+		err = c.write(func(b []byte) ([]byte, error) { return AppendMessage(b, "response", seq, fields) })
+	}
+	return err
+}
+
+// buffers holds read and encode buffers between messages, so an idle
+// connection holds none.
+var buffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// putBuffer returns a buffer to the pool unless it grew too big to keep.
+func putBuffer(bp *[]byte) {
+	if cap(*bp) <= DefaultMaxMessageSize/8 {
+		*bp = (*bp)[:0]
+		buffers.Put(bp)
+	}
+}
+
+// Serve reads and dispatches messages until the connection ends, then
+// returns the cause: ErrClosed after Close, an error matching ErrMalformed
+// or ErrTooLarge for a misbehaving peer, or the transport's read error. It
+// closes the transport before returning. Call it once.
+func (c *Conn) Serve() error {
+	for {
+		msg, err := c.readMessage()
+		if err == nil && msg != nil {
+			err = c.dispatch(msg)
+		}
+		if err != nil {
+			c.CloseWithCause(err)
+			return context.Cause(c.ctx)
+		}
+	}
+}
+
+// readMessage reads the next binary message; nil for a text frame.
+func (c *Conn) readMessage() (Message, error) {
+	bp := buffers.Get().(*[]byte)
+	defer putBuffer(bp)
+	p, binary, err := c.t.ReadMessage(*bp)
+	*bp = p
+	if err != nil {
+		return nil, fmt.Errorf("read: %w", err)
+	}
+	if !binary {
+		return nil, nil
+	}
+	return DecodeMessage(p)
+}
+
+func (c *Conn) dispatch(msg Message) error {
+	seq := msg.Seq()
+	if msg.Op() == "response" {
+		if ch := c.forget(seq); ch != nil {
+			ch <- msg
+			return nil
+		}
+		if seq < c.nextSeq.Load() {
+			return nil // the call gave up before its answer came
+		}
+		return fmt.Errorf("%w: response to request %d, which was never sent", ErrMalformed, seq)
+	}
+	if want := c.nextIn; seq != want {
+		return fmt.Errorf("%w: request %q has seq_number %d, want %d", ErrMalformed, msg.Op(), seq, want)
+	}
+	c.nextIn++
+	result, herr := c.handler(c.ctx, msg)
+	if err := c.respond(seq, result, herr); err != nil {
+		return err
+	}
+	if errors.Is(herr, ErrMalformed) {
+		return fmt.Errorf("request %q: %w", msg.Op(), herr)
+	}
+	return nil
+}

@@ -1,0 +1,266 @@
+package wire
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Transport carries whole messages between two peers. The WebSocket
+// transport from Upgrader and Dialer is the real one; Pipe gives an
+// in-memory pair for tests.
+type Transport interface {
+	// ReadMessage reads the next message, appending its bytes to dst[:0].
+	// binary is false for a text frame, which the protocol ignores.
+	ReadMessage(dst []byte) (p []byte, binary bool, err error)
+	// WriteMessage sends p as one binary message. Calls are serialised by
+	// the caller.
+	WriteMessage(p []byte) error
+	// Close drops the connection at once; a blocked ReadMessage returns.
+	Close() error
+	// RemoteAddr is the peer's address.
+	RemoteAddr() string
+}
+
+// Defaults for the zero values of the fields of Upgrader and Dialer.
+const (
+	DefaultMaxMessageSize = 2 << 20
+	DefaultWriteTimeout   = 30 * time.Second
+	DefaultBufferSize     = 1024
+)
+
+// ErrTooLarge is matched by the error reading a message above the size
+// limit.
+var ErrTooLarge = errors.New("message too large")
+
+// A WebSocketConfig sets the limits of a WebSocket transport. The zero value
+// means the defaults.
+type WebSocketConfig struct {
+	MaxMessageSize int64         // largest message read; DefaultMaxMessageSize if 0
+	WriteTimeout   time.Duration // bound on one write; DefaultWriteTimeout if 0
+	BufferSize     int           // size of the read buffer; DefaultBufferSize if 0
+}
+
+func (c WebSocketConfig) withDefaults() WebSocketConfig {
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.BufferSize <= 0 {
+		c.BufferSize = DefaultBufferSize
+	}
+	return c
+}
+
+// writeBuffers is shared by all WebSocket transports, so an idle connection
+// holds no write buffer.
+var writeBuffers sync.Pool
+
+// Upgrader turns an HTTP upgrade request into a WebSocket transport, the
+// way the stock master accepts: no subprotocol, no compression, any origin
+// (the peer is a build slave, not a browser).
+type Upgrader struct {
+	WebSocketConfig
+}
+
+// Upgrade completes the handshake on w. On failure it has already replied to
+// the client with an HTTP error.
+func (u *Upgrader) Upgrade(w http.ResponseWriter, r *http.Request) (Transport, error) {
+	cfg := u.withDefaults()
+	up := websocket.Upgrader{
+		ReadBufferSize:  cfg.BufferSize,
+		WriteBufferPool: &writeBuffers,
+		CheckOrigin:     func(*http.Request) bool { return true },
+	}
+	ws, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return nil, err
+	}
+	return newWSTransport(ws, cfg), nil
+}
+
+// Dialer opens a slave's connection to a master: a WebSocket upgrade of
+// ws://host:port/ (or wss:// with TLSConfig) carrying the slave's name and
+// password as HTTP Basic auth.
+type Dialer struct {
+	WebSocketConfig
+	TLSConfig *tls.Config // for wss:// URLs; nil means the system defaults
+	// NetDialContext dials the TCP connection; nil means net.Dialer.
+	NetDialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// HandshakeError is returned by Dial when the master answers the upgrade
+// with an HTTP status other than 101 (401 for refused credentials).
+type HandshakeError struct {
+	StatusCode int
+}
+
+func (e *HandshakeError) Error() string {
+	return fmt.Sprintf("websocket handshake refused: HTTP %d %s", e.StatusCode, http.StatusText(e.StatusCode))
+}
+
+// Dial connects to url as the slave name with password.
+func (d *Dialer) Dial(ctx context.Context, url, name, password string) (Transport, error) {
+	cfg := d.withDefaults()
+	wd := websocket.Dialer{
+		NetDialContext:   d.NetDialContext,
+		TLSClientConfig:  d.TLSConfig,
+		ReadBufferSize:   cfg.BufferSize,
+		WriteBufferPool:  &writeBuffers,
+		HandshakeTimeout: cfg.WriteTimeout,
+	}
+	h := http.Header{"Authorization": {BasicAuth(name, password)}}
+	ws, resp, err := wd.DialContext(ctx, url, h)
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
+	}
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			return nil, &HandshakeError{StatusCode: resp.StatusCode}
+		}
+		return nil, err
+	}
+	return newWSTransport(ws, cfg), nil
+}
+
+// BasicAuth is the value of the Authorization header that carries a slave's
+// credentials.
+func BasicAuth(name, password string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(name+":"+password))
+}
+
+type wsTransport struct {
+	ws           *websocket.Conn
+	writeTimeout time.Duration
+}
+
+func newWSTransport(ws *websocket.Conn, cfg WebSocketConfig) *wsTransport {
+	ws.SetReadLimit(cfg.MaxMessageSize)
+	return &wsTransport{ws: ws, writeTimeout: cfg.WriteTimeout}
+}
+
+func (t *wsTransport) ReadMessage(dst []byte) ([]byte, bool, error) {
+	typ, r, err := t.ws.NextReader()
+	if err != nil {
+		if errors.Is(err, websocket.ErrReadLimit) {
+			err = fmt.Errorf("%w: %w", ErrTooLarge, err)
+		}
+		return dst[:0], false, err
+	}
+	p, err := readAll(dst[:0], r)
+	if errors.Is(err, websocket.ErrReadLimit) {
+		err = fmt.Errorf("%w: %w", ErrTooLarge, err)
+	}
+	return p, typ == websocket.BinaryMessage, err
+}
+
+// readAll is io.ReadAll appending to b.
+func readAll(b []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
+}
+
+func (t *wsTransport) WriteMessage(p []byte) error {
+	if err := t.ws.SetWriteDeadline(time.Now().Add(t.writeTimeout)); err != nil {
+		return err
+	}
+	return t.ws.WriteMessage(websocket.BinaryMessage, p)
+}
+
+func (t *wsTransport) Close() error       { return t.ws.Close() }
+func (t *wsTransport) RemoteAddr() string { return t.ws.RemoteAddr().String() }
+
+// Pipe returns the two ends of an in-memory transport. Messages are queued
+// without bound, and closing either end closes both. It uses no sockets or
+// timers, so it works inside a testing/synctest bubble.
+func Pipe() (Transport, Transport) {
+	a, b := newQueue(), newQueue()
+	done := make(chan struct{})
+	var once sync.Once
+	closeFn := func() { once.Do(func() { close(done) }) }
+	return &pipeEnd{in: a, out: b, done: done, close: closeFn, addr: "pipe-a"},
+		&pipeEnd{in: b, out: a, done: done, close: closeFn, addr: "pipe-b"}
+}
+
+type queue struct {
+	mu    sync.Mutex
+	msgs  [][]byte
+	ready chan struct{} // holds a token while msgs is non-empty
+}
+
+func newQueue() *queue { return &queue{ready: make(chan struct{}, 1)} }
+
+type pipeEnd struct {
+	in, out *queue
+	done    chan struct{}
+	close   func()
+	addr    string
+}
+
+var errPipeClosed = errors.New("pipe closed")
+
+func (p *pipeEnd) ReadMessage(dst []byte) ([]byte, bool, error) {
+	for {
+		p.in.mu.Lock()
+		if len(p.in.msgs) > 0 {
+			m := p.in.msgs[0]
+			p.in.msgs = p.in.msgs[1:]
+			if len(p.in.msgs) > 0 {
+				signal(p.in.ready)
+			}
+			p.in.mu.Unlock()
+			return append(dst[:0], m...), true, nil
+		}
+		p.in.mu.Unlock()
+		select {
+		case <-p.in.ready:
+		case <-p.done:
+			return dst[:0], false, errPipeClosed
+		}
+	}
+}
+
+func (p *pipeEnd) WriteMessage(b []byte) error {
+	select {
+	case <-p.done:
+		return errPipeClosed
+	default:
+	}
+	p.out.mu.Lock()
+	p.out.msgs = append(p.out.msgs, append([]byte(nil), b...))
+	p.out.mu.Unlock()
+	signal(p.out.ready)
+	return nil
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+func (p *pipeEnd) Close() error       { p.close(); return nil }
+func (p *pipeEnd) RemoteAddr() string { return p.addr }
