@@ -1,0 +1,200 @@
+package latent_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/buildslave/buildslave/latent"
+	"github.com/buildslave/buildslave/latent/latenttest"
+	"github.com/buildslave/buildslave/notify"
+	"github.com/buildslave/buildslave/slave"
+)
+
+const masterID = "master-1"
+
+// logBuffer collects log lines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// matching returns the lines that contain every one of subs.
+func (l *logBuffer) matching(subs ...string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, line := range strings.Split(l.buf.String(), "\n") {
+		ok := line != ""
+		for _, s := range subs {
+			ok = ok && strings.Contains(line, s)
+		}
+		if ok {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// recorder is a Notifier that remembers what it was told.
+type recorder struct {
+	mu  sync.Mutex
+	got []notify.Missing
+}
+
+func (r *recorder) SlaveMissing(_ context.Context, m notify.Missing) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, m)
+	return nil
+}
+
+func (r *recorder) all() []notify.Missing {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]notify.Missing(nil), r.got...)
+}
+
+// spec is one latent slave of a fixture.
+type spec struct {
+	s    *slave.Slave
+	wait time.Duration // build_wait_timeout
+	boot latenttest.Boot
+}
+
+// fixture is a manager, a fake cloud and a Lifecycle over them.
+type fixture struct {
+	m     *slave.Manager
+	cloud *latenttest.Cloud
+	fakes map[string]*latenttest.Fake
+	lc    *latent.Lifecycle
+	log   *logBuffer
+	sent  *recorder
+	t0    time.Time
+}
+
+// newFixture builds the fixture; plant runs before the Lifecycle starts.
+// The manager and the Lifecycle log to f.log unless cfg.Logger is set.
+func newFixture(t testing.TB, cfg latent.Config, plant func(*latenttest.Cloud), specs ...spec) *fixture {
+	t.Helper()
+	f := &fixture{log: &logBuffer{}, sent: &recorder{}, fakes: make(map[string]*latenttest.Fake), t0: time.Now()}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(f.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	var slaves []*slave.Slave
+	for _, sp := range specs {
+		slaves = append(slaves, sp.s)
+	}
+	m, err := slave.NewManager(slave.Config{Logger: logger, Notifier: &recorder{}}, slaves...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.m = m
+	f.cloud = latenttest.NewCloud(t, m)
+	var latents []latent.LatentSlave
+	for _, sp := range specs {
+		fk := f.cloud.Slave(sp.s, sp.wait, sp.boot)
+		f.fakes[sp.s.Name()] = fk
+		latents = append(latents, fk)
+	}
+	if plant != nil {
+		plant(f.cloud)
+	}
+	if cfg.MasterID == "" {
+		cfg.MasterID = masterID
+	}
+	cfg.Logger = logger
+	if cfg.Notifier == nil {
+		cfg.Notifier = &notify.Retrying{Notifier: f.sent, Logger: logger}
+	}
+	f.lc, err = latent.New(m, cfg, latents...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		f.lc.Close()
+		m.Close()
+	})
+	return f
+}
+
+func mustSlave(t testing.TB, name string, opts ...slave.Option) *slave.Slave {
+	t.Helper()
+	s, err := slave.New(name, "configured-"+name, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// elapsed is the time since the fixture was built.
+func (f *fixture) elapsed() time.Duration { return time.Since(f.t0) }
+
+func (f *fixture) status(t *testing.T, name string) latent.Status {
+	t.Helper()
+	st, ok := f.lc.Status(name)
+	if !ok {
+		t.Fatalf("no status for %q", name)
+	}
+	return st
+}
+
+// wantState checks name's state once the bubble's goroutines are blocked.
+func (f *fixture) wantState(t *testing.T, name string, want latent.State) latent.Status {
+	t.Helper()
+	synctest.Wait()
+	st := f.status(t, name)
+	if st.State != want {
+		t.Fatalf("at %v %s is %s (%s), want %s\n%s", f.elapsed(), name, st.State, st.Reason, want, f.log)
+	}
+	return st
+}
+
+// ops returns the ledger's records of op ("start" or "stop") as offsets
+// from the fixture's start.
+func (f *fixture) ops(op string) []time.Duration {
+	var out []time.Duration
+	for _, r := range f.cloud.Ledger() {
+		if r.Op == op {
+			out = append(out, r.Time.Sub(f.t0))
+		}
+	}
+	return out
+}
+
+// build holds a slot from Acquire; done is closed when Acquire returned.
+type build struct {
+	b    *slave.Build
+	err  error
+	at   time.Duration
+	done chan struct{}
+}
+
+// acquire starts an Acquire of name in a goroutine.
+func (f *fixture) acquire(ctx context.Context, name string) *build {
+	b := &build{done: make(chan struct{})}
+	go func() {
+		defer close(b.done)
+		b.b, b.err = f.m.Acquire(ctx, name)
+		b.at = f.elapsed()
+	}()
+	return b
+}

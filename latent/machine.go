@@ -1,0 +1,486 @@
+package latent
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/semaphore"
+
+	"github.com/buildslave/buildslave/notify"
+	"github.com/buildslave/buildslave/slave"
+)
+
+// latentSlave is one latent slave's state machine. Every field below mu is
+// guarded by it; methods whose comment says "mu is held" must be called
+// with it held, and never wait.
+type latentSlave struct {
+	l    *Lifecycle
+	ls   LatentSlave
+	cfg  *slave.Slave
+	name string
+	// op serializes the driver's Start and Stop calls for this slave, the
+	// reaper's included, as LatentSlave promises drivers.
+	op sync.Mutex
+
+	mu         sync.Mutex
+	state      State
+	since      time.Time
+	reason     string
+	changed    chan struct{} // closed and replaced at every transition
+	sub        *substantiation
+	inst       *Instance // the current instance; nil while none or Start runs
+	starting   bool      // a Start call is in flight
+	slot       bool      // holds a MaxRunning slot
+	connected  bool      // the manager has a connection attached, as its events say
+	running    int       // builds, as the manager's events say
+	wanted     bool      // a Want could not be served yet
+	afterStop  State     // Stopped, or Quarantined after a failure
+	failures   int       // consecutive failed substantiations
+	stopFails  int       // consecutive failed stops of the current instance
+	until      time.Time // end of the quarantine
+	lastErr    error
+	lastAttach time.Time
+	timer      *timer      // build_wait_timeout, quarantine or stop retry
+	logs       []logRecord // written by unlock, outside mu
+}
+
+// substantiation is one attempt to get an instance attached, shared by
+// every Want and Substantiate that arrives while it runs.
+type substantiation struct {
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	password string        // set before Start; "" while waiting for a slot
+	attached chan struct{} // closed when the slave attached
+	err      error         // why it failed; guarded by the slave's mu
+	wanted   bool          // a Want joined: on failure, try again after the quarantine
+}
+
+type logRecord struct {
+	level slog.Level
+	msg   string
+	attrs []any
+}
+
+// logf queues a log line with the slave's name and instance; mu is held.
+func (s *latentSlave) logf(level slog.Level, msg string, attrs ...any) {
+	attrs = append([]any{"slave", s.name}, attrs...)
+	if s.inst != nil {
+		attrs = append(attrs, "instance", s.inst.ID)
+	}
+	s.logs = append(s.logs, logRecord{level, msg, attrs})
+}
+
+// unlock releases mu, then writes the queued log lines.
+func (s *latentSlave) unlock() {
+	logs := s.logs
+	s.logs = nil
+	s.mu.Unlock()
+	for _, r := range logs {
+		s.l.log.Log(context.Background(), r.level, r.msg, r.attrs...)
+	}
+}
+
+// set moves to state st and logs the transition once; mu is held.
+func (s *latentSlave) set(st State, reason string) {
+	level := slog.LevelInfo
+	if st == Quarantined {
+		level = slog.LevelWarn
+	}
+	s.logf(level, "latent slave "+st.String(), "from", s.state.String(), "reason", reason)
+	s.state, s.since, s.reason = st, time.Now(), reason
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// want serves a build waiting for the slave: it substantiates now if the
+// slave can, or remembers the want; mu is held.
+func (s *latentSlave) want(reason string) {
+	switch {
+	case s.l.shutting.Load():
+	case s.state == Substantiating:
+		s.sub.wanted = true
+	case s.state == Stopped && !s.connected:
+		s.begin(reason, true)
+	case s.state == Idle || s.state == Running:
+		// The manager calls Want only for a detached slave: if it is still
+		// attached the want is stale, else its Detached event is on the way.
+		if st, _ := s.l.m.State(s.name); !st.Attached {
+			s.wanted = true
+		}
+	default:
+		s.wanted = true
+	}
+}
+
+// begin starts a substantiation, for a waiting build if wanted; mu is
+// held and the slave is Stopped.
+func (s *latentSlave) begin(reason string, wanted bool) {
+	ctx, cancel := context.WithCancelCause(s.l.ctx)
+	sub := &substantiation{ctx: ctx, cancel: cancel, attached: make(chan struct{}), wanted: wanted || s.wanted}
+	s.wanted = false
+	s.sub = sub
+	s.set(Substantiating, reason)
+	if !s.l.spawn(func() { s.substantiate(sub) }) {
+		s.failLocked(sub, ErrClosed)
+	}
+}
+
+// substantiate takes the caps' slots, starts an instance and waits for it
+// to attach, to die, or for missing_timeout.
+func (s *latentSlave) substantiate(sub *substantiation) {
+	l := s.l
+	if err := acquire(sub.ctx, l.running); err != nil {
+		s.failCtx(sub.ctx, sub, "waiting for a MaxRunning slot")
+		return
+	}
+	s.mu.Lock()
+	s.slot = true
+	s.unlock()
+	if err := acquire(sub.ctx, l.starting); err != nil {
+		s.failCtx(sub.ctx, sub, "waiting for a MaxStarting slot")
+		return
+	}
+	defer release(l.starting)
+
+	timeout := s.cfg.MissingTimeout()
+	ctx, cancel := context.WithTimeoutCause(sub.ctx, timeout, fmt.Errorf("%w (%v)", ErrMissing, timeout))
+	defer cancel()
+	s.mu.Lock()
+	sub.password = rand.Text()
+	s.starting = true
+	req := StartRequest{Name: s.name, Password: sub.password, MasterID: l.cfg.MasterID}
+	s.unlock()
+
+	s.op.Lock()
+	inst, err := s.ls.Start(ctx, req)
+	s.op.Unlock()
+	s.mu.Lock()
+	s.starting = false
+	if err == nil {
+		s.inst = &inst
+		s.logf(slog.LevelInfo, "latent instance started", "missing_timeout", timeout)
+		if s.state == Stopping { // stopped while Start ran
+			s.stopInstance()
+		}
+	}
+	s.unlock()
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", context.Cause(ctx), err)
+		}
+		s.fail(sub, fmt.Errorf("start: %w", err))
+		return
+	}
+
+	var tick <-chan time.Time
+	checker, _ := s.ls.(Checker)
+	if checker != nil {
+		t := time.NewTicker(l.cfg.CheckInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-sub.attached:
+			return
+		case <-ctx.Done():
+			s.failCtx(ctx, sub, "waiting for the attach")
+			return
+		case <-tick:
+			if err := checker.Check(ctx, inst); err != nil && ctx.Err() == nil {
+				s.fail(sub, fmt.Errorf("%w: %w", ErrDied, err))
+				return
+			}
+		}
+	}
+}
+
+// failCtx fails sub because ctx ended while doing what.
+func (s *latentSlave) failCtx(ctx context.Context, sub *substantiation, what string) {
+	s.fail(sub, fmt.Errorf("%s: %w", what, context.Cause(ctx)))
+}
+
+// fail ends sub with err and stops its instance, if it is still the
+// slave's substantiation and the slave did not attach meanwhile.
+func (s *latentSlave) fail(sub *substantiation, err error) {
+	s.mu.Lock()
+	defer s.unlock()
+	s.failLocked(sub, err)
+}
+
+// failLocked is fail with mu held.
+func (s *latentSlave) failLocked(sub *substantiation, err error) {
+	if s.sub != sub {
+		return // attached, or already failed
+	}
+	if st, _ := s.l.m.State(s.name); st.Attached {
+		return // the attach beat the failure: its event is on the way
+	}
+	sub.err = err
+	sub.cancel(err)
+	s.sub = nil
+	s.lastErr = err
+	s.wanted = s.wanted || sub.wanted
+	s.logf(slog.LevelError, "latent substantiation failed", "reason", err.Error())
+	if errors.Is(err, ErrMissing) || errors.Is(err, ErrDied) {
+		s.notifyMissing()
+	}
+	s.stop(err.Error(), Quarantined)
+}
+
+// notifyMissing tells notify_on_missing that an instance never attached;
+// mu is held.
+func (s *latentSlave) notifyMissing() {
+	rcpt := s.cfg.NotifyOnMissing()
+	if len(rcpt) == 0 {
+		return
+	}
+	st, _ := s.l.m.State(s.name)
+	report := notify.Missing{
+		Slave:         s.name,
+		Recipients:    rcpt,
+		LastConnected: s.lastAttach,
+		Detected:      time.Now(),
+		Admin:         st.Info.Admin,
+		Host:          st.Info.Host,
+	}
+	s.l.spawn(func() { _ = s.l.notifier.SlaveMissing(s.l.ctx, report) }) // it logs its outcome
+}
+
+// attached handles the manager's Attached event; mu is held.
+func (s *latentSlave) attached() {
+	s.connected = true
+	if s.state != Substantiating || s.sub == nil || s.sub.password == "" {
+		s.askShutdown(slog.LevelWarn, "latent slave attached while not substantiating; asking it to shut down")
+		return
+	}
+	close(s.sub.attached)
+	s.sub = nil
+	s.failures, s.until = 0, time.Time{}
+	s.lastAttach = time.Now()
+	s.set(Idle, "attached")
+	s.idle()
+}
+
+// askShutdown logs why, then asks the attached slave to shut down (after
+// its builds, if any): the manager drops the connection if the slave does
+// not answer. mu is held.
+func (s *latentSlave) askShutdown(level slog.Level, why string) {
+	s.logf(level, why, "state", s.state.String())
+	if err := s.l.m.GracefulShutdown(s.name); err != nil && !errors.Is(err, slave.ErrNotAttached) { // detached: its event is on the way
+		s.logf(slog.LevelWarn, "latent slave could not be asked to shut down", "reason", err.Error())
+	}
+}
+
+// detached handles the manager's Detached event; mu is held.
+func (s *latentSlave) detached(cause error) {
+	s.connected, s.running = false, 0
+	switch s.state {
+	case Idle, Running:
+		reason := "connection lost"
+		if cause != nil {
+			reason = cause.Error()
+		}
+		s.logf(slog.LevelWarn, "latent slave detached unexpectedly; stopping its instance", "reason", reason)
+		s.stop("detached: "+reason, Stopped)
+	case Stopping:
+		s.maybeFinish()
+	case Stopped:
+		if s.wanted {
+			s.want("a build is waiting")
+		}
+	}
+}
+
+// builds handles the manager's build events; mu is held.
+func (s *latentSlave) builds(running int) {
+	s.running = running
+	switch {
+	case s.state == Idle && running > 0:
+		s.stopTimer()
+		s.set(Running, "build started")
+	case s.state == Running && running == 0:
+		s.set(Idle, "last build finished")
+		s.idle()
+	}
+}
+
+// idle arms build_wait_timeout, or stops at once while shutting down; mu
+// is held and the slave is Idle.
+func (s *latentSlave) idle() {
+	if s.l.shutting.Load() {
+		s.drainAndStop("shutting down")
+		return
+	}
+	wait := s.ls.BuildWaitTimeout()
+	if wait < 0 {
+		return
+	}
+	s.after(wait, func() { s.drainAndStop(fmt.Sprintf("build_wait_timeout (%v) expired", wait)) })
+}
+
+// drainAndStop stops the Idle slave's instance, unless a build got its
+// slot first; mu is held.
+func (s *latentSlave) drainAndStop(reason string) {
+	if s.state != Idle {
+		return
+	}
+	if err := s.l.m.Drain(s.name); err != nil {
+		// A build started or the slave detached: that event is on its way.
+		s.logf(slog.LevelDebug, "latent slave not drained", "reason", err.Error())
+		return
+	}
+	s.stop(reason, Stopped)
+}
+
+// stop moves to Stopping and stops the instance, then goes to next; mu is
+// held.
+func (s *latentSlave) stop(reason string, next State) {
+	s.stopTimer()
+	s.afterStop = next
+	s.set(Stopping, reason)
+	s.stopInstance()
+}
+
+// stopInstance calls the driver's Stop in a goroutine, or finishes the
+// stop if there is no instance; while Start runs, substantiate calls it
+// again once Start returns. mu is held.
+func (s *latentSlave) stopInstance() {
+	if s.starting {
+		return
+	}
+	if s.inst == nil {
+		s.maybeFinish()
+		return
+	}
+	inst := *s.inst
+	s.l.spawn(func() { s.runStop(inst) })
+}
+
+func (s *latentSlave) runStop(inst Instance) {
+	ctx, cancel := context.WithTimeout(s.l.ctx, s.l.cfg.StopTimeout)
+	s.op.Lock()
+	err := s.ls.Stop(ctx, inst)
+	s.op.Unlock()
+	cancel()
+	s.mu.Lock()
+	defer s.unlock()
+	if err != nil {
+		s.stopFails++
+		s.lastErr = fmt.Errorf("stop instance %s: %w", inst.ID, err)
+		retry := backoff(s.stopFails)
+		s.logf(slog.LevelError, "latent instance did not stop; will retry", "reason", err.Error(), "retry_in", retry)
+		s.after(retry, s.stopInstance)
+		return
+	}
+	s.logf(slog.LevelInfo, "latent instance stopped")
+	s.inst = nil
+	s.stopFails = 0
+	if s.connected { // a machine destroyed without closing its connection
+		s.askShutdown(slog.LevelInfo, "latent instance stopped but its connection remains; asking the manager to drop it")
+	}
+	s.maybeFinish()
+}
+
+// maybeFinish leaves Stopping once the instance is stopped and its
+// connection gone; mu is held.
+func (s *latentSlave) maybeFinish() {
+	if s.state != Stopping || s.inst != nil || s.starting || s.connected {
+		return
+	}
+	if s.slot {
+		s.slot = false
+		release(s.l.running)
+	}
+	if s.afterStop == Quarantined && !s.l.shutting.Load() {
+		s.failures++
+		wait := backoff(s.failures)
+		s.set(Quarantined, fmt.Sprintf("failure %d, back-off %v: %v", s.failures, wait, s.lastErr))
+		s.until = s.since.Add(wait)
+		s.after(wait, func() {
+			s.until = time.Time{}
+			s.set(Stopped, "quarantine over")
+			if s.wanted {
+				s.want("a build is waiting")
+			}
+		})
+		return
+	}
+	s.set(Stopped, "instance stopped")
+	if s.wanted {
+		s.want("a build is waiting")
+	}
+}
+
+// shutdown starts stopping the slave for Shutdown; mu is held.
+func (s *latentSlave) shutdown() {
+	s.wanted = false
+	switch s.state {
+	case Substantiating:
+		s.sub.cancel(ErrClosed)
+	case Idle:
+		s.stopTimer()
+		s.drainAndStop("shutting down")
+	case Quarantined:
+		s.stopTimer()
+		s.until = time.Time{}
+		s.set(Stopped, "shutting down")
+	}
+}
+
+// timer is a time.AfterFunc the Lifecycle waits for.
+type timer struct {
+	t  *time.Timer
+	wg *sync.WaitGroup
+}
+
+// after arms the slave's one timer to run f with mu held after d,
+// replacing any armed one; mu is held.
+func (s *latentSlave) after(d time.Duration, f func()) {
+	s.stopTimer()
+	if s.l.ctx.Err() != nil {
+		return
+	}
+	t := &timer{wg: &s.l.wg}
+	t.wg.Add(1)
+	t.t = time.AfterFunc(d, func() {
+		defer t.wg.Done()
+		s.mu.Lock()
+		defer s.unlock()
+		if s.timer == t {
+			s.timer = nil
+			f()
+		}
+	})
+	s.timer = t
+}
+
+// stopTimer disarms the slave's timer; mu is held.
+func (s *latentSlave) stopTimer() {
+	if t := s.timer; t != nil {
+		s.timer = nil
+		if t.t.Stop() {
+			t.wg.Done()
+		}
+	}
+}
+
+// acquire takes a slot of sem; a nil sem has no cap.
+func acquire(ctx context.Context, sem *semaphore.Weighted) error {
+	if sem == nil {
+		return nil
+	}
+	return sem.Acquire(ctx, 1)
+}
+
+// release gives back a slot of sem.
+func release(sem *semaphore.Weighted) {
+	if sem != nil {
+		sem.Release(1)
+	}
+}
