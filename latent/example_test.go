@@ -56,9 +56,9 @@ func Example() {
 	// instances left: 0
 }
 
-// Lifecycle.Acquire fails with the reason a substantiation failed, where
-// Manager.Acquire would wait through it.
-func ExampleLifecycle_Acquire() {
+// A build waiting for a latent slave learns why its start failed, and the
+// slave goes into quarantine before it is tried again.
+func ExampleLifecycle_failedStart() {
 	bot, _ := slave.New("bot1", "sekrit")
 	m, _ := slave.NewManager(slave.Config{Logger: quiet}, bot)
 	defer m.Close()
@@ -68,7 +68,7 @@ func ExampleLifecycle_Acquire() {
 	lc, _ := latent.New(m, latent.Config{MasterID: "master-1", Logger: quiet}, bot1)
 	defer lc.Close()
 
-	_, err := lc.Acquire(context.Background(), "bot1")
+	_, err := m.Acquire(context.Background(), "bot1")
 	fmt.Println(errors.Is(err, noCapacity))
 	st, _ := lc.Status("bot1")
 	fmt.Println(st.State, st.QuarantinedUntil.Sub(st.Since))

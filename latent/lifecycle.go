@@ -184,7 +184,7 @@ func New(m *slave.Manager, cfg Config, latents ...LatentSlave) (*Lifecycle, erro
 		if st, _ := m.State(s.name); st.Attached {
 			s.mu.Lock()
 			s.connected = true
-			s.askShutdown(slog.LevelWarn, "latent slave attached before the lifecycle started; asking it to shut down")
+			s.disconnect(slog.LevelWarn, "latent slave attached before the lifecycle started; dropping its connection")
 			s.unlock()
 		}
 	}
@@ -313,24 +313,6 @@ func (l *Lifecycle) Substantiate(ctx context.Context, name string) error {
 			return context.Cause(ctx)
 		}
 	}
-}
-
-// Acquire waits for a build slot on the named latent slave, like
-// Manager.Acquire, but fails as soon as the substantiation it waits for
-// fails, with Substantiate's error.
-func (l *Lifecycle) Acquire(ctx context.Context, name string) (*slave.Build, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := l.Substantiate(ctx, name); err != nil {
-			cancel(err)
-		}
-	})
-	b, err := l.m.Acquire(ctx, name)
-	cancel(nil) // the slot is there, or Acquire gave up: stop watching
-	wg.Wait()
-	return b, err
 }
 
 // Shutdown stops every instance the Lifecycle started: substantiations

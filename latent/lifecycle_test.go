@@ -160,7 +160,13 @@ func TestAttachDeadlineStopsQuarantinesAndNotifies(t *testing.T) {
 		if err := f.lc.Substantiate(t.Context(), "bot"); !errors.Is(err, latent.ErrQuarantined) || !errors.Is(err, latent.ErrMissing) {
 			t.Errorf("Substantiate while quarantined = %v", err)
 		}
-		// The waiting build wants the slave: it is tried again after the back-off.
+		// The waiting build learns why at once.
+		<-waiting.done
+		if !errors.Is(waiting.err, latent.ErrMissing) || waiting.at != 20*time.Minute {
+			t.Errorf("Acquire = %v at %v, want ErrMissing at 20m", waiting.err, waiting.at)
+		}
+		// A build that asks again during the quarantine is served after the back-off.
+		again := f.acquire(t.Context(), "bot")
 		time.Sleep(10 * time.Second)
 		synctest.Wait()
 		f.wantState(t, "bot", latent.Substantiating)
@@ -168,7 +174,7 @@ func TestAttachDeadlineStopsQuarantinesAndNotifies(t *testing.T) {
 			t.Errorf("starts at %v", got)
 		}
 		select {
-		case <-waiting.done:
+		case <-again.done:
 			t.Error("Acquire returned")
 		default:
 		}
@@ -180,7 +186,7 @@ func TestCheckerFailsAnInstanceThatDiedAtOnce(t *testing.T) {
 		panicked := errors.New("kernel panic")
 		f := newFixture(t, latent.Config{CheckInterval: 10 * time.Second}, nil,
 			spec{s: mustSlave(t, "bot"), wait: time.Minute, boot: latenttest.Boot{Delay: 25 * time.Second, Die: panicked}})
-		b, err := f.lc.Acquire(t.Context(), "bot")
+		b, err := f.m.Acquire(t.Context(), "bot")
 		if b != nil || !errors.Is(err, latent.ErrDied) || !errors.Is(err, panicked) || f.elapsed() != 30*time.Second {
 			t.Fatalf("Acquire = %v, %v at %v; want ErrDied with the driver's reason at 30s", b, err, f.elapsed())
 		}
@@ -198,7 +204,15 @@ func TestQuarantineBacksOffTo10sDoublingToAnHour(t *testing.T) {
 		f := newFixture(t, latent.Config{}, nil,
 			spec{s: mustSlave(t, "bot"), wait: time.Minute, boot: latenttest.Boot{StartErr: refused}})
 		ctx, cancel := context.WithCancel(t.Context())
-		waiting := f.acquire(ctx, "bot")
+		waiting := make(chan struct{})
+		go func() { // a scheduler that asks again after each failure
+			defer close(waiting)
+			for ctx.Err() == nil {
+				if _, err := f.m.Acquire(ctx, "bot"); !errors.Is(err, refused) && ctx.Err() == nil {
+					t.Errorf("Acquire = %v, want the start's error", err)
+				}
+			}
+		}()
 		time.Sleep(5 * time.Hour)
 		synctest.Wait()
 		starts := f.ops("start")
@@ -218,7 +232,7 @@ func TestQuarantineBacksOffTo10sDoublingToAnHour(t *testing.T) {
 			t.Errorf("status %+v after %d starts", st, len(starts))
 		}
 		cancel()
-		<-waiting.done
+		<-waiting
 		f.cloud.AssertNoneRunning(t)
 	})
 }

@@ -225,7 +225,12 @@ func (s *latentSlave) failLocked(sub *substantiation, err error) {
 	sub.cancel(err)
 	s.sub = nil
 	s.lastErr = err
-	s.wanted = s.wanted || sub.wanted
+	// An instance that still attaches late takes no build; builds waiting
+	// for this slave alone learn why, and only those that also wait for
+	// other slaves make it try again after the quarantine.
+	s.l.m.Drain(s.name) // cannot be busy: it is not attached
+	s.l.m.FailWaiters(s.name, fmt.Errorf("latent slave %s: %w", s.name, err))
+	s.wanted = s.l.m.Waiting(s.name) > 0
 	s.logf(slog.LevelError, "latent substantiation failed", "reason", err.Error())
 	if errors.Is(err, ErrMissing) || errors.Is(err, ErrDied) {
 		s.notifyMissing()
@@ -256,9 +261,10 @@ func (s *latentSlave) notifyMissing() {
 func (s *latentSlave) attached() {
 	s.connected = true
 	if s.state != Substantiating || s.sub == nil || s.sub.password == "" {
-		s.askShutdown(slog.LevelWarn, "latent slave attached while not substantiating; asking it to shut down")
+		s.disconnect(slog.LevelWarn, "latent slave attached while not substantiating; dropping its connection")
 		return
 	}
+	s.l.m.Undrain(s.name) // drained when its previous instance stopped
 	close(s.sub.attached)
 	s.sub = nil
 	s.failures, s.until = 0, time.Time{}
@@ -267,13 +273,11 @@ func (s *latentSlave) attached() {
 	s.idle()
 }
 
-// askShutdown logs why, then asks the attached slave to shut down (after
-// its builds, if any): the manager drops the connection if the slave does
-// not answer. mu is held.
-func (s *latentSlave) askShutdown(level slog.Level, why string) {
+// disconnect logs why, then drops the slave's connection; mu is held.
+func (s *latentSlave) disconnect(level slog.Level, why string) {
 	s.logf(level, why, "state", s.state.String())
-	if err := s.l.m.GracefulShutdown(s.name); err != nil && !errors.Is(err, slave.ErrNotAttached) { // detached: its event is on the way
-		s.logf(slog.LevelWarn, "latent slave could not be asked to shut down", "reason", err.Error())
+	if err := s.l.m.Disconnect(s.name, errors.New(why)); err != nil && !errors.Is(err, slave.ErrNotAttached) { // detached: its event is on the way
+		s.logf(slog.LevelWarn, "latent slave could not be disconnected", "reason", err.Error())
 	}
 }
 
@@ -382,7 +386,7 @@ func (s *latentSlave) runStop(inst Instance) {
 	s.inst = nil
 	s.stopFails = 0
 	if s.connected { // a machine destroyed without closing its connection
-		s.askShutdown(slog.LevelInfo, "latent instance stopped but its connection remains; asking the manager to drop it")
+		s.disconnect(slog.LevelInfo, "latent instance stopped but its connection remains")
 	}
 	s.maybeFinish()
 }

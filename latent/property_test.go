@@ -55,15 +55,11 @@ func runSchedule(t *testing.T, seed uint64) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx := t.Context()
-	build := func(name string, viaLifecycle bool, patience, length time.Duration) {
+	build := func(name string, patience, length time.Duration) {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(ctx, patience)
 			defer cancel()
-			acquire := f.m.Acquire
-			if viaLifecycle {
-				acquire = func(ctx context.Context, names ...string) (*slave.Build, error) { return f.lc.Acquire(ctx, names[0]) }
-			}
-			b, err := acquire(ctx, name)
+			b, err := f.m.Acquire(ctx, name)
 			if err != nil {
 				return
 			}
@@ -116,7 +112,7 @@ func runSchedule(t *testing.T, seed uint64) {
 		case 5:
 			duplicate(name)
 		default:
-			build(name, r.IntN(2) == 0, dur(time.Second, 20*time.Minute), dur(0, 5*time.Minute))
+			build(name, dur(time.Second, 20*time.Minute), dur(0, 5*time.Minute))
 		}
 	}
 	if err := <-shutdown; err != nil {

@@ -214,7 +214,6 @@ func (m *Manager) detach(a *attachment, cause error) {
 	e.att = nil
 	e.since, e.lastSeen = now, now
 	e.shuttingDown = false
-	e.draining = false
 	lost := fmt.Errorf("%w: %s: %w", ErrSlaveLost, name, cause)
 	for b := range e.builds {
 		m.endBuild(b, lost)

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/buildslave/buildslave/slave"
 	"github.com/buildslave/buildslave/slave/slavetest"
@@ -79,12 +80,9 @@ func TestControllerIsToldWhatIsWanted(t *testing.T) {
 	})
 }
 
-func TestDrainRefusesBusySlavesAndBlocksNewBuilds(t *testing.T) {
+func TestDrainRefusesBusySlavesAndLastsUntilUndrain(t *testing.T) {
 	f := newFixture(t, slave.Config{}, mustNew(t, "a", "pw"))
-	if err := f.m.Drain("a"); !errors.Is(err, slave.ErrNotAttached) {
-		t.Errorf("Drain of a detached slave = %v", err)
-	}
-	slavetest.Attach(t, f.m, "a", "pw", slave.Info{})
+	c := slavetest.Attach(t, f.m, "a", "pw", slave.Info{})
 	b, _ := f.m.TryAcquire("a")
 	if err := f.m.Drain("a"); !errors.Is(err, slave.ErrBusy) {
 		t.Errorf("Drain with a build = %v", err)
@@ -96,8 +94,81 @@ func TestDrainRefusesBusySlavesAndBlocksNewBuilds(t *testing.T) {
 	if _, err := f.m.TryAcquire("a"); !errors.Is(err, slave.ErrNoSlot) {
 		t.Errorf("drained slave took a build: %v", err)
 	}
+	// A late attach after the machine was stopped takes no build either.
+	c.Drop(nil)
+	slavetest.Attach(t, f.m, "a", "pw", slave.Info{})
+	if _, err := f.m.TryAcquire("a"); !errors.Is(err, slave.ErrNoSlot) {
+		t.Errorf("drain ended with a detach: %v", err)
+	}
 	f.m.Undrain("a")
 	if _, err := f.m.TryAcquire("a"); err != nil {
 		t.Errorf("undrained slave: %v", err)
 	}
+}
+
+func TestFailWaitersFailsThoseWaitingForTheSlaveAlone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, slave.Config{}, mustNew(t, "latent", "pw"), mustNew(t, "plain", "pw"))
+		alone, either := make(chan error, 1), make(chan error, 1)
+		go func() { _, err := f.m.Acquire(context.Background(), "latent"); alone <- err }()
+		go func() { _, err := f.m.Acquire(context.Background(), "latent", "plain"); either <- err }()
+		synctest.Wait()
+		if n := f.m.Waiting("latent"); n != 2 {
+			t.Fatalf("Waiting = %d, want 2", n)
+		}
+		boom := errors.New("instance never attached")
+		if n := f.m.FailWaiters("latent", boom); n != 1 {
+			t.Fatalf("FailWaiters failed %d, want 1", n)
+		}
+		if err := <-alone; !errors.Is(err, boom) {
+			t.Errorf("lone waiter got %v", err)
+		}
+		if n := f.m.Waiting("latent"); n != 1 {
+			t.Errorf("Waiting after = %d, want the one that also waits for plain", n)
+		}
+		slavetest.Attach(t, f.m, "plain", "pw", slave.Info{})
+		if err := <-either; err != nil {
+			t.Errorf("waiter for either got %v", err)
+		}
+	})
+}
+
+func TestDisconnectDropsTheConnection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, slave.Config{}, mustNew(t, "a", "pw"))
+		if err := f.m.Disconnect("a", errors.New("x")); !errors.Is(err, slave.ErrNotAttached) {
+			t.Errorf("Disconnect of a detached slave = %v", err)
+		}
+		c := slavetest.Attach(t, f.m, "a", "pw", slave.Info{})
+		events, cancel := f.m.Subscribe()
+		defer cancel()
+		gone := errors.New("instance terminated")
+		if err := f.m.Disconnect("a", gone); err != nil {
+			t.Fatal(err)
+		}
+		ev := <-events
+		if !c.Closed() || ev.Kind != slave.Detached || !errors.Is(ev.Err, gone) {
+			t.Errorf("closed %v, event %v %v", c.Closed(), ev.Kind, ev.Err)
+		}
+	})
+}
+
+func TestControlledSlavesAreNeverMissing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, slave.Config{},
+			mustNew(t, "latent", "pw", slave.NotifyOnMissing("a@example.com")),
+			mustNew(t, "plain", "pw", slave.NotifyOnMissing("a@example.com")))
+		f.m.SetController(&gate{pass: "pw"})
+		c := slavetest.Attach(t, f.m, "latent", "pw", slave.Info{})
+		c.Drop(nil) // a stopped latent slave
+		time.Sleep(48 * time.Hour)
+		synctest.Wait()
+		got := f.sent.all()
+		if len(got) != 1 || got[0].Slave != "plain" {
+			t.Errorf("notices %+v, want one for plain only", got)
+		}
+		if state(t, f.m, "latent").Missing {
+			t.Error("latent slave marked missing")
+		}
+	})
 }

@@ -247,7 +247,7 @@ func TestBuildOnALocalLatentSlave(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	b, err := lc.Acquire(ctx, "local-bot")
+	b, err := m.Acquire(ctx, "local-bot")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +380,7 @@ func TestBuildWithTheGoSlave(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	b, err := lc.Acquire(ctx, "local-bot")
+	b, err := m.Acquire(ctx, "local-bot")
 	if err != nil {
 		t.Fatal(err)
 	}
