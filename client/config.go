@@ -1,0 +1,99 @@
+package client
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Defaults for the zero values of Config's fields.
+const (
+	DefaultMinBackoff = time.Second
+	DefaultMaxBackoff = time.Minute
+)
+
+// Config is a slave's configuration. Master, Name, Password and Basedir are
+// required; the zero value of every other field means its default.
+type Config struct {
+	// Master is the master's "host:port", or a ws:// or wss:// URL.
+	Master   string
+	Name     string
+	Password string // sent only in the upgrade request; never logged
+	// Basedir holds the slave's info/ directory and the builders'
+	// directories the master creates.
+	Basedir string
+
+	// TLS makes a "host:port" Master use wss://. The master's certificate
+	// is checked against RootCAs (nil: the system's roots).
+	TLS     bool
+	RootCAs *x509.CertPool
+
+	// MinBackoff and MaxBackoff bound the wait between connection
+	// attempts: it doubles from MinBackoff up to MaxBackoff, with jitter,
+	// and starts again from MinBackoff once the master has attached us.
+	MinBackoff time.Duration
+	MaxBackoff time.Duration
+	// MaxRefusals > 0 makes Run give up with ErrRefused after that many
+	// consecutive refusals (HTTP 401: wrong name or password).
+	MaxRefusals int
+
+	// Logger receives the slave's log; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() (Config, error) {
+	var errs []error
+	for _, f := range []struct{ name, value string }{
+		{"Master", c.Master}, {"Name", c.Name}, {"Password", c.Password}, {"Basedir", c.Basedir},
+	} {
+		if f.value == "" {
+			errs = append(errs, fmt.Errorf("client: Config.%s is empty", f.name))
+		}
+	}
+	if strings.Contains(c.Name, ":") {
+		errs = append(errs, errors.New("client: Config.Name must not contain ':'"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, err
+	}
+	abs, err := filepath.Abs(c.Basedir)
+	if err != nil {
+		return c, fmt.Errorf("client: Config.Basedir: %w", err)
+	}
+	c.Basedir = abs
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = DefaultMinBackoff
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = DefaultMaxBackoff
+	}
+	c.MaxBackoff = max(c.MaxBackoff, c.MinBackoff)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}
+
+// url is the WebSocket URL to dial.
+func (c Config) url() (string, error) {
+	if strings.HasPrefix(c.Master, "ws://") || strings.HasPrefix(c.Master, "wss://") {
+		return c.Master, nil
+	}
+	if _, _, err := net.SplitHostPort(c.Master); err != nil {
+		return "", fmt.Errorf("client: Config.Master %q: want host:port or a ws:// URL", c.Master)
+	}
+	if c.TLS {
+		return "wss://" + c.Master + "/", nil
+	}
+	return "ws://" + c.Master + "/", nil
+}
+
+func (c Config) tlsConfig() *tls.Config {
+	return &tls.Config{RootCAs: c.RootCAs, MinVersion: tls.VersionTLS12}
+}

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func lookupIn(env map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+}
+
+func TestParseConfigFromEnvironment(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	cfg, err := parseConfig(nil, lookupIn(map[string]string{envMaster: "10.0.2.2:9989", envName: "vm1",
+		envPassword: "pw", envBasedir: "/srv/slave", envTLS: "true", envMaxRefusals: "4"}), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Master != "10.0.2.2:9989" || cfg.Name != "vm1" || cfg.Password != "pw" || cfg.Basedir != "/srv/slave" ||
+		!cfg.TLS || cfg.MaxRefusals != 4 {
+		t.Errorf("cfg %+v", cfg)
+	}
+	if logs.Len() != 0 {
+		t.Errorf("unexpected log: %s", logs.String())
+	}
+}
+
+func TestParseConfigFlagsWinAndPasswordFlagWarns(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	cfg, err := parseConfig([]string{"-master", "127.0.0.1:1", "-name", "n", "-password", "flagpw", "-basedir", "b"},
+		lookupIn(map[string]string{envMaster: "other:2", envPassword: "envpw"}), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Master != "127.0.0.1:1" || cfg.Password != "flagpw" {
+		t.Errorf("cfg %+v", cfg)
+	}
+	if !strings.Contains(logs.String(), "command line") || strings.Contains(logs.String(), "flagpw") {
+		t.Errorf("log %q", logs.String())
+	}
+}
+
+func TestParseConfigCA(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
+	bad := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(bad, []byte("not a certificate"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parseConfig([]string{"-ca", bad}, lookupIn(nil), log); err == nil {
+		t.Error("a CA file without certificates was accepted")
+	}
+	if _, err := parseConfig([]string{"extra"}, lookupIn(nil), log); err == nil {
+		t.Error("a stray argument was accepted")
+	}
+}
