@@ -1,0 +1,445 @@
+// Package ec2 runs latent build slaves on Amazon EC2 instances, the seed's EC2LatentBuildSlave, on aws-sdk-go-v2.
+package ec2
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/buildslave/buildslave/latent"
+	"github.com/buildslave/buildslave/slave"
+)
+
+// Defaults from the seed's EC2LatentBuildSlave, and this package's own.
+const (
+	// DefaultMissingTimeout is how long a started instance may take to
+	// attach (the seed: missing_timeout defaults to 20 minutes).
+	DefaultMissingTimeout = 20 * time.Minute
+	// DefaultBuildWaitTimeout is how long an idle instance is kept after a
+	// build (build_wait_timeout).
+	DefaultBuildWaitTimeout = 10 * time.Minute
+	// DefaultKeypairName and DefaultSecurityName name the key pair and the
+	// security group (keypair_name, security_name).
+	DefaultKeypairName  = "latent_buildbot_slave"
+	DefaultSecurityName = "latent_buildbot_slave"
+	// DefaultRegion is used when neither Region nor the SDK's shared
+	// configuration names one, as boto did.
+	DefaultRegion = "us-east-1"
+	// DefaultPollInterval is how often the poller describes the instances
+	// it waits for.
+	DefaultPollInterval = 5 * time.Second
+	// DefaultStopTimeout bounds how long Stop waits for terminated.
+	DefaultStopTimeout = 10 * time.Minute
+	// DefaultRetryMaxAttempts and DefaultRetryMaxBackoff configure the
+	// SDK's retryer for throttling (RequestLimitExceeded) and 5xx answers.
+	DefaultRetryMaxAttempts = 8
+	DefaultRetryMaxBackoff  = 20 * time.Second
+)
+
+// Tag keys every instance carries.
+const (
+	MasterTag = "buildslave:master" // StartRequest.MasterID
+	SlaveTag  = "buildslave:slave"  // the slave's name
+)
+
+// Slave is an EC2 latent slave: the seed's EC2LatentBuildSlave. Build it
+// with New, configured the way the seed configures EC2LatentBuildSlave:
+//
+//	bot1, err := ec2.New("bot1", "sekrit", "m1.large",
+//		ec2.AMI("ami-12345"),
+//		ec2.Identifier("publickey"), ec2.SecretIdentifier("privatekey"))
+//
+// and hand it to the latent Lifecycle, which starts and stops its
+// instances: it implements latent.LatentSlave, latent.Lister and
+// latent.Checker. Every instance carries the tags MasterTag (the master's
+// id) and SlaveTag (the slave's name), so that List finds the instances a
+// crashed master left behind.
+//
+// All slaves that talk to one endpoint and region with the same
+// credentials (and the same PollInterval and Retry) share one SDK client
+// and one poller, which waits for all their instances with one batched
+// DescribeInstances per poll interval, and logs to the first one's Logger.
+type Slave struct {
+	slave        *slave.Slave
+	instanceType string
+	groupName    string // the security group by name; empty in a VPC
+	settings     settings
+	regex        *regexp.Regexp
+	userData     *template.Template
+	region       *region
+	log          *slog.Logger
+}
+
+var (
+	_ latent.LatentSlave = (*Slave)(nil)
+	_ latent.Lister      = (*Slave)(nil)
+	_ latent.Checker     = (*Slave)(nil)
+)
+
+// settings holds what the Options set, named after the seed's arguments.
+type settings struct {
+	slaveOptions          []slave.Option
+	ami                   string
+	validAMIOwners        []int64
+	validAMILocationRegex *string
+	identifier            string
+	secretIdentifier      string
+	awsIDFilePath         string
+	elasticIP             string
+	keypairName           string
+	securityName          *string
+	buildWaitTimeout      time.Duration
+	region                string
+	endpoint              string
+	subnetID              string
+	securityGroupIDs      []string
+	instanceProfile       string
+	blockDeviceMappings   []types.BlockDeviceMapping
+	userData              *string
+	masterAddress         string
+	tags                  map[string]string
+	spot                  bool
+	maxSpotPrice          float64
+	pollInterval          time.Duration
+	stopTimeout           time.Duration
+	retryMaxAttempts      int
+	retryMaxBackoff       time.Duration
+	logger                *slog.Logger
+}
+
+// Option sets one of a Slave's optional settings; each is named after the
+// seed's keyword argument where it has one.
+type Option func(*settings)
+
+// SlaveOptions passes options of a normal slave through: properties,
+// max_builds, keepalive_interval, notify_on_missing, missing_timeout.
+// missing_timeout defaults to DefaultMissingTimeout here.
+func SlaveOptions(opts ...slave.Option) Option {
+	return func(s *settings) { s.slaveOptions = append(s.slaveOptions, opts...) }
+}
+
+// AMI sets the machine image to start (ami=).
+func AMI(id string) Option { return func(s *settings) { s.ami = id } }
+
+// ValidAMIOwners picks the image among those of these AWS accounts, by
+// their 12-digit numbers (valid_ami_owners=).
+func ValidAMIOwners(accounts ...int64) Option {
+	return func(s *settings) { s.validAMIOwners = append([]int64{}, accounts...) }
+}
+
+// ValidAMILocationRegex picks the image among those whose location (S3
+// bucket and manifest name) the regular expression matches from its start
+// (valid_ami_location_regex=). Of those, the one that sorts last wins,
+// sorted by the first group if there is one, numerically if every
+// candidate's group is an integer. Without ValidAMIOwners the look-up
+// describes every image the account may launch, public ones included.
+func ValidAMILocationRegex(expr string) Option {
+	return func(s *settings) { s.validAMILocationRegex = &expr }
+}
+
+// Identifier sets the AWS access key id (identifier=).
+func Identifier(accessKeyID string) Option { return func(s *settings) { s.identifier = accessKeyID } }
+
+// SecretIdentifier sets the AWS secret access key (secret_identifier=).
+func SecretIdentifier(secretAccessKey string) Option {
+	return func(s *settings) { s.secretIdentifier = secretAccessKey }
+}
+
+// AWSIDFilePath names the file holding the access key id on its first
+// line and the secret access key on its second (aws_id_file_path=); the
+// default is ~/.ec2/aws_id, used if it exists.
+func AWSIDFilePath(path string) Option { return func(s *settings) { s.awsIDFilePath = path } }
+
+// ElasticIP associates this elastic IP address with each instance once it
+// runs, and disassociates it before the instance is terminated
+// (elastic_ip=).
+func ElasticIP(publicIP string) Option { return func(s *settings) { s.elasticIP = publicIP } }
+
+// KeypairName names the key pair instances start with (keypair_name=),
+// made if missing; default DefaultKeypairName.
+func KeypairName(name string) Option { return func(s *settings) { s.keypairName = name } }
+
+// SecurityName names the security group instances start in
+// (security_name=), made if missing; default DefaultSecurityName. It is not
+// used with SubnetID or SecurityGroupIDs.
+func SecurityName(name string) Option { return func(s *settings) { s.securityName = &name } }
+
+// BuildWaitTimeout sets how long an idle instance is kept after a build
+// (build_wait_timeout=): 0 stops it after each build, negative never.
+func BuildWaitTimeout(d time.Duration) Option { return func(s *settings) { s.buildWaitTimeout = d } }
+
+// Region sets the AWS region; the default is the SDK's shared
+// configuration's, else DefaultRegion.
+func Region(name string) Option { return func(s *settings) { s.region = name } }
+
+// Endpoint sends every EC2 call to this URL instead of the region's AWS
+// endpoint: an ec2test fake, a VPC endpoint, a proxy.
+func Endpoint(url string) Option { return func(s *settings) { s.endpoint = url } }
+
+// SubnetID starts instances in this VPC subnet (subnet_id=).
+func SubnetID(id string) Option { return func(s *settings) { s.subnetID = id } }
+
+// SecurityGroupIDs starts instances in these VPC security groups
+// (security_group_ids=), instead of the one named by SecurityName.
+func SecurityGroupIDs(ids ...string) Option {
+	return func(s *settings) { s.securityGroupIDs = slices.Clone(ids) }
+}
+
+// InstanceProfile gives instances this IAM instance profile, by name or
+// ARN (instance_profile_name=).
+func InstanceProfile(nameOrARN string) Option {
+	return func(s *settings) { s.instanceProfile = nameOrARN }
+}
+
+// BlockDeviceMappings sets the instances' block devices
+// (block_device_map=). EBS volumes are deleted on termination unless the
+// mapping says otherwise.
+func BlockDeviceMappings(m ...types.BlockDeviceMapping) Option {
+	m = slices.Clone(m)
+	for i, d := range m {
+		if d.Ebs != nil && d.Ebs.DeleteOnTermination == nil {
+			ebs := *d.Ebs
+			ebs.DeleteOnTermination = aws.Bool(true)
+			m[i].Ebs = &ebs
+		}
+	}
+	return func(s *settings) { s.blockDeviceMappings = m }
+}
+
+// UserData sets the instances' user data, a text/template rendered at
+// each start with UserDataVars, at most 16 KiB once rendered.
+//
+// User data is not secret: anyone allowed ec2:DescribeInstanceAttribute
+// can read it, and so can every process on the instance (through the
+// metadata service). The per-start password it carries is good only while
+// that start waits for its attach; keep anything else secret out of it.
+func UserData(tmpl string) Option { return func(s *settings) { s.userData = &tmpl } }
+
+// MasterAddress is the address the instances attach to, given to the
+// user data template as {{.Master}}.
+func MasterAddress(hostPort string) Option { return func(s *settings) { s.masterAddress = hostPort } }
+
+// Tags adds the user's own tags to every instance (tags=); MasterTag and
+// SlaveTag are set by the package.
+func Tags(tags map[string]string) Option { return func(s *settings) { s.tags = maps.Clone(tags) } }
+
+// SpotInstance starts spot instances at most at maxSpotPrice US dollars an
+// hour (spot_instance=True, max_spot_price=); when EC2 refuses spot
+// capacity, the start falls back to an on-demand instance.
+func SpotInstance(maxSpotPrice float64) Option {
+	return func(s *settings) { s.spot, s.maxSpotPrice = true, maxSpotPrice }
+}
+
+// PollInterval sets how often instances are described while waited for;
+// default DefaultPollInterval. Slaves with different intervals do not
+// share a poller.
+func PollInterval(d time.Duration) Option { return func(s *settings) { s.pollInterval = d } }
+
+// StopTimeout bounds how long Stop waits for the instance to be
+// terminated; default DefaultStopTimeout.
+func StopTimeout(d time.Duration) Option { return func(s *settings) { s.stopTimeout = d } }
+
+// Retry configures the SDK's retryer: how many attempts a call gets and
+// the longest back-off between them, for throttling and 5xx answers.
+func Retry(maxAttempts int, maxBackoff time.Duration) Option {
+	return func(s *settings) { s.retryMaxAttempts, s.retryMaxBackoff = maxAttempts, maxBackoff }
+}
+
+// Logger receives the slave's log lines (never a secret); nil means
+// slog.Default().
+func Logger(l *slog.Logger) Option { return func(s *settings) { s.logger = l } }
+
+// UserDataVars is what the UserData template sees.
+type UserDataVars struct {
+	Master   string // MasterAddress
+	Name     string // the slave's name
+	Password string // the fresh password of this start
+	MasterID string // the master's id
+}
+
+// New builds an EC2 latent slave from a name, a password and an instance
+// type, the seed's three required arguments, plus options, and validates
+// it; the errors are *slave.ConfigError naming the seed's field. New reads
+// the credentials (and warns if their file is readable by others) but
+// makes no EC2 call.
+func New(name, password, instanceType string, opts ...Option) (*Slave, error) {
+	st := settings{
+		keypairName:      DefaultKeypairName,
+		buildWaitTimeout: DefaultBuildWaitTimeout,
+		pollInterval:     DefaultPollInterval,
+		stopTimeout:      DefaultStopTimeout,
+		retryMaxAttempts: DefaultRetryMaxAttempts,
+		retryMaxBackoff:  DefaultRetryMaxBackoff,
+	}
+	for _, o := range opts {
+		o(&st)
+	}
+	if st.logger == nil {
+		st.logger = slog.Default()
+	}
+	sl, err := slave.New(name, password, append([]slave.Option{slave.MissingTimeout(DefaultMissingTimeout)}, st.slaveOptions...)...)
+	s := &Slave{slave: sl, settings: st, log: st.logger.With("slave", name)}
+	bad := func(field, reason string) error {
+		return &slave.ConfigError{Slave: name, Field: field, Reason: reason}
+	}
+	errs := []error{err}
+	if instanceType == "" {
+		errs = append(errs, bad("instance_type", "must not be empty"))
+	}
+	errs = append(errs, s.validateAMI(bad), s.validateNetwork(bad), s.validateLaunch(bad))
+	creds, err := resolveCredentials(st, s.log, bad)
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	s.region, err = sharedRegion(st, creds)
+	if err != nil {
+		return nil, bad("region", err.Error())
+	}
+	s.instanceType, s.groupName = instanceType, s.securityGroupName()
+	return s, nil
+}
+
+func (s *Slave) validateAMI(bad func(field, reason string) error) error {
+	st := s.settings
+	filtered := st.validAMIOwners != nil || st.validAMILocationRegex != nil
+	if (st.ami != "") == filtered {
+		return bad("ami", "give either ami or one or both of valid_ami_owners and valid_ami_location_regex")
+	}
+	var errs []error
+	if st.ami != "" && !strings.HasPrefix(st.ami, "ami-") {
+		errs = append(errs, bad("ami", fmt.Sprintf("%q is not an AMI id (ami-…)", st.ami)))
+	}
+	if st.validAMIOwners != nil && len(st.validAMIOwners) == 0 {
+		errs = append(errs, bad("valid_ami_owners", "must name at least one account"))
+	}
+	for _, o := range st.validAMIOwners {
+		if o <= 0 || o > 999_999_999_999 {
+			errs = append(errs, bad("valid_ami_owners", fmt.Sprintf("%d is not a 12-digit AWS account number", o)))
+		}
+	}
+	if st.validAMILocationRegex != nil {
+		re, err := compileLocationRegex(*st.validAMILocationRegex)
+		if err != nil {
+			errs = append(errs, bad("valid_ami_location_regex", err.Error()))
+		}
+		s.regex = re
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Slave) validateNetwork(bad func(field, reason string) error) error {
+	st := s.settings
+	var errs []error
+	if st.keypairName == "" {
+		errs = append(errs, bad("keypair_name", "must not be empty"))
+	}
+	vpc := st.subnetID != "" || len(st.securityGroupIDs) > 0
+	switch {
+	case st.securityName != nil && *st.securityName == "":
+		errs = append(errs, bad("security_name", "must not be empty"))
+	case st.securityName != nil && vpc:
+		errs = append(errs, bad("security_name", "is not used in a VPC (subnet_id, security_group_ids): use security_group_ids"))
+	}
+	for _, id := range st.securityGroupIDs {
+		if !strings.HasPrefix(id, "sg-") {
+			errs = append(errs, bad("security_group_ids", fmt.Sprintf("%q is not a security group id (sg-…)", id)))
+		}
+	}
+	if st.subnetID != "" && !strings.HasPrefix(st.subnetID, "subnet-") {
+		errs = append(errs, bad("subnet_id", fmt.Sprintf("%q is not a subnet id (subnet-…)", st.subnetID)))
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Slave) validateLaunch(bad func(field, reason string) error) error {
+	st := s.settings
+	var errs []error
+	if st.spot && !(st.maxSpotPrice > 0) {
+		errs = append(errs, bad("max_spot_price", fmt.Sprintf("must be positive, got %v", st.maxSpotPrice)))
+	}
+	for k := range st.tags {
+		switch {
+		case k == "" || len(k) > 128:
+			errs = append(errs, bad("tags", fmt.Sprintf("key %q must have 1 to 128 characters", k)))
+		case strings.HasPrefix(strings.ToLower(k), "aws:"):
+			errs = append(errs, bad("tags", fmt.Sprintf("key %q: the aws: prefix is reserved", k)))
+		case k == MasterTag || k == SlaveTag:
+			errs = append(errs, bad("tags", fmt.Sprintf("key %q is set by the ec2 package", k)))
+		}
+	}
+	if st.pollInterval <= 0 {
+		errs = append(errs, bad("poll_interval", fmt.Sprintf("must be positive, got %v", st.pollInterval)))
+	}
+	if st.stopTimeout <= 0 {
+		errs = append(errs, bad("stop_timeout", fmt.Sprintf("must be positive, got %v", st.stopTimeout)))
+	}
+	if st.retryMaxAttempts < 1 || st.retryMaxBackoff <= 0 {
+		errs = append(errs, bad("retry", "needs at least one attempt and a positive back-off"))
+	}
+	if st.userData != nil {
+		t, err := template.New("user_data").Option("missingkey=error").Parse(*st.userData)
+		if err == nil {
+			_, err = renderUserData(t, UserDataVars{})
+		}
+		if err != nil {
+			errs = append(errs, bad("user_data", err.Error()))
+		}
+		s.userData = t
+	}
+	return errors.Join(errs...)
+}
+
+// securityGroupName is the group to start instances in by name, or ""
+// in a VPC.
+func (s *Slave) securityGroupName() string {
+	st := s.settings
+	switch {
+	case st.securityName != nil:
+		return *st.securityName
+	case st.subnetID != "" || len(st.securityGroupIDs) > 0:
+		return ""
+	}
+	return DefaultSecurityName
+}
+
+// Slave is the slave's configuration: name, password and the options of a
+// normal slave.
+func (s *Slave) Slave() *slave.Slave { return s.slave }
+
+// BuildWaitTimeout is how long an idle instance is kept after its last build.
+func (s *Slave) BuildWaitTimeout() time.Duration { return s.settings.buildWaitTimeout }
+
+// InstanceType is the EC2 instance type the slave starts.
+func (s *Slave) InstanceType() string { return s.instanceType }
+
+// String names the slave and its instance type; it never shows a password
+// or a key.
+func (s *Slave) String() string {
+	return fmt.Sprintf("ec2 slave %s (%s in %s)", s.slave.Name(), s.instanceType, s.region.name)
+}
+
+// LogValue is what slog shows of a Slave: the same as String.
+func (s *Slave) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// RetryStats counts the retries of the SDK client this slave shares with
+// every slave of the same endpoint, region and credentials.
+type RetryStats struct {
+	Throttled    int64 // RequestLimitExceeded and other throttling answers
+	ServerErrors int64 // 5xx answers and other transient failures
+}
+
+// RetryStats returns the retries counted so far on this slave's client.
+func (s *Slave) RetryStats() RetryStats { return s.region.retries.stats() }
+
+func formatPrice(p float64) string { return strconv.FormatFloat(p, 'f', -1, 64) }
