@@ -3,6 +3,7 @@ package latent_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -488,4 +489,62 @@ func TestNewRefusesMisconfiguration(t *testing.T) {
 	if _, err := latent.New(m, latent.Config{MasterID: "m"}, bot, bot); err == nil {
 		t.Error("a slave given twice accepted")
 	}
+}
+
+// earlyAttacher is a driver whose instance attaches while Start still
+// runs, and whose Start then fails (and, keeping its contract, leaves
+// nothing running): like an EC2 start whose elastic IP association fails
+// after the slave in the instance already dialed in.
+type earlyAttacher struct {
+	s       *slave.Slave
+	m       *slave.Manager
+	conn    *slavetest.Conn
+	proceed chan struct{} // the instance dies
+	fail    chan struct{} // then Start fails
+}
+
+func (d *earlyAttacher) Slave() *slave.Slave             { return d.s }
+func (d *earlyAttacher) BuildWaitTimeout() time.Duration { return time.Hour }
+func (d *earlyAttacher) Stop(context.Context, latent.Instance) error {
+	return nil
+}
+func (d *earlyAttacher) Start(ctx context.Context, req latent.StartRequest) (latent.Instance, error) {
+	d.conn = slavetest.NewConn(slave.Info{})
+	if err := d.m.Authenticate(req.Name, req.Password, d.conn.RemoteAddr()); err != nil {
+		return latent.Instance{}, err
+	}
+	if err := d.m.Attach(ctx, req.Name, d.conn); err != nil {
+		return latent.Instance{}, err
+	}
+	<-d.proceed
+	d.conn.Drop(errors.New("instance terminated"))
+	<-d.fail
+	return latent.Instance{}, errors.New("associate elastic IP: failed")
+}
+
+func TestShutdownFinishesWhenStartFailsAfterTheAttach(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := mustSlave(t, "bot")
+		m, err := slave.NewManager(slave.Config{Logger: slog.New(slog.DiscardHandler)}, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		d := &earlyAttacher{s: s, m: m, proceed: make(chan struct{}), fail: make(chan struct{})}
+		lc, err := latent.New(m, latent.Config{MasterID: "m1", Logger: slog.New(slog.DiscardHandler)}, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go lc.Substantiate(context.Background(), "bot")
+		synctest.Wait() // attached; Start still runs
+		shut := make(chan error)
+		go func() { shut <- lc.Shutdown(context.Background()) }()
+		synctest.Wait()
+		close(d.proceed) // the connection goes first
+		synctest.Wait()
+		close(d.fail) // then Start fails
+		if err := <-shut; err != nil {
+			t.Fatalf("Shutdown = %v", err)
+		}
+	})
 }

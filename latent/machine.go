@@ -161,12 +161,17 @@ func (s *latentSlave) substantiate(sub *substantiation) {
 	s.op.Unlock()
 	s.mu.Lock()
 	s.starting = false
-	if err == nil {
+	switch {
+	case err == nil:
 		s.inst = &inst
 		s.logf(slog.LevelInfo, "latent instance started", "missing_timeout", timeout)
 		if s.state == Stopping { // stopped while Start ran
 			s.stopInstance()
 		}
+	case s.state == Stopping:
+		// Stopped while Start ran (it attached, then Shutdown came), and
+		// Start failed: the driver left nothing running, so the stop is done.
+		s.maybeFinish()
 	}
 	s.unlock()
 	if err != nil {
