@@ -3,6 +3,7 @@ package libvirt
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 
 	golibvirt "github.com/digitalocean/go-libvirt"
 
+	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/protocol"
 	"github.com/buildslave/buildslave/slave"
 )
@@ -200,26 +202,10 @@ func TestRealVM(t *testing.T) {
 	}
 	defer reports.Close()
 	name, master := "vm1", "master-vm"
-	req := startRequest(name, master)
-	sl, err := slave.New(name, req.Password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := slave.NewManager(slave.Config{}, sl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	events, cancel := m.Subscribe()
-	defer cancel()
-	srv := &protocol.Server{Handler: &protocol.Handler{Manager: m}}
 	ml, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ml) }()
-	defer func() { srv.Close(); <-served }()
 
 	console := filepath.Join(dir, "console.log")
 	domXML := fmt.Sprintf(`<domain type='qemu'><name>%s</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>
@@ -229,43 +215,59 @@ func TestRealVM(t *testing.T) {
 <interface type='user'><model type='e1000'/><rom enabled='no'/></interface>
 <serial type='file'><source path='%s'/><target port='0'/></serial><memballoon model='none'/></devices></domain>`, name, vmlinuz, initrd, console)
 	diskMark := "guest-mark-" + rand.Text()[:10]
-	s := newSlave(t, name, clone, XML(domXML), BaseImage(base), GuestEnv(
+	const buildWait = 2 * time.Second
+	s := &startRecorder{LatentSlave: newSlave(t, name, clone, XML(domXML), BaseImage(base), BuildWaitTimeout(buildWait), GuestEnv(
 		"BUILDSLAVE_MASTER=10.0.2.2:"+portOf(ml.Addr()),
 		"BUILDSLAVE_REPORT=10.0.2.2:"+portOf(reports.Addr()),
-		"BUILDSLAVE_DISK_MARK="+diskMark))
+		"BUILDSLAVE_DISK_MARK="+diskMark)), started: make(chan latent.StartRequest, 1)}
 	showConsole := func() {
 		if b, err := os.ReadFile(console); err == nil {
 			t.Logf("guest console:\n%s", b)
 		}
 	}
 
-	t0 := time.Now()
-	inst, err := s.Start(t.Context(), req)
+	// The master: a manager, the protocol on the host's loopback, and the
+	// latent lifecycle that starts the VM when a build wants it.
+	m, err := slave.NewManager(slave.Config{}, s.Slave())
 	if err != nil {
 		t.Fatal(err)
 	}
-	running := time.Since(t0)
-	stopped := false
-	defer func() {
-		if !stopped {
-			s.Stop(t.Context(), inst)
-		}
-	}()
+	defer m.Close()
+	srv := &protocol.Server{Handler: &protocol.Handler{Manager: m}}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ml) }()
+	defer func() { srv.Close(); <-served }()
+	lc, err := latent.New(m, latent.Config{MasterID: master}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+
+	t0 := time.Now()
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Second)
+	defer cancel()
+	b, err := m.Acquire(ctx, name) // boots the VM; returns once its slave attached
+	if err != nil {
+		showConsole()
+		t.Fatalf("no build slot on the VM: %v", err)
+	}
+	attached := time.Since(t0)
+	req := <-s.started
+	st, _ := lc.Status(name)
 	if live := liveDomain(t, l, name, 0); live.Devices.Disks[0].Source.File.File != clone {
 		t.Errorf("the VM's disk is %s, want the clone %s", live.Devices.Disks[0].Source.File.File, clone)
 	}
 
-	// The guest's report.
-	reports.(*net.TCPListener).SetDeadline(time.Now().Add(90 * time.Second))
+	// The guest's report (it was sent before its slave attached): the disk
+	// it booted is the clone of the base.
+	reports.(*net.TCPListener).SetDeadline(time.Now().Add(10 * time.Second))
 	c, err := reports.Accept()
 	if err != nil {
-		showConsole()
-		t.Fatalf("no report from the guest: %v (Check: %v)", err, s.Check(t.Context(), inst))
+		t.Fatalf("no report from the guest: %v", err)
 	}
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	line, err := bufio.NewReader(c).ReadString('\n')
 	c.Close()
-	reported := time.Since(t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,33 +277,43 @@ func TestRealVM(t *testing.T) {
 		t.Errorf("the guest reported %q, want %q", line, want)
 	}
 
-	// The slave attaches.
-	deadline := time.After(90 * time.Second)
-	for attached := false; !attached; {
-		select {
-		case e := <-events:
-			t.Logf("master: %s %s %v", e.Kind, e.Slave, e.Err)
-			attached = e.Kind == slave.Attached && e.Slave == name
-		case <-deadline:
-			showConsole()
-			t.Fatalf("the guest's slave did not attach (Check: %v)", s.Check(t.Context(), inst))
-		}
-	}
-	attached := time.Since(t0)
-	if err := s.Check(t.Context(), inst); err != nil {
-		t.Errorf("Check of the running VM: %v", err)
-	}
-	t.Logf("qemu:///system: Start to running %v, guest report %v, slave attached %v after Start", running, reported, attached)
-
-	if err := s.Stop(t.Context(), inst); err != nil {
+	// A shell command of the build runs inside the VM: it sees the guest's kernel.
+	cmd, err := b.Conn().(*protocol.Conn).Start(ctx, protocol.Request{Name: "shell", Args: map[string]any{
+		"workdir": "/", "command": []any{"/init", "uname"}}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	stopped = true
+	var out string
+	for u := range cmd.Updates() {
+		if u.Key == "stdout" {
+			out += u.Text
+		}
+	}
+	if err := cmd.Wait(ctx); err != nil {
+		t.Fatalf("shell in the VM: %v", err)
+	}
+	if strings.TrimSpace(out) != kernel {
+		t.Errorf("uname -r in the VM printed %q, want the guest kernel %q", out, kernel)
+	}
+	b.Release()
+	released := time.Now()
+
+	// build_wait_timeout after the build, the VM is destroyed and its clone deleted.
+	for st, _ = lc.Status(name); st.State != latent.Stopped; st, _ = lc.Status(name) {
+		if ctx.Err() != nil {
+			t.Fatalf("the VM is still %v after the build", st.State)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if waited := time.Since(released); waited < buildWait {
+		t.Errorf("stopped %v after the build, before build_wait_timeout (%v)", waited, buildWait)
+	}
+	t.Logf("qemu:///system: substantiate to attach %v; stopped %v after the build", attached, time.Since(released))
 	if _, ok := domainState(t, l, name); ok {
-		t.Error("the domain is still there after Stop")
+		t.Error("the domain is still there after the stop")
 	}
 	if _, err := os.Stat(clone); !os.IsNotExist(err) {
-		t.Errorf("the clone is still there after Stop: %v", err)
+		t.Errorf("the clone is still there after the stop: %v", err)
 	}
 	if bytes.Contains(readFile(t, console), []byte(req.Password)) {
 		t.Error("the guest's console shows the password")
@@ -312,6 +324,21 @@ func TestRealVM(t *testing.T) {
 	if _, err := l.StorageVolLookupByPath(clone); !isErr(err, golibvirt.ErrNoStorageVol) {
 		t.Errorf("the clone's volume: %v", err)
 	}
+	if err := lc.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startRecorder is a latent slave that tells the test each start's
+// request (and so its fresh password).
+type startRecorder struct {
+	latent.LatentSlave
+	started chan latent.StartRequest
+}
+
+func (r *startRecorder) Start(ctx context.Context, req latent.StartRequest) (latent.Instance, error) {
+	r.started <- req
+	return r.LatentSlave.Start(ctx, req)
 }
 
 func portOf(a net.Addr) string { return fmt.Sprint(a.(*net.TCPAddr).Port) }

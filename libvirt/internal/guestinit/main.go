@@ -12,6 +12,10 @@
 // kernel modules /modules/*.ko in the order of their names. When /slave
 // exists, init then runs it as the slave. Init powers the VM off when it is
 // done or when something fails.
+//
+// Run as "/init uname" (by a build's shell command, say), it prints the
+// kernel's release, like uname -r, and exits: the guest has no other
+// programs.
 package main
 
 import (
@@ -42,6 +46,15 @@ const (
 )
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == "uname" {
+		release, err := kernelRelease()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "uname:", err)
+			os.Exit(1)
+		}
+		fmt.Println(release)
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "guestinit:", err)
 	}
@@ -157,10 +170,11 @@ func waitCarrier(name string, limit time.Duration) error {
 	return fmt.Errorf("%s has no link after %v", name, limit)
 }
 
-func report(addr string) error {
+// kernelRelease is the running kernel's release, as uname -r prints it.
+func kernelRelease() (string, error) {
 	var u syscall.Utsname
 	if err := syscall.Uname(&u); err != nil {
-		return err
+		return "", err
 	}
 	var release []byte
 	for _, c := range u.Release {
@@ -168,6 +182,14 @@ func report(addr string) error {
 			break
 		}
 		release = append(release, byte(c))
+	}
+	return string(release), nil
+}
+
+func report(addr string) error {
+	release, err := kernelRelease()
+	if err != nil {
+		return err
 	}
 	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
