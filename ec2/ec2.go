@@ -24,10 +24,10 @@ import (
 const (
 	// DefaultMissingTimeout is how long a started instance may take to
 	// attach (the seed: missing_timeout defaults to 20 minutes).
-	DefaultMissingTimeout = 20 * time.Minute
+	DefaultMissingTimeout = latent.DefaultMissingTimeout
 	// DefaultBuildWaitTimeout is how long an idle instance is kept after a
 	// build (build_wait_timeout).
-	DefaultBuildWaitTimeout = 10 * time.Minute
+	DefaultBuildWaitTimeout = latent.DefaultBuildWaitTimeout
 	// DefaultKeypairName and DefaultSecurityName name the key pair and the
 	// security group (keypair_name, security_name).
 	DefaultKeypairName  = "latent_buildbot_slave"

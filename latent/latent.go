@@ -11,6 +11,17 @@ import (
 	"github.com/buildslave/buildslave/slave"
 )
 
+// Defaults of a latent slave's timeouts, from the seed's EC2 section,
+// which the ec2 and libvirt drivers both use.
+const (
+	// DefaultMissingTimeout is how long a started instance may take to
+	// attach (missing_timeout), where a normal slave's default is an hour.
+	DefaultMissingTimeout = 20 * time.Minute
+	// DefaultBuildWaitTimeout is how long an idle instance is kept after
+	// its last build (build_wait_timeout).
+	DefaultBuildWaitTimeout = 10 * time.Minute
+)
+
 // LatentSlave is a slave whose machine (an instance) the master starts
 // when a build wants it and stops after use. Its Slave carries the name,
 // the password and every option of a normal slave.

@@ -23,11 +23,11 @@ const (
 	DefaultURI = "qemu:///system"
 	// DefaultBuildWaitTimeout is how long an idle VM is kept after its
 	// last build (build_wait_timeout).
-	DefaultBuildWaitTimeout = 10 * time.Minute
+	DefaultBuildWaitTimeout = latent.DefaultBuildWaitTimeout
 	// DefaultMissingTimeout is how long a started VM may take to attach
 	// (missing_timeout); it replaces the 1 h of a normal slave, as in
 	// Buildbot's latent slaves.
-	DefaultMissingTimeout = 20 * time.Minute
+	DefaultMissingTimeout = latent.DefaultMissingTimeout
 )
 
 // Slave is a libvirt latent slave: the seed's
