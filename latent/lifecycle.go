@@ -92,6 +92,21 @@ type Config struct {
 	// StopTimeout bounds each Stop and List call of a driver; 0 means
 	// DefaultStopTimeout.
 	StopTimeout time.Duration
+	// Observe, if set, is told of every state change and every reaped
+	// instance, for metrics or a status page. It is called without the
+	// Lifecycle's locks, in order for each slave, and must not block.
+	Observe func(Event)
+}
+
+// Event is a state change of a latent slave, or an instance reaped.
+type Event struct {
+	Slave    string
+	From, To State     // equal, and Reaped set, for a reaped instance
+	Since    time.Time // when the slave entered From
+	Time     time.Time
+	Reason   string
+	Instance string // the instance id, if any
+	Reaped   bool   // an instance left behind was stopped by the reaper
 }
 
 // Lifecycle starts latent slaves' instances when builds want them and

@@ -548,3 +548,39 @@ func TestShutdownFinishesWhenStartFailsAfterTheAttach(t *testing.T) {
 		}
 	})
 }
+
+func TestObserveSeesTransitionsAndReapedInstances(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var events []latent.Event
+		observe := func(ev latent.Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			events = append(events, ev)
+		}
+		f := newFixture(t, latent.Config{Observe: observe}, func(c *latenttest.Cloud) {
+			c.Plant("bot", "master-1")
+		}, spec{s: mustSlave(t, "bot"), wait: 0, boot: latenttest.Boot{Delay: time.Minute}})
+		b := f.acquire(t.Context(), "bot")
+		<-b.done
+		b.b.Release()
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		var got []string
+		for _, ev := range events {
+			if ev.Reaped {
+				got = append(got, "reaped "+ev.Instance)
+				continue
+			}
+			got = append(got, ev.From.String()+">"+ev.To.String())
+		}
+		want := []string{"reaped i-00001", "stopped>substantiating", "substantiating>idle", "idle>running", "running>idle", "idle>stopping", "stopping>stopped"}
+		if !slices.Equal(got, want) {
+			t.Errorf("observed %v, want %v", got, want)
+		}
+		if sub := events[2]; sub.Time.Sub(sub.Since) != time.Minute || sub.Instance == "" {
+			t.Errorf("attach event %+v: want a minute in substantiating, with the instance", sub)
+		}
+	})
+}

@@ -47,6 +47,7 @@ type latentSlave struct {
 	lastAttach time.Time
 	timer      *timer      // build_wait_timeout, quarantine or stop retry
 	logs       []logRecord // written by unlock, outside mu
+	events     []Event     // given to Config.Observe by unlock, outside mu
 }
 
 // substantiation is one attempt to get an instance attached, shared by
@@ -75,13 +76,18 @@ func (s *latentSlave) logf(level slog.Level, msg string, attrs ...any) {
 	s.logs = append(s.logs, logRecord{level, msg, attrs})
 }
 
-// unlock releases mu, then writes the queued log lines.
+// unlock releases mu, then writes the queued log lines and events.
 func (s *latentSlave) unlock() {
-	logs := s.logs
-	s.logs = nil
+	logs, events := s.logs, s.events
+	s.logs, s.events = nil, nil
 	s.mu.Unlock()
 	for _, r := range logs {
 		s.l.log.Log(context.Background(), r.level, r.msg, r.attrs...)
+	}
+	if observe := s.l.cfg.Observe; observe != nil {
+		for _, ev := range events {
+			observe(ev)
+		}
 	}
 }
 
@@ -92,7 +98,13 @@ func (s *latentSlave) set(st State, reason string) {
 		level = slog.LevelWarn
 	}
 	s.logf(level, "latent slave "+st.String(), "from", s.state.String(), "reason", reason)
-	s.state, s.since, s.reason = st, time.Now(), reason
+	now := time.Now()
+	ev := Event{Slave: s.name, From: s.state, To: st, Since: s.since, Time: now, Reason: reason}
+	if s.inst != nil {
+		ev.Instance = s.inst.ID
+	}
+	s.events = append(s.events, ev)
+	s.state, s.since, s.reason = st, now, reason
 	close(s.changed)
 	s.changed = make(chan struct{})
 }

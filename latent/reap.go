@@ -86,7 +86,12 @@ func (s *latentSlave) reap(ctx context.Context, inst Instance) error {
 		log.Error("latent: could not stop an instance this master does not track", "reason", err.Error())
 		return fmt.Errorf("stop untracked instance %s of slave %s: %w", inst.ID, inst.Slave, err)
 	}
-	log.Warn("latent: stopped an instance this master does not track", "reason", "left behind by an earlier run of this master")
+	const why = "left behind by an earlier run of this master"
+	log.Warn("latent: stopped an instance this master does not track", "reason", why)
+	if observe := s.l.cfg.Observe; observe != nil {
+		now := time.Now()
+		observe(Event{Slave: inst.Slave, Since: now, Time: now, Reason: why, Instance: inst.ID, Reaped: true})
+	}
 	return nil
 }
 
