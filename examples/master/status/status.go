@@ -1,0 +1,318 @@
+// Package status serves the example master's status page, its JSON twin and its Prometheus metrics.
+package status
+
+import (
+	"embed"
+	"encoding/json"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/buildslave/buildslave/latent"
+	"github.com/buildslave/buildslave/slave"
+)
+
+// RecentBuilds is how many builds the page and the JSON show.
+const RecentBuilds = 50
+
+// Step is one step of a build, as the master ran it.
+type Step struct {
+	Name   string `json:"name"`
+	State  string `json:"state"` // as Build.State
+	RC     int    `json:"rc"`
+	Output string `json:"output,omitempty"`
+}
+
+// Build is one build, as the master records it. State is "waiting",
+// "running", "success", "failure" or "exception".
+type Build struct {
+	ID       int       `json:"id"`
+	Builder  string    `json:"builder"`
+	Slave    string    `json:"slave,omitempty"`
+	Reason   string    `json:"reason,omitempty"`
+	State    string    `json:"state"`
+	Queued   time.Time `json:"queued,omitzero"`
+	Started  time.Time `json:"started,omitzero"`
+	Finished time.Time `json:"finished,omitzero"`
+	Steps    []Step    `json:"steps,omitempty"`
+}
+
+// Builds is the master's record of builds.
+type Builds interface {
+	// Recent returns up to n builds, newest first.
+	Recent(n int) []Build
+}
+
+// Config is what a Status shows and where it registers its metrics.
+type Config struct {
+	// Manager is the slave manager whose slaves the page lists; required.
+	Manager *slave.Manager
+	// Lifecycle, if set, adds its latent slaves' states to their rows.
+	Lifecycle *latent.Lifecycle
+	// Builds, if set, gives the recent builds.
+	Builds Builds
+	// Builders names the builders that get a "force build" button.
+	Builders []string
+	// ForcePath is where the buttons POST builder=NAME, such as "/force";
+	// "" means no buttons.
+	ForcePath string
+	// Registry receives the metrics unless Metrics is set; nil means a
+	// new one.
+	Registry *prometheus.Registry
+	// Metrics, if set, are metrics made by NewMetrics before the manager
+	// and the Lifecycle, so that their notifiers and Observe can feed
+	// them; New adds the slave gauges to their registry. Nil means
+	// NewMetrics(Registry).
+	Metrics *Metrics
+	// Logger receives the lines of failed page writes; nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// Status serves the status page, the JSON and the metrics of one master.
+type Status struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *Metrics
+	handler http.Handler
+	cancel  func()        // ends the subscription to the manager's events
+	done    chan struct{} // closed when the event reader ends
+}
+
+// New builds a Status, registers the slave gauges and subscribes to the
+// manager's events to count refused logins until Close. A Metrics serves
+// one Status only.
+func New(cfg Config) *Status {
+	s := &Status{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, done: make(chan struct{})}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.metrics == nil {
+		s.metrics = NewMetrics(cfg.Registry)
+	}
+	s.metrics.watch(cfg.Manager)
+	events, cancel := cfg.Manager.Subscribe()
+	s.cancel = cancel
+	go func() { // owned by s: Close waits for it
+		defer close(s.done)
+		s.metrics.count(events)
+	}()
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", s.page)
+	mux.HandleFunc("GET /api/status", s.json)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	s.handler = mux
+	return s
+}
+
+// Handler serves the page on "/", the JSON on "/api/status" and the
+// metrics on "/metrics".
+func (s *Status) Handler() http.Handler { return s.handler }
+
+// Metrics returns the metrics the master feeds with its builds, latent
+// events and mail.
+func (s *Status) Metrics() *Metrics { return s.metrics }
+
+// Close ends the subscription to the manager's events and waits for its
+// reader. The handler keeps serving; only refused logins go uncounted.
+func (s *Status) Close() {
+	s.cancel()
+	<-s.done
+}
+
+// Snapshot is what "/" shows and "/api/status" serves as JSON.
+type Snapshot struct {
+	Time     time.Time `json:"time"`
+	Slaves   []Slave   `json:"slaves"`
+	Builders []string  `json:"builders"`
+	Builds   []Build   `json:"builds"` // newest first
+}
+
+// Slave is one slave's row: the manager's State with its latent Status.
+type Slave struct {
+	Name string `json:"name"`
+	// State is one of "attached", "detached", "never attached", "missing",
+	// "paused", "shutting down", or for a latent slave "stopped",
+	// "substantiating", "idle", "running", "stopping", "quarantined".
+	State      string         `json:"state"`
+	Since      time.Time      `json:"since,omitzero"` // when it entered State, if known
+	LastSeen   time.Time      `json:"last_seen,omitzero"`
+	RemoteAddr string         `json:"remote_addr,omitempty"`
+	Running    int            `json:"running"`
+	MaxBuilds  int            `json:"max_builds"` // 0 means no limit
+	Properties map[string]any `json:"properties,omitempty"`
+	Info       Info           `json:"info"`
+	Latent     *Latent        `json:"latent,omitempty"` // nil for a normal slave
+}
+
+// Info is what the slave reported about itself when it last attached.
+// It is untrusted: the page escapes it.
+type Info struct {
+	Admin    string            `json:"admin,omitempty"`
+	Host     string            `json:"host,omitempty"`
+	Access   string            `json:"access,omitempty"`
+	OS       string            `json:"os,omitempty"`
+	NumCPUs  int               `json:"cpus,omitempty"`
+	Version  string            `json:"version,omitempty"`
+	Basedir  string            `json:"basedir,omitempty"`
+	Commands map[string]string `json:"commands,omitempty"`
+	Extra    map[string]string `json:"extra,omitempty"`
+}
+
+// Latent is a latent slave's lifecycle state.
+type Latent struct {
+	State            string    `json:"state"`
+	Since            time.Time `json:"since"`
+	Reason           string    `json:"reason,omitempty"`
+	Instance         string    `json:"instance,omitempty"`
+	Failures         int       `json:"failures,omitempty"`
+	LastError        string    `json:"last_error,omitempty"`
+	QuarantinedUntil time.Time `json:"quarantined_until,omitzero"`
+}
+
+// Snapshot gathers what the page shows now.
+func (s *Status) Snapshot() Snapshot {
+	states := s.cfg.Manager.States()
+	snap := Snapshot{Time: time.Now(), Slaves: make([]Slave, 0, len(states)), Builders: s.cfg.Builders}
+	if snap.Builders == nil {
+		snap.Builders = []string{}
+	}
+	latents := map[string]latent.Status{}
+	if s.cfg.Lifecycle != nil {
+		for _, st := range s.cfg.Lifecycle.Statuses() {
+			latents[st.Name] = st
+		}
+	}
+	for _, st := range states {
+		ls, ok := latents[st.Name]
+		snap.Slaves = append(snap.Slaves, row(st, ls, ok))
+	}
+	if s.cfg.Builds != nil {
+		snap.Builds = s.cfg.Builds.Recent(RecentBuilds)
+	}
+	if snap.Builds == nil {
+		snap.Builds = []Build{}
+	}
+	return snap
+}
+
+// row is the Slave of st, with ls if the slave is latent.
+func row(st slave.State, ls latent.Status, isLatent bool) Slave {
+	r := Slave{
+		Name:       st.Name,
+		Since:      st.Since,
+		LastSeen:   st.LastSeen,
+		RemoteAddr: st.RemoteAddr,
+		Running:    st.Running,
+		MaxBuilds:  st.MaxBuilds,
+		Properties: st.Properties,
+		Info: Info{
+			Admin: st.Info.Admin, Host: st.Info.Host, Access: st.Info.Access, OS: st.Info.OS,
+			NumCPUs: st.Info.NumCPUs, Version: st.Info.Version, Basedir: st.Info.Basedir,
+			Commands: st.Info.Commands, Extra: st.Info.Extra,
+		},
+	}
+	switch {
+	case st.Attached:
+		r.State = "attached"
+	case st.Missing:
+		r.State = "missing"
+	case st.Since.IsZero():
+		r.State = "never attached"
+	default:
+		r.State = "detached"
+	}
+	if isLatent {
+		r.State, r.Since = ls.State.String(), ls.Since
+		r.Latent = &Latent{
+			State:            ls.State.String(),
+			Since:            ls.Since,
+			Reason:           ls.Reason,
+			Instance:         ls.Instance.ID,
+			Failures:         ls.Failures,
+			QuarantinedUntil: ls.QuarantinedUntil,
+		}
+		if ls.LastError != nil {
+			r.Latent.LastError = ls.LastError.Error()
+		}
+	}
+	switch {
+	case st.ShuttingDown:
+		r.State = "shutting down"
+	case st.Paused:
+		r.State = "paused"
+	}
+	return r
+}
+
+//go:embed page.html style.css
+var files embed.FS
+
+var pageTmpl = template.Must(template.New("page.html").Funcs(template.FuncMap{
+	"stateClass": stateClass,
+	"contains":   strings.Contains,
+}).ParseFS(files, "page.html", "style.css"))
+
+// stateClass is the CSS class of a slave's or a build's state.
+func stateClass(state string) string {
+	switch state {
+	case "attached", "idle", "success":
+		return "ok"
+	case "running":
+		return "run"
+	case "substantiating", "paused", "shutting down", "stopping", "waiting":
+		return "busy"
+	case "missing", "quarantined", "failure", "exception":
+		return "bad"
+	}
+	return "off"
+}
+
+// view is the page template's data: the Snapshot with helpers.
+type view struct {
+	Snapshot
+	ForcePath string
+}
+
+// when is a moment with how long before the snapshot it was.
+type when struct {
+	Time time.Time
+	Ago  string
+}
+
+// When is t with how long before the snapshot it was, to the second.
+func (v view) When(t time.Time) when {
+	return when{t, v.Time.Sub(t).Round(time.Second).String() + " ago"}
+}
+
+// Took says how long b ran, or has run so far.
+func (v view) Took(b Build) string {
+	end := b.Finished
+	if end.IsZero() {
+		end = v.Time
+	}
+	return end.Sub(b.Started).Round(time.Second).String()
+}
+
+func (s *Status) page(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
+	if err := pageTmpl.Execute(w, view{Snapshot: s.Snapshot(), ForcePath: s.cfg.ForcePath}); err != nil {
+		s.log.Warn("status page not written", "remote", r.RemoteAddr, "reason", err.Error())
+	}
+}
+
+func (s *Status) json(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(s.Snapshot()); err != nil {
+		s.log.Warn("status JSON not written", "remote", r.RemoteAddr, "reason", err.Error())
+	}
+}
