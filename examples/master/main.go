@@ -1,123 +1,101 @@
-// Command master is the main example: a small master built on the
-// library. With no arguments it runs on an embedded default that needs
-// nothing installed and no cloud account: it configures the seed's slaves,
-// attaches in-memory slave connections, shows max_builds at work, loses a
-// slave and mails its admin through an SMTP server on loopback.
+// Command master is a small CI master built on the buildslave library,
+// the example a newcomer runs first:
+//
+//	go run ./examples/master                    # the embedded default.toml
+//	go run ./examples/master -config master.toml
+//
+// It accepts stock buildbot-worker and Go slaves over Buildbot's
+// msgpack_experimental_v7 protocol, starts latent slaves (local processes,
+// EC2, libvirt) when a build wants them, runs builders' shell and upload
+// steps, and serves a status page with a force button, JSON and Prometheus
+// metrics. SIGHUP re-reads the configuration; SIGINT and SIGTERM drain
+// running builds and stop every latent instance before it exits.
+//
+// "master slave ..." runs the Go slave of package client with the flags of
+// examples/slave: the default's latent slaves are this executable.
+// See README.md.
 package main
 
 import (
 	"context"
-	"errors"
+	_ "embed"
 	"flag"
 	"fmt"
-	"log/slog"
+	"io"
 	"os"
 	"time"
 
-	"github.com/buildslave/buildslave/notify"
-	"github.com/buildslave/buildslave/notify/notifytest"
-	"github.com/buildslave/buildslave/slave"
-	"github.com/buildslave/buildslave/slave/slavetest"
+	"github.com/buildslave/buildslave/client/slavecmd"
+	"github.com/buildslave/buildslave/examples/master/internal/config"
 )
 
+// defaultConfig is the configuration without -config: nothing to install,
+// no cloud account.
+//
+//go:embed default.toml
+var defaultConfig []byte
+
+// defaultName names the embedded configuration in messages.
+const defaultName = "default.toml (embedded)"
+
 func main() {
-	missing := flag.Duration("missing-timeout", 2*time.Second, "how long the lost slave may be gone before its admin is mailed")
-	verbose := flag.Bool("v", false, "show the manager's log lines")
-	flag.Parse()
-	level := slog.LevelWarn + 1
-	if *verbose {
-		level = slog.LevelInfo
+	if len(os.Args) > 1 && os.Args[1] == "slave" {
+		os.Exit(slavecmd.Run(os.Args[2:], os.Stderr))
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if err := run(log, *missing); err != nil {
-		fmt.Fprintln(os.Stderr, "master:", err)
-		os.Exit(1)
-	}
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr, nil))
 }
 
-func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
-
-func run(log *slog.Logger, missingTimeout time.Duration) error {
-	relay := notifytest.NewSMTPServer(nil)
-	defer relay.Close()
-	step("SMTP relay for missing-slave mail listening on %s", relay.Addr)
-
-	// The seed's configuration, in Go.
-	linux, err := slave.New("bot-linux", "linuxpassword", slave.MaxBuilds(2))
-	if err != nil {
-		return err
-	}
-	solaris, err := slave.New("bot-solaris", "solarispasswd",
-		slave.Properties(map[string]any{"os": "solaris"}),
-		slave.NotifyOnMissing("bob@example.com"),
-		slave.MissingTimeout(missingTimeout))
-	if err != nil {
-		return err
-	}
-	m, err := slave.NewManager(slave.Config{
-		Logger:   log,
-		Notifier: &notify.Mail{FromAddr: "buildbot@localhost", Builders: []string{}, RelayHost: relay.Addr},
-	}, linux, solaris)
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	step("configured %d slaves: bot-linux (max_builds=2), bot-solaris (notify_on_missing, missing_timeout=%v)", len(m.Slaves()), missingTimeout)
-
-	if err := m.Authenticate("bot-linux", "wrong", "127.0.0.1:40000"); err != nil {
-		step("a login with a wrong password is refused: %v", err)
-	}
-
-	// In-memory connections stand in for slaves dialing in over the network.
-	linuxConn, err := attach(m, "bot-linux", "linuxpassword", slave.Info{Admin: "Ann <ann@example.com>", Host: "a linux box"})
-	if err != nil {
-		return err
-	}
-	defer linuxConn.Close()
-	solarisConn, err := attach(m, "bot-solaris", "solarispasswd", slave.Info{Admin: "Bob <bob@example.com>", Host: "a sparc box"})
-	if err != nil {
-		return err
-	}
-
-	b1, _ := m.TryAcquire("bot-linux")
-	b2, _ := m.TryAcquire("bot-linux")
-	_, err = m.TryAcquire("bot-linux")
-	step("bot-linux runs 2 builds; a third is refused by max_builds: %v", err)
-	b1.Release()
-	b2.Release()
-
-	b3, err := m.TryAcquire("bot-solaris")
-	if err != nil {
-		return err
-	}
-	step("a build starts on bot-solaris with properties %v", b3.Properties())
-	solarisConn.Drop(errors.New("connection reset by peer"))
-	<-b3.Context().Done()
-	step("bot-solaris is lost; its build learns at once: %v", context.Cause(b3.Context()))
-
-	step("waiting %v for bot-solaris to count as missing...", missingTimeout)
-	ctx, cancel := context.WithTimeout(context.Background(), missingTimeout+30*time.Second)
-	defer cancel()
-	msgs, err := relay.Wait(ctx, 1)
-	if err != nil {
-		return fmt.Errorf("no missing-slave mail: %w", err)
-	}
-	step("mail from %s to %v: %q\n%s", msgs[0].From, msgs[0].To, msgs[0].Subject, msgs[0].Text)
-
-	for _, st := range m.States() {
-		step("%-12s attached=%-5v missing=%-5v running=%d admin=%q", st.Name, st.Attached, st.Missing, st.Running, st.Info.Admin)
-	}
-	return m.Shutdown(ctx)
+// options are the command line's settings.
+type options struct {
+	config       string
+	once         bool
+	logJSON      bool
+	listen, http string
+	drain, stop  time.Duration
 }
 
-func attach(m *slave.Manager, name, password string, info slave.Info) (*slavetest.Conn, error) {
-	c := slavetest.NewConn(info)
-	if err := m.Authenticate(name, password, c.RemoteAddr()); err != nil {
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("master", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.config, "config", "", "configuration `file` (TOML); the embedded default if empty")
+	fs.BoolVar(&o.once, "once", false, "exit once the at_start builds have finished and every latent slave has stopped")
+	fs.BoolVar(&o.logJSON, "log-json", false, "log JSON lines instead of text")
+	fs.StringVar(&o.listen, "listen", "", "slave protocol `host:port`, instead of the configuration's master.listen")
+	fs.StringVar(&o.http, "http", "", "status page `host:port`, instead of the configuration's master.http")
+	fs.DurationVar(&o.drain, "drain-timeout", time.Minute, "on SIGINT/SIGTERM, how long running builds may finish before they are aborted")
+	fs.DurationVar(&o.stop, "stop-timeout", 5*time.Minute, "on SIGINT/SIGTERM, how long stopping the latent instances may take")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: master [flags]   (master slave -h: the Go slave's flags)")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return o, nil
+}
+
+// load reads the configuration the options name, with their overrides.
+func (o options) load() (*config.Config, error) {
+	var cfg *config.Config
+	var err error
+	if o.config == "" {
+		cfg, err = config.Parse(defaultName, defaultConfig, os.LookupEnv)
+	} else {
+		cfg, err = config.Load(o.config)
+	}
+	if err != nil {
 		return nil, err
 	}
-	if err := m.Attach(context.Background(), name, c); err != nil {
-		return nil, err
+	if o.listen != "" {
+		cfg.Listen = o.listen
 	}
-	step("%s attached from %s", name, c.RemoteAddr())
-	return c, nil
+	if o.http != "" {
+		cfg.HTTP = o.http
+	}
+	cfg.LogJSON = cfg.LogJSON || o.logJSON
+	return cfg, nil
 }

@@ -10,58 +10,9 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"log/slog"
 	"os"
-	"os/signal"
-	"runtime/debug"
-	"syscall"
 
-	"github.com/buildslave/buildslave/client"
+	"github.com/buildslave/buildslave/client/slavecmd"
 )
 
-// memoryLimit is the Go runtime's soft memory limit unless GOMEMLIMIT sets
-// one: it makes the collector hand freed pages back promptly, which keeps
-// the resident size under 10 MB even while a build floods its output.
-const memoryLimit = 6 << 20
-
-func main() {
-	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
-		debug.SetMemoryLimit(memoryLimit)
-	}
-	os.Exit(run(os.Args[1:]))
-}
-
-func run(args []string) int {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	cfg, err := parseConfig(args, os.LookupEnv, log)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "slave:", err)
-		return 2
-	}
-	// The build's processes inherit our environment: keep the password out.
-	os.Unsetenv(envPassword)
-	s, err := client.New(cfg)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "slave:", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	log.Info("slave starting", "master", cfg.Master, "name", cfg.Name, "basedir", cfg.Basedir, "version", client.Version)
-	switch err := s.Run(ctx); {
-	case err == nil:
-		log.Info("slave stopped: the master asked for a shutdown")
-	case errors.Is(err, context.Canceled):
-		log.Info("slave stopped by a signal")
-	case errors.Is(err, client.ErrRefused):
-		log.Error("slave gave up", "err", err)
-		return 3
-	default:
-		log.Error("slave stopped", "err", err)
-		return 1
-	}
-	return 0
-}
+func main() { os.Exit(slavecmd.Run(os.Args[1:], os.Stderr)) }

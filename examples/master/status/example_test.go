@@ -21,7 +21,7 @@ func Example() {
 	bsd, _ := slave.New("bot-bsd", "bsdpassword")
 	m, _ := slave.NewManager(slave.Config{Logger: quiet}, linux, bsd)
 	defer m.Close()
-	st := status.New(status.Config{Manager: m, Builders: []string{"hello"}, ForcePath: "/force"})
+	st := status.New(status.Config{Manager: m, Builders: func() []string { return []string{"hello"} }, ForcePath: "/force"})
 	defer st.Close()
 	if err := m.Attach(context.Background(), "bot-linux", slavetest.NewConn(slave.Info{Admin: "Jane <jane@example.org>"})); err != nil {
 		fmt.Println(err)

@@ -122,7 +122,7 @@ func newFixture(t testing.TB, boot latenttest.Boot, notifier notify.Notifier) *f
 		Manager:   f.m,
 		Lifecycle: f.lc,
 		Builds:    f.builds,
-		Builders:  []string{"hello", `"><script>alert(2)</script>`},
+		Builders:  func() []string { return []string{"hello", `"><script>alert(2)</script>`} },
 		ForcePath: "/force",
 		Metrics:   f.metrics,
 		Logger:    quiet,

@@ -56,8 +56,10 @@ type Config struct {
 	Lifecycle *latent.Lifecycle
 	// Builds, if set, gives the recent builds.
 	Builds Builds
-	// Builders names the builders that get a "force build" button.
-	Builders []string
+	// Builders returns the names of the builders that get a "force build"
+	// button; it is called for every page, so builders added by a
+	// reconfiguration get theirs. Nil means none.
+	Builders func() []string
 	// ForcePath is where the buttons POST builder=NAME, such as "/force";
 	// "" means no buttons.
 	ForcePath string
@@ -179,7 +181,10 @@ type Latent struct {
 // Snapshot gathers what the page shows now.
 func (s *Status) Snapshot() Snapshot {
 	states := s.cfg.Manager.States()
-	snap := Snapshot{Time: time.Now(), Slaves: make([]Slave, 0, len(states)), Builders: s.cfg.Builders}
+	snap := Snapshot{Time: time.Now(), Slaves: make([]Slave, 0, len(states))}
+	if s.cfg.Builders != nil {
+		snap.Builders = s.cfg.Builders()
+	}
 	if snap.Builders == nil {
 		snap.Builders = []string{}
 	}

@@ -1,7 +1,8 @@
-package main
+package slavecmd
 
 import (
 	"bytes"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -16,8 +17,8 @@ func lookupIn(env map[string]string) func(string) (string, bool) {
 func TestParseConfigFromEnvironment(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	cfg, err := parseConfig(nil, lookupIn(map[string]string{envMaster: "10.0.2.2:9989", envName: "vm1",
-		envPassword: "pw", envBasedir: "/srv/slave", envTLS: "true", envMaxRefusals: "4"}), log)
+	cfg, err := parse(nil, lookupIn(map[string]string{envMaster: "10.0.2.2:9989", envName: "vm1",
+		envPassword: "pw", envBasedir: "/srv/slave", envTLS: "true", envMaxRefusals: "4"}), log, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,8 +34,8 @@ func TestParseConfigFromEnvironment(t *testing.T) {
 func TestParseConfigFlagsWinAndPasswordFlagWarns(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	cfg, err := parseConfig([]string{"-master", "127.0.0.1:1", "-name", "n", "-password", "flagpw", "-basedir", "b"},
-		lookupIn(map[string]string{envMaster: "other:2", envPassword: "envpw"}), log)
+	cfg, err := parse([]string{"-master", "127.0.0.1:1", "-name", "n", "-password", "flagpw", "-basedir", "b"},
+		lookupIn(map[string]string{envMaster: "other:2", envPassword: "envpw"}), log, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,10 +53,10 @@ func TestParseConfigCA(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("not a certificate"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := parseConfig([]string{"-ca", bad}, lookupIn(nil), log); err == nil {
+	if _, err := parse([]string{"-ca", bad}, lookupIn(nil), log, io.Discard); err == nil {
 		t.Error("a CA file without certificates was accepted")
 	}
-	if _, err := parseConfig([]string{"extra"}, lookupIn(nil), log); err == nil {
+	if _, err := parse([]string{"extra"}, lookupIn(nil), log, io.Discard); err == nil {
 		t.Error("a stray argument was accepted")
 	}
 }

@@ -1,0 +1,41 @@
+// Package builds runs the example master's builds: a builder's steps in
+// order on a build slot of one of its slaves, a bounded history of the
+// results with each step's output, the schedulers that start builds and
+// the HTTP endpoint that forces them.
+package builds
+
+import "time"
+
+// Builder is a named list of steps run on one of its slaves.
+type Builder struct {
+	Name   string
+	Slaves []string // any of these; an idle one first
+	Steps  []Step
+}
+
+// Step is a shell step (Shell set) or an upload step (Upload set).
+type Step struct {
+	Name string
+	// Shell is run as /bin/sh -c Shell in the builder's workdir on the
+	// slave, <basedir>/<builder>/build.
+	Shell string
+	// Upload is a file of the slave, relative to the workdir, copied to
+	// the build's upload directory on the master.
+	Upload string
+	// Env is added to the shell step's environment.
+	Env map[string]string
+	// Timeout ends a shell step that prints nothing for that long.
+	Timeout time.Duration
+}
+
+// Schedule starts builds of Builder: every Every (if positive) and once
+// when the master starts (AtStart).
+type Schedule struct {
+	Builder string
+	Every   time.Duration
+	AtStart bool
+}
+
+// DefaultStepTimeout is a shell step's timeout unless it sets one: the
+// stock master's 1200 s without output.
+const DefaultStepTimeout = 20 * time.Minute

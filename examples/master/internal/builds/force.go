@@ -1,0 +1,53 @@
+package builds
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+)
+
+// ForceHandler serves POST requests that force a build: the builder is
+// the builder parameter (query or form), reason an optional one. A browser
+// form is redirected to "/" with 303; a client that accepts
+// application/json gets {"id": N, "builder": NAME} with 202, or
+// {"error": ...}.
+func ForceHandler(r *Runner) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		wantJSON := strings.Contains(req.Header.Get("Accept"), "application/json")
+		fail := func(code int, err error) {
+			if wantJSON {
+				writeJSON(w, code, map[string]string{"error": err.Error()})
+				return
+			}
+			http.Error(w, err.Error(), code)
+		}
+		if req.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			fail(http.StatusMethodNotAllowed, errors.New("use POST to force a build"))
+			return
+		}
+		builder := req.FormValue("builder")
+		reason := req.FormValue("reason")
+		if reason == "" {
+			reason = "forced from " + req.RemoteAddr
+		}
+		h, err := r.Force(builder, reason)
+		switch {
+		case errors.Is(err, ErrUnknownBuilder):
+			fail(http.StatusNotFound, err)
+		case err != nil:
+			fail(http.StatusServiceUnavailable, err)
+		case wantJSON:
+			writeJSON(w, http.StatusAccepted, map[string]any{"id": h.ID, "builder": builder})
+		default:
+			http.Redirect(w, req, "/", http.StatusSeeOther)
+		}
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v) // the client went away
+}

@@ -1,0 +1,223 @@
+package builds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/buildslave/buildslave/protocol"
+	"github.com/buildslave/buildslave/slave"
+)
+
+// Errors of Runner.Force, to be tested with errors.Is.
+var (
+	ErrUnknownBuilder = errors.New("no such builder")
+	ErrShuttingDown   = errors.New("the master is shutting down")
+	// ErrAborted is the cause of builds still running at Shutdown's
+	// deadline.
+	ErrAborted = errors.New("build aborted: the master shut down")
+)
+
+// Metrics is told when builds start and finish; *status.Metrics is one.
+type Metrics interface {
+	BuildStarted(builder string)
+	BuildFinished(builder, result string, d time.Duration)
+}
+
+// Config holds a Runner's settings.
+type Config struct {
+	// Manager hands out build slots; required.
+	Manager *slave.Manager
+	// History records the builds; required.
+	History *History
+	// UploadDir holds each build's uploads, in <builder>-<id>/.
+	UploadDir string
+	// Metrics, if set, counts builds.
+	Metrics Metrics
+	// Progress, if set, is told of each build's progress in one line:
+	// started, each output line, each step's end, the result.
+	Progress func(format string, args ...any)
+	// Logger gets a line per finished build; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Runner runs builds: each in a goroutine of its own, from a Force until
+// its result is recorded. Its methods are safe for concurrent use.
+type Runner struct {
+	cfg    Config
+	ctx    context.Context // cancelled with ErrAborted at Shutdown's deadline
+	cancel context.CancelCauseFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	builders map[string]Builder
+	closed   bool
+}
+
+// Handle is a build started by Force.
+type Handle struct {
+	ID   int
+	h    *History
+	rec  *record
+	done chan struct{}
+}
+
+// Done is closed when the build has its result.
+func (h *Handle) Done() <-chan struct{} { return h.done }
+
+// State is the build's state: Waiting, Running, or its result once Done.
+func (h *Handle) State() string { return h.h.state(h.rec) }
+
+// NewRunner returns a Runner of no builders; see SetBuilders.
+func NewRunner(cfg Config) *Runner {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Progress == nil {
+		cfg.Progress = func(string, ...any) {}
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	return &Runner{cfg: cfg, ctx: ctx, cancel: cancel, builders: map[string]Builder{}}
+}
+
+// SetBuilders replaces the builders; running builds go on with the ones
+// they started with.
+func (r *Runner) SetBuilders(bs []Builder) {
+	m := make(map[string]Builder, len(bs))
+	for _, b := range bs {
+		m[b.Name] = b
+	}
+	r.mu.Lock()
+	r.builders = m
+	r.mu.Unlock()
+}
+
+// Builders returns the builders' names, sorted.
+func (r *Runner) Builders() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Sorted(func(yield func(string) bool) {
+		for name := range r.builders {
+			if !yield(name) {
+				return
+			}
+		}
+	})
+}
+
+// Force starts a build of the named builder for reason. The build waits
+// for a slot on one of the builder's slaves (substantiating a latent one)
+// in its own goroutine.
+func (r *Runner) Force(builder, reason string) (*Handle, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b, ok := r.builders[builder]
+	switch {
+	case r.closed:
+		return nil, ErrShuttingDown
+	case !ok:
+		return nil, fmt.Errorf("%w: %q", ErrUnknownBuilder, builder)
+	}
+	rec := r.cfg.History.add(b.Name, reason)
+	h := &Handle{ID: rec.ID, h: r.cfg.History, rec: rec, done: make(chan struct{})}
+	r.wg.Go(func() {
+		defer close(h.done)
+		r.run(b, rec)
+	})
+	return h, nil
+}
+
+// Shutdown refuses new builds and waits for running ones to end. At ctx's
+// end it aborts them with ErrAborted, waits until they have recorded
+// that, and returns ctx's error.
+func (r *Runner) Shutdown(ctx context.Context) error {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	done := make(chan struct{})
+	go func() { // ends with the builds, which the abort below ends
+		r.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		r.cancel(ErrAborted)
+		<-done
+		return ctx.Err()
+	}
+}
+
+// run runs one build to its result.
+func (r *Runner) run(b Builder, rec *record) {
+	h, log := r.cfg.History, r.cfg.Logger.With("builder", b.Name, "build", rec.ID)
+	slot, err := r.cfg.Manager.Acquire(r.ctx, b.Slaves...)
+	if err != nil {
+		h.finished(rec, Exception)
+		log.Warn("build got no slave", "err", context.Cause(r.ctx), "acquire", err)
+		r.cfg.Progress("%s #%d: no slave: %v", b.Name, rec.ID, err)
+		return
+	}
+	defer slot.Release()
+	h.started(rec, slot.Slave())
+	if r.cfg.Metrics != nil {
+		r.cfg.Metrics.BuildStarted(b.Name)
+	}
+	r.cfg.Progress("%s #%d: started on %s (%s)", b.Name, rec.ID, slot.Slave(), rec.Reason)
+
+	// The build ends when its slave is lost or the runner aborts it.
+	ctx, cancel := context.WithCancelCause(slot.Context())
+	defer cancel(nil)
+	defer context.AfterFunc(r.ctx, func() { cancel(context.Cause(r.ctx)) })()
+
+	result := Success
+	for _, st := range b.Steps {
+		result = r.step(ctx, slot, b, rec, st)
+		if result != Success {
+			break
+		}
+	}
+	h.finished(rec, result)
+	d := time.Since(slot.Started())
+	if r.cfg.Metrics != nil {
+		r.cfg.Metrics.BuildFinished(b.Name, result, d)
+	}
+	log.Info("build finished", "slave", slot.Slave(), "result", result, "duration", d.Round(time.Millisecond))
+	r.cfg.Progress("%s #%d: %s on %s after %v", b.Name, rec.ID, result, slot.Slave(), d.Round(time.Millisecond))
+}
+
+// step runs one step and returns its result.
+func (r *Runner) step(ctx context.Context, slot *slave.Build, b Builder, rec *record, st Step) string {
+	h := r.cfg.History
+	sr := h.step(rec, st.Name)
+	conn, ok := slot.Conn().(*protocol.Conn)
+	if !ok {
+		h.output(sr, fmt.Sprintf("slave %s has no protocol connection\n", slot.Slave()))
+		h.stepDone(sr, Exception, -1)
+		return Exception
+	}
+	rc, err := r.remote(ctx, conn, b, rec, st, sr)
+	result := Success
+	switch {
+	case err != nil:
+		result = Exception
+		h.output(sr, fmt.Sprintf("\n[%s]\n", err))
+	case rc != 0:
+		result = Failure
+	}
+	h.stepDone(sr, result, rc)
+	r.cfg.Progress("%s #%d: step %q: %s (rc %d)%s", b.Name, rec.ID, st.Name, result, rc, errSuffix(err))
+	return result
+}
+
+func errSuffix(err error) string {
+	if err == nil {
+		return ""
+	}
+	return ": " + err.Error()
+}

@@ -1,0 +1,193 @@
+// Package config reads the example master's TOML configuration, reports
+// every problem in it at once with its line, and turns it into the
+// library's values: slave.Slave, latent drivers, notify.Mail, and the
+// builders and schedules of package builds.
+package config
+
+import (
+	"bytes"
+	"cmp"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/buildslave/buildslave/examples/master/internal/builds"
+	"github.com/buildslave/buildslave/latent"
+	"github.com/buildslave/buildslave/notify"
+	"github.com/buildslave/buildslave/slave"
+)
+
+// Defaults of the [master] table.
+const (
+	DefaultListen  = "127.0.0.1:9989"
+	DefaultHTTP    = "127.0.0.1:8010"
+	DefaultHistory = 100
+)
+
+// Config is a valid configuration in the library's values.
+type Config struct {
+	File string // the file's name, for messages
+	Raw  File   // as written, to tell what a reconfiguration changes
+
+	Listen  string      // the slave protocol's host:port
+	HTTP    string      // the web page's host:port
+	TLS     *tls.Config // nil: ws://; else wss:// with this certificate
+	TLSCert string      // the certificate's file, for local slaves to trust
+	LogJSON bool
+	Basedir string // the master's directory: uploads/, local slaves' basedirs
+	History int    // how many builds the history keeps
+
+	Manager       slave.Config  // Logger left to the caller
+	Lifecycle     latent.Config // MasterID and settings; Logger, Observe, Notifier left to the caller
+	AttachTimeout time.Duration // protocol.Handler.AttachTimeout; 0: its default
+
+	Slaves    []*slave.Slave // the static slaves
+	Latents   []Latent
+	Builders  []builds.Builder
+	Schedules []builds.Schedule
+}
+
+// Load reads and checks the configuration file at path; relative paths in
+// it are relative to its directory.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data, os.LookupEnv)
+}
+
+// Parse checks the configuration in data, read from file, looking up
+// password_env variables with lookup. Its error joins one *Problem per
+// problem found.
+func Parse(file string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	var raw File
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&raw)
+	if err != nil {
+		return nil, decodeError(file, err)
+	}
+	p := &problems{file: file, pos: scanPositions(string(data))}
+	ctx := &parseContext{dir: filepath.Dir(file), lookup: lookup}
+	p.unknownKeys(md.Undecoded())
+	c := &Config{File: file, Raw: raw}
+	c.master(p, ctx, raw.Master, len(raw.LatentSlaves) > 0)
+	c.mail(p, ctx, raw.Mail)
+	c.slaves(p, ctx, raw)
+	c.builders(p, raw.Builders)
+	c.schedules(p, raw.Schedulers)
+	if err := errors.Join(p.list...); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// unknownKeys records a problem at each line that sets a key the format
+// does not have, which is most often a misspelt one.
+func (p *problems) unknownKeys(keys []toml.Key) {
+	seen := map[string]bool{}
+	for _, k := range keys {
+		key := k.String()
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		var paths []string
+		for path := range p.pos {
+			if withoutIndexes(path) == key {
+				paths = append(paths, path)
+			}
+		}
+		slices.SortFunc(paths, func(a, b string) int { return p.pos[a] - p.pos[b] })
+		if len(paths) == 0 {
+			paths = []string{key}
+		}
+		for _, path := range paths {
+			p.list = append(p.list, &Problem{File: p.file, Line: p.pos.line(path), Field: path, Msg: "unknown key"})
+		}
+	}
+}
+
+// master checks the [master] table.
+func (c *Config) master(p *problems, ctx *parseContext, m Master, hasLatent bool) {
+	e := p.entry("master", "")
+	c.Listen = cmp.Or(m.Listen, DefaultListen)
+	c.HTTP = cmp.Or(m.HTTP, DefaultHTTP)
+	if m.LogFormat != "" {
+		e.oneOf("log_format", m.LogFormat, "text", "json")
+	}
+	c.LogJSON = m.LogFormat == "json"
+	switch {
+	case (m.TLSCert == "") != (m.TLSKey == ""):
+		e.add("tls_cert", "give tls_cert and tls_key together")
+	case m.TLSCert != "":
+		cert, err := tls.LoadX509KeyPair(ctx.path(m.TLSCert), ctx.path(m.TLSKey))
+		if err != nil {
+			e.add("tls_cert", "%v", err)
+		}
+		c.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		c.TLSCert = ctx.path(m.TLSCert)
+	}
+	if m.MasterID == "" && hasLatent {
+		e.add("master_id", "required with latent_slaves: it tags their instances, and the reaper stops the untracked ones it tags")
+	}
+	c.Basedir = ctx.path(m.Basedir)
+	if c.Basedir == "" {
+		c.Basedir = filepath.Join(os.TempDir(), "buildslave-master-"+cmp.Or(m.MasterID, "default"))
+	}
+	e.nonNegative("max_starting", m.MaxStarting)
+	e.nonNegative("max_running", m.MaxRunning)
+	e.nonNegative("history", m.History)
+	c.History = cmp.Or(m.History, DefaultHistory)
+	c.Lifecycle = latent.Config{
+		MasterID:      m.MasterID,
+		MaxStarting:   m.MaxStarting,
+		MaxRunning:    m.MaxRunning,
+		ReapInterval:  e.duration("reap_interval", m.ReapInterval, 0, anySign),
+		CheckInterval: e.duration("check_interval", m.CheckInterval, 0, positive),
+		StopTimeout:   e.duration("stop_timeout", m.StopTimeout, 0, positive),
+	}
+	c.Manager = slave.Config{
+		KeepaliveTimeout:     e.duration("keepalive_timeout", m.KeepaliveTimeout, 0, positive),
+		DuplicatePingTimeout: e.duration("duplicate_ping_timeout", m.DuplicatePingTimeout, 0, positive),
+	}
+	c.AttachTimeout = e.duration("attach_timeout", m.AttachTimeout, 0, positive)
+}
+
+// mail checks the [mail] table; without one, missing-slave mail goes out
+// through notify.Default(), as the seed promises.
+func (c *Config) mail(p *problems, ctx *parseContext, m *Mail) {
+	if m == nil {
+		return
+	}
+	e := p.entry("mail", "")
+	mail := &notify.Mail{
+		FromAddr:  m.FromAddr,
+		RelayHost: m.RelayHost,
+		Username:  m.Username,
+		Password:  e.secret(m.Secret, "password", false, ctx),
+		StartTLS:  m.StartTLS,
+		Timeout:   e.duration("timeout", m.Timeout, 0, positive),
+	}
+	if m.Builders != nil {
+		mail.Builders = e.strings("builders", *m.Builders)
+		if mail.Builders == nil {
+			mail.Builders = []string{} // builders = []: no build mail
+		}
+	}
+	if err := mail.Validate(); err != nil {
+		e.addErr("", err)
+	}
+	c.Manager.Notifier = mail
+}
+
+// String describes the configuration in one line, for logs.
+func (c *Config) String() string {
+	return fmt.Sprintf("%s: %d slaves, %d latent slaves, %d builders, %d schedulers",
+		c.File, len(c.Slaves), len(c.Latents), len(c.Builders), len(c.Schedules))
+}

@@ -1,0 +1,244 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/buildslave/buildslave/latent/local"
+	"github.com/buildslave/buildslave/slave"
+)
+
+// env is the environment the tests' password_env keys see.
+func env(k string) (string, bool) {
+	v, ok := map[string]string{"BOT_PW": "from-env", "EMPTY": ""}[k]
+	return v, ok
+}
+
+func parse(t *testing.T, src string) (*Config, error) {
+	t.Helper()
+	return Parse(filepath.Join(t.TempDir(), "master.toml"), []byte(src), env)
+}
+
+func mustParse(t *testing.T, src string) *Config {
+	t.Helper()
+	c, err := parse(t, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+const full = `
+[master]
+listen = "127.0.0.1:19989"
+http = "127.0.0.1:18010"
+master_id = "m1"
+log_format = "json"
+max_starting = 2
+max_running = 3
+reap_interval = "-1s"
+check_interval = "1s"
+stop_timeout = "2m"
+keepalive_timeout = "30s"
+duplicate_ping_timeout = "5s"
+attach_timeout = "20s"
+history = 7
+
+[mail]
+fromaddr = "ci@example.com"
+relayhost = "smtp.example.com:25"
+builders = []
+username = "ci"
+password_env = "BOT_PW"
+starttls = true
+timeout = "10s"
+
+[[slaves]]
+name = "bot1"
+password = "sekrit"
+properties = { os = "linux", cores = 4 }
+max_builds = 2
+keepalive_interval = "none"
+notify_on_missing = "admin@example.com"
+missing_timeout = "90s"
+
+[[slaves]]
+name = "bot2"
+password_env = "BOT_PW"
+keepalive_interval = "10m"
+notify_on_missing = ["a@example.com", "b@example.com"]
+
+[[latent_slaves]]
+kind = "local"
+name = "l1"
+build_wait_timeout = "0s"
+max_builds = 1
+[latent_slaves.local]
+program = "/bin/true"
+args = ["-x"]
+env = ["A=1"]
+kill_timeout = "3s"
+
+[[builders]]
+name = "hello"
+slaves = ["bot1", "l1"]
+  [[builders.steps]]
+  name = "greet"
+  shell = "echo hi"
+  env = { X = "1" }
+  timeout = "5m"
+  [[builders.steps]]
+  upload = "out.txt"
+
+[[schedulers]]
+builder = "hello"
+periodic = "10m"
+at_start = true
+`
+
+func TestParseEveryField(t *testing.T) {
+	c := mustParse(t, full)
+	if c.Listen != "127.0.0.1:19989" || c.HTTP != "127.0.0.1:18010" || !c.LogJSON || c.History != 7 {
+		t.Errorf("master: %+v", c)
+	}
+	lc := c.Lifecycle
+	if lc.MasterID != "m1" || lc.MaxStarting != 2 || lc.MaxRunning != 3 || lc.ReapInterval != -time.Second || lc.CheckInterval != time.Second || lc.StopTimeout != 2*time.Minute {
+		t.Errorf("lifecycle: %+v", lc)
+	}
+	if c.Manager.KeepaliveTimeout != 30*time.Second || c.Manager.DuplicatePingTimeout != 5*time.Second || c.AttachTimeout != 20*time.Second {
+		t.Errorf("manager: %+v, attach %v", c.Manager, c.AttachTimeout)
+	}
+	if m := c.Manager.Notifier.(interface{ String() string }).String(); !strings.Contains(m, "smtp.example.com:25") {
+		t.Errorf("mail: %s", m)
+	}
+	if len(c.Slaves) != 2 {
+		t.Fatalf("slaves: %v", c.Slaves)
+	}
+	b1, b2 := c.Slaves[0], c.Slaves[1]
+	if !b1.CheckPassword("sekrit") || b1.MaxBuilds() != 2 || b1.KeepaliveInterval() != slave.Disabled || b1.MissingTimeout() != 90*time.Second ||
+		b1.Properties()["os"] != "linux" || b1.Properties()["cores"] != int64(4) || b1.NotifyOnMissing()[0] != "admin@example.com" {
+		t.Errorf("bot1: %v %v %v %v %v", b1.MaxBuilds(), b1.KeepaliveInterval(), b1.MissingTimeout(), b1.Properties(), b1.NotifyOnMissing())
+	}
+	if !b2.CheckPassword("from-env") || b2.KeepaliveInterval() != 10*time.Minute || len(b2.NotifyOnMissing()) != 2 || b2.MissingTimeout() != slave.DefaultMissingTimeout {
+		t.Errorf("bot2: %v %v %v", b2.KeepaliveInterval(), b2.NotifyOnMissing(), b2.MissingTimeout())
+	}
+	d, err := c.Latents[0].Driver(DriverEnv{Master: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.(*local.Driver).BuildWaitTimeout() != 0 || d.Slave().MaxBuilds() != 1 || d.Slave().Name() != "l1" {
+		t.Errorf("latent: %v %v", d.BuildWaitTimeout(), d.Slave().MaxBuilds())
+	}
+	b := c.Builders[0]
+	if b.Name != "hello" || len(b.Steps) != 2 || b.Steps[0].Timeout != 5*time.Minute || b.Steps[0].Env["X"] != "1" || b.Steps[1].Name != "step 2" || b.Steps[1].Upload != "out.txt" {
+		t.Errorf("builder: %+v", b)
+	}
+	if s := c.Schedules[0]; s.Builder != "hello" || s.Every != 10*time.Minute || !s.AtStart {
+		t.Errorf("schedule: %+v", s)
+	}
+}
+
+func TestPasswordFileAndDefaults(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "pw"), []byte("from-file\n"), 0o600)
+	src := "[[slaves]]\nname = \"a\"\npassword_file = \"pw\"\n"
+	c, err := Parse(filepath.Join(dir, "master.toml"), []byte(src), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Slaves[0].CheckPassword("from-file") {
+		t.Error("password_file not read relative to the file")
+	}
+	if c.Listen != DefaultListen || c.HTTP != DefaultHTTP || c.History != DefaultHistory || c.Slaves[0].KeepaliveInterval() != slave.DefaultKeepaliveInterval {
+		t.Errorf("defaults: %+v", c)
+	}
+	// A latent slave without a password gets a random one; the default
+	// program is this executable run as "slave".
+	c = mustParse(t, "[master]\nmaster_id = \"m\"\n[[latent_slaves]]\nkind = \"local\"\nname = \"l\"\n")
+	if c.Latents[0].Entry.Kind != "local" {
+		t.Errorf("latent: %+v", c.Latents[0])
+	}
+}
+
+func TestProblemsWithLines(t *testing.T) {
+	for _, tc := range []struct {
+		name, src string
+		want      []string
+	}{
+		{"syntax", "[master\n", []string{"master.toml:2: expected"}},
+		{"type", "[[slaves]]\nname = \"a\"\nmax_builds = \"two\"\n", []string{"master.toml:3: incompatible types"}},
+		{"unknown key", "[master]\nlisten = \"x:1\"\nlistne = \"y\"\n", []string{"master.toml:3: master.listne: unknown key"}},
+		{"negative max_builds", "[[slaves]]\nname = \"bot1\"\npassword = \"p\"\n[[slaves]]\nname = \"bot2\"\npassword = \"p\"\nmax_builds = -1\n",
+			[]string{`master.toml:7: slaves[1] "bot2": max_builds: must not be negative`}},
+		{"password missing", "[[slaves]]\nname = \"a\"\n", []string{`master.toml:1: slaves[0] "a": password: missing`}},
+		{"two passwords", "[[slaves]]\nname = \"a\"\npassword = \"p\"\npassword_env = \"BOT_PW\"\n", []string{`:3: slaves[0] "a": password: give one of`}},
+		{"env unset", "[[slaves]]\nname = \"a\"\npassword_env = \"EMPTY\"\n", []string{`:3: slaves[0] "a": password_env: the environment variable EMPTY is not set`}},
+		{"file missing", "[[slaves]]\nname = \"a\"\npassword_file = \"/nonexistent\"\n", []string{`:3: slaves[0] "a": password_file: open /nonexistent`}},
+		{"durations", "[[slaves]]\nname = \"a\"\npassword = \"p\"\nkeepalive_interval = \"0s\"\nmissing_timeout = 5\n",
+			[]string{`:4: slaves[0] "a": keepalive_interval: must be positive, got 0s (use "none" to turn it off)`, `:5: slaves[0] "a": missing_timeout: want a duration string`}},
+		{"bad duration", "[master]\nstop_timeout = \"soon\"\n", []string{`:2: master: stop_timeout: "soon" is not a duration`}},
+		{"library check", "[[slaves]]\nname = \"a:b\"\npassword = \"p\"\nnotify_on_missing = \"not an address\"\n",
+			[]string{`:2: slaves[0] "a:b": name: must not contain ':'`, `:4: slaves[0] "a:b": notify_on_missing: "not an address" is not an e-mail address`}},
+		{"duplicate name", "[[slaves]]\nname = \"a\"\npassword = \"p\"\n[master]\nmaster_id = \"m\"\n[[latent_slaves]]\nkind = \"local\"\nname = \"a\"\n",
+			[]string{`:8: latent_slaves[0] "a": name: "a" is already the name of slaves[0]`}},
+		{"latent", "[[latent_slaves]]\nname = \"l\"\nbuild_wait_timeout = \"x\"\n[[latent_slaves]]\nkind = \"ec2\"\nname = \"e\"\n[[latent_slaves]]\nkind = \"vmware\"\nname = \"v\"\n[latent_slaves.local]\nprogram = \"x\"\n",
+			[]string{`master: master_id: required with latent_slaves`, `:1: latent_slaves[0] "l": kind: missing`, `:3: latent_slaves[0] "l": build_wait_timeout: "x" is not a duration`,
+				`:4: latent_slaves[1] "e": ec2: missing`, `:8: latent_slaves[2] "v": kind: "vmware" is not one of`, `:10: latent_slaves[2] "v": local: a [latent_slaves.local] table for a slave of kind "vmware"`}},
+		{"ec2 library check", "[master]\nmaster_id = \"m\"\n[[latent_slaves]]\nkind = \"ec2\"\nname = \"e\"\n[latent_slaves.ec2]\ninstance_type = \"m1.large\"\nmax_spot_price = 1.5\n",
+			[]string{`:8: latent_slaves[0] "e": ec2.max_spot_price: set without spot_instance`, `latent_slaves[0] "e": ami`}},
+		{"builders", "[[slaves]]\nname = \"a\"\npassword = \"p\"\n[[builders]]\nname = \"x/y\"\nslaves = [\"nobody\"]\n  [[builders.steps]]\n  name = \"s\"\n  [[builders.steps]]\n  shell = \"true\"\n  upload = \"f\"\n[[builders]]\nname = \"e\"\nslaves = []\n",
+			[]string{`:5: builders[0] "x/y": name: must not be . or ..`, `:6: builders[0] "x/y": slaves: "nobody" is not a slave`, `:7: builders[0].steps[0] "s": give shell`,
+				`:11: builders[0].steps[1]: upload: give shell or upload, not both`, `:14: builders[1] "e": slaves: must name at least one slave`, `:12: builders[1] "e": steps: missing`}},
+		{"schedulers", "[[schedulers]]\nbuilder = \"nope\"\nperiodic = \"-1m\"\n[[schedulers]]\nbuilder = \"nope\"\n",
+			[]string{`:2: schedulers[0] "nope": builder: "nope" is not a builder`, `:3: schedulers[0] "nope": periodic: must be positive`, `:4: schedulers[1] "nope": give periodic or at_start`}},
+		{"master", "[master]\nlog_format = \"xml\"\ntls_cert = \"c.pem\"\nmax_starting = -1\n", []string{`:2: master: log_format: "xml" is not one of text, json`, `:3: master: tls_cert: give tls_cert and tls_key together`, `:4: master: max_starting: must not be negative`}},
+		{"mail", "[mail]\nfromaddr = \"not an address\"\nbuilders = 5\n", []string{`:3: mail: builders: want a string or a list of strings`, `master.toml:1: mail: `}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parse(t, tc.src)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			var p *Problem
+			if !errors.As(err, &p) {
+				t.Errorf("%T is not a *Problem", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestPositions(t *testing.T) {
+	pos := scanPositions(`[master]
+listen = "x"
+[[builders]]
+name = "a"
+  [[builders.steps]]
+  shell = """
+[[not.a.header]]
+name = "no"
+"""
+  [[builders.steps]]
+  shell = "b"
+[[builders]]
+  [[builders.steps]]
+  "upload" = "c"
+`)
+	for path, want := range map[string]int{"master.listen": 2, "builders[0]": 3, "builders[0].name": 4, "builders[0].steps[0].shell": 6,
+		"builders[0].steps[1]": 10, "builders[0].steps[1].shell": 11, "builders[1].steps[0]": 13, "builders[1].steps[0].upload": 14} {
+		if got := pos.line(path); got != want {
+			t.Errorf("line(%s) = %d, want %d", path, got, want)
+		}
+	}
+	if _, ok := pos["not.a.header[0]"]; ok {
+		t.Error("a multi-line string was read as a header")
+	}
+}

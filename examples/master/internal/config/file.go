@@ -1,0 +1,167 @@
+package config
+
+// File is the TOML document as written, before validation: the tables and
+// keys that examples/master/README.md documents. Durations and address
+// lists keep their raw TOML value (see Duration and Strings) so that every
+// problem is reported at once instead of the decoder's first.
+type File struct {
+	Master       Master        `toml:"master"`
+	Mail         *Mail         `toml:"mail"`
+	Slaves       []SlaveEntry  `toml:"slaves"`
+	LatentSlaves []LatentEntry `toml:"latent_slaves"`
+	Builders     []Builder     `toml:"builders"`
+	Schedulers   []Scheduler   `toml:"schedulers"`
+}
+
+// Master is the [master] table: where the master listens and the settings
+// of the slave manager and the latent lifecycle.
+type Master struct {
+	Listen               string   `toml:"listen"`
+	HTTP                 string   `toml:"http"`
+	MasterID             string   `toml:"master_id"`
+	LogFormat            string   `toml:"log_format"`
+	TLSCert              string   `toml:"tls_cert"`
+	TLSKey               string   `toml:"tls_key"`
+	Basedir              string   `toml:"basedir"`
+	MaxStarting          int      `toml:"max_starting"`
+	MaxRunning           int      `toml:"max_running"`
+	ReapInterval         Duration `toml:"reap_interval"`
+	CheckInterval        Duration `toml:"check_interval"`
+	StopTimeout          Duration `toml:"stop_timeout"`
+	KeepaliveTimeout     Duration `toml:"keepalive_timeout"`
+	DuplicatePingTimeout Duration `toml:"duplicate_ping_timeout"`
+	AttachTimeout        Duration `toml:"attach_timeout"`
+	History              int      `toml:"history"`
+}
+
+// Mail is the [mail] table: the seed's MailNotifier.
+type Mail struct {
+	FromAddr  string   `toml:"fromaddr"`
+	RelayHost string   `toml:"relayhost"`
+	Builders  *Strings `toml:"builders"`
+	Username  string   `toml:"username"`
+	Secret
+	StartTLS bool     `toml:"starttls"`
+	Timeout  Duration `toml:"timeout"`
+}
+
+// Secret is a password given in the file, in a file or in an environment
+// variable: at most one of the three.
+type Secret struct {
+	Password     string `toml:"password"`
+	PasswordFile string `toml:"password_file"`
+	PasswordEnv  string `toml:"password_env"`
+}
+
+// SlaveEntry is one [[slaves]] table: the seed's BuildSlave.
+type SlaveEntry struct {
+	Name string `toml:"name"`
+	Secret
+	Properties        map[string]any `toml:"properties"`
+	MaxBuilds         int            `toml:"max_builds"`
+	KeepaliveInterval Duration       `toml:"keepalive_interval"`
+	NotifyOnMissing   Strings        `toml:"notify_on_missing"`
+	MissingTimeout    Duration       `toml:"missing_timeout"`
+}
+
+// LatentEntry is one [[latent_slaves]] table: a slave's options plus its
+// driver's, in the sub-table that Kind names.
+type LatentEntry struct {
+	SlaveEntry
+	Kind             string        `toml:"kind"`
+	BuildWaitTimeout Duration      `toml:"build_wait_timeout"`
+	Local            *LocalEntry   `toml:"local"`
+	EC2              *EC2Entry     `toml:"ec2"`
+	Libvirt          *LibvirtEntry `toml:"libvirt"`
+}
+
+// LocalEntry is [latent_slaves.local]: a slave program run as a child
+// process (package latent/local).
+type LocalEntry struct {
+	Program     string   `toml:"program"`
+	Args        []string `toml:"args"`
+	Basedir     string   `toml:"basedir"`
+	Env         []string `toml:"env"`
+	KillTimeout Duration `toml:"kill_timeout"`
+}
+
+// EC2Entry is [latent_slaves.ec2]: the options of package ec2, under the
+// seed's names.
+type EC2Entry struct {
+	InstanceType          string            `toml:"instance_type"`
+	AMI                   string            `toml:"ami"`
+	ValidAMIOwners        []int64           `toml:"valid_ami_owners"`
+	ValidAMILocationRegex string            `toml:"valid_ami_location_regex"`
+	Identifier            string            `toml:"identifier"`
+	SecretIdentifier      string            `toml:"secret_identifier"`
+	SecretIdentifierFile  string            `toml:"secret_identifier_file"`
+	SecretIdentifierEnv   string            `toml:"secret_identifier_env"`
+	AWSIDFilePath         string            `toml:"aws_id_file_path"`
+	ElasticIP             string            `toml:"elastic_ip"`
+	KeypairName           string            `toml:"keypair_name"`
+	SecurityName          string            `toml:"security_name"`
+	Region                string            `toml:"region"`
+	Endpoint              string            `toml:"endpoint"`
+	SubnetID              string            `toml:"subnet_id"`
+	SecurityGroupIDs      []string          `toml:"security_group_ids"`
+	InstanceProfile       string            `toml:"instance_profile"`
+	UserData              string            `toml:"user_data"`
+	MasterAddress         string            `toml:"master_address"`
+	Tags                  map[string]string `toml:"tags"`
+	SpotInstance          bool              `toml:"spot_instance"`
+	MaxSpotPrice          float64           `toml:"max_spot_price"`
+	PollInterval          Duration          `toml:"poll_interval"`
+	StopTimeout           Duration          `toml:"stop_timeout"`
+	RetryMaxAttempts      int               `toml:"retry_max_attempts"`
+	RetryMaxBackoff       Duration          `toml:"retry_max_backoff"`
+}
+
+// LibvirtEntry is [latent_slaves.libvirt]: the options of package libvirt,
+// under the seed's names.
+type LibvirtEntry struct {
+	HDImage         string   `toml:"hd_image"`
+	BaseImage       string   `toml:"base_image"`
+	XML             string   `toml:"xml"`
+	XMLFile         string   `toml:"xml_file"`
+	URI             string   `toml:"uri"`
+	Socket          string   `toml:"socket"`
+	GuestEnv        []string `toml:"guest_env"`
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+}
+
+// Builder is one [[builders]] table.
+type Builder struct {
+	Name   string   `toml:"name"`
+	Slaves []string `toml:"slaves"`
+	Steps  []Step   `toml:"steps"`
+}
+
+// Step is one [[builders.steps]] table: a shell step or an upload step.
+type Step struct {
+	Name    string            `toml:"name"`
+	Shell   string            `toml:"shell"`
+	Upload  string            `toml:"upload"`
+	Env     map[string]string `toml:"env"`
+	Timeout Duration          `toml:"timeout"`
+}
+
+// Scheduler is one [[schedulers]] table.
+type Scheduler struct {
+	Builder  string   `toml:"builder"`
+	Periodic Duration `toml:"periodic"`
+	AtStart  bool     `toml:"at_start"`
+}
+
+// Duration is a duration key's raw TOML value; Validate parses it.
+type Duration struct{ raw any }
+
+// UnmarshalTOML keeps the raw value: it never fails, so that a bad
+// duration is reported with every other problem.
+func (d *Duration) UnmarshalTOML(v any) error { d.raw = v; return nil }
+
+// Strings is a key that takes one string or a list of them, like the
+// seed's notify_on_missing; Validate checks it.
+type Strings struct{ raw any }
+
+// UnmarshalTOML keeps the raw value, as Duration's does.
+func (s *Strings) UnmarshalTOML(v any) error { s.raw = v; return nil }

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/buildslave/buildslave/examples/master/internal/builds"
+	"github.com/buildslave/buildslave/examples/master/internal/config"
+	"github.com/buildslave/buildslave/examples/master/status"
+	"github.com/buildslave/buildslave/latent"
+	"github.com/buildslave/buildslave/protocol"
+	"github.com/buildslave/buildslave/slave"
+)
+
+// forcePath is where the status page's buttons and scripts force builds.
+const forcePath = "/force"
+
+// master is a running master: the library's manager and lifecycle, the
+// protocol and web servers, and the builds.
+type master struct {
+	log      *slog.Logger
+	progress func(format string, args ...any)
+
+	mu  sync.Mutex     // guards cfg
+	cfg *config.Config // the configuration applied last
+
+	mgr     *slave.Manager
+	lc      *latent.Lifecycle // nil without latent slaves
+	drivers []latent.LatentSlave
+	status  *status.Status
+	history *builds.History
+	runner  *builds.Runner
+	scheds  *builds.Schedulers
+	atStart []*builds.Handle
+	latentC chan struct{} // signalled at every latent event
+
+	proto     *protocol.Server
+	protoAddr string // where slaves dial
+	web       *http.Server
+	webAddr   string
+	wg        sync.WaitGroup // the servers and the progress reader
+	events    func()         // ends the manager subscription of progress lines
+}
+
+// start builds and starts a master on cfg. Progress lines go to out; the
+// local latent slaves' output goes to slaveOut.
+func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *master, err error) {
+	m := &master{cfg: cfg, log: log, latentC: make(chan struct{}, 1),
+		progress: func(format string, args ...any) { fmt.Fprintf(out, "==> "+format+"\n", args...) }}
+	var cleanup []func()
+	defer func() {
+		if err != nil {
+			for _, f := range cleanup {
+				f()
+			}
+		}
+	}()
+	protoLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("master.listen: %w", err)
+	}
+	cleanup = append(cleanup, func() { protoLn.Close() })
+	webLn, err := net.Listen("tcp", cfg.HTTP)
+	if err != nil {
+		return nil, fmt.Errorf("master.http: %w", err)
+	}
+	cleanup = append(cleanup, func() { webLn.Close() })
+	m.protoAddr, m.webAddr = dialable(protoLn.Addr()), dialable(webLn.Addr())
+
+	metrics := status.NewMetrics(nil)
+	notifier := metrics.Notifier(cfg.Manager.Notifier)
+	slaves := append([]*slave.Slave(nil), cfg.Slaves...)
+	for _, l := range cfg.Latents {
+		d, err := l.Driver(config.DriverEnv{Master: m.protoAddr, Output: slaveOut, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("latent slave %s: %w", l.Name, err)
+		}
+		m.drivers = append(m.drivers, d)
+		slaves = append(slaves, d.Slave())
+	}
+	cleanup = append(cleanup, m.closeDrivers)
+	mcfg := cfg.Manager
+	mcfg.Logger, mcfg.Notifier = log, notifier
+	if m.mgr, err = slave.NewManager(mcfg, slaves...); err != nil {
+		return nil, err
+	}
+	cleanup = append(cleanup, func() { m.mgr.Close() })
+	if len(m.drivers) > 0 {
+		lcfg := cfg.Lifecycle
+		lcfg.Logger, lcfg.Notifier = log, notifier
+		lcfg.Observe = func(ev latent.Event) {
+			metrics.ObserveLatent(ev)
+			m.latentProgress(ev)
+			select {
+			case m.latentC <- struct{}{}:
+			default:
+			}
+		}
+		if m.lc, err = latent.New(m.mgr, lcfg, m.drivers...); err != nil {
+			return nil, err
+		}
+	}
+
+	hist := builds.NewHistory(cfg.History, 0)
+	m.history = hist
+	m.runner = builds.NewRunner(builds.Config{Manager: m.mgr, History: hist, Metrics: metrics, Logger: log, Progress: m.progress,
+		UploadDir: filepath.Join(cfg.Basedir, "uploads", time.Now().Format("20060102-150405"))})
+	m.runner.SetBuilders(cfg.Builders)
+	m.scheds = builds.NewSchedulers(m.runner, log)
+	m.status = status.New(status.Config{Manager: m.mgr, Lifecycle: m.lc, Builds: hist, Builders: m.runner.Builders,
+		ForcePath: forcePath, Metrics: metrics, Logger: log})
+	mux := http.NewServeMux()
+	mux.Handle(forcePath, builds.ForceHandler(m.runner))
+	mux.Handle("/", m.status.Handler())
+	m.web = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	m.proto = &protocol.Server{TLSConfig: cfg.TLS, Handler: &protocol.Handler{Manager: m.mgr, Builders: m.runner.Builders(),
+		AttachTimeout: cfg.AttachTimeout, Logger: log}}
+
+	events, cancel := m.mgr.Subscribe()
+	m.events = cancel
+	m.wg.Go(func() { m.slaveProgress(events) })
+	m.wg.Go(func() { m.serve("web", m.web.Serve(webLn)) })
+	m.wg.Go(func() { m.serve("slave protocol", m.proto.Serve(protoLn)) })
+	m.banner()
+	m.atStart = m.scheds.Start(cfg.Schedules)
+	return m, nil
+}
+
+// serve logs why a server stopped, unless it was shut down.
+func (m *master) serve(what string, err error) {
+	if !errors.Is(err, http.ErrServerClosed) {
+		m.log.Error(what+" server stopped", "err", err)
+	}
+}
+
+// dialable is an address to dial for a listener's address: loopback for
+// one that listens on every interface.
+func dialable(a net.Addr) string {
+	tcp := a.(*net.TCPAddr)
+	if tcp.IP.IsUnspecified() {
+		return net.JoinHostPort("127.0.0.1", fmt.Sprint(tcp.Port))
+	}
+	return tcp.String()
+}
+
+// closeDrivers closes the drivers that hold a connection (libvirt).
+func (m *master) closeDrivers() {
+	for _, d := range m.drivers {
+		if c, ok := d.(io.Closer); ok {
+			_ = c.Close() // nothing left to do with the error
+		}
+	}
+}
+
+// config returns the configuration applied last.
+func (m *master) config() *config.Config {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cfg
+}
+
+// scheme is ws, or wss with TLS.
+func (m *master) scheme() string {
+	if m.config().TLS != nil {
+		return "wss"
+	}
+	return "ws"
+}

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/buildslave/buildslave/latent"
+	"github.com/buildslave/buildslave/slave"
+)
+
+// banner says where to look and how to attach a slave to each static slot.
+func (m *master) banner() {
+	cfg := m.config()
+	m.progress("status page: http://%s/  (JSON: /api/status, metrics: /metrics, force: POST %s?builder=NAME)", m.webAddr, forcePath)
+	m.progress("slaves attach to %s://%s/ (%s)", m.scheme(), m.protoAddr, cfg.File)
+	for _, s := range cfg.Raw.Slaves {
+		// The embedded default's password is public; a real one is never shown.
+		pw := "$PASSWORD"
+		if cfg.File == defaultName {
+			pw = s.Password
+		}
+		dir := filepath.Join(cfg.Basedir, "workers", s.Name)
+		var b strings.Builder
+		fmt.Fprintf(&b, "static slave %q waits for a slave; attach a stock one with\n", s.Name)
+		fmt.Fprintf(&b, "      buildbot-worker create-worker --protocol=msgpack_experimental_v7 %s %s %s '%s' && buildbot-worker start %s\n", dir, m.protoAddr, s.Name, pw, dir)
+		fmt.Fprintf(&b, "    or our Go slave with\n")
+		fmt.Fprintf(&b, "      BUILDSLAVE_PASSWORD='%s' go run ./examples/slave -master %s -name %s -basedir %s", pw, m.protoAddr, s.Name, dir)
+		if cfg.TLS != nil {
+			fmt.Fprintf(&b, " -ca %s", cfg.TLSCert)
+		}
+		m.progress("%s", b.String())
+	}
+	for _, l := range cfg.Latents {
+		m.progress("latent slave %q (%s) starts when a build wants it", l.Name, l.Entry.Kind)
+	}
+}
+
+// latentProgress prints a latent slave's state change.
+func (m *master) latentProgress(ev latent.Event) {
+	what := map[latent.State]string{
+		latent.Substantiating: "substantiating",
+		latent.Idle:           "attached, idle",
+		latent.Running:        "running a build",
+		latent.Stopping:       "stopping",
+		latent.Stopped:        "stopped",
+		latent.Quarantined:    "quarantined",
+	}[ev.To]
+	switch {
+	case ev.Reaped:
+		m.progress("latent slave %s: reaped instance %s left behind by an earlier master", ev.Slave, ev.Instance)
+		return
+	case ev.From == latent.Running && ev.To == latent.Idle:
+		what = "idle"
+	}
+	line := fmt.Sprintf("latent slave %s: %s", ev.Slave, what)
+	if ev.Instance != "" {
+		line += " (instance " + ev.Instance + ")"
+	}
+	if ev.Reason != "" {
+		line += ": " + ev.Reason
+	}
+	m.progress("%s", line)
+}
+
+// slaveProgress prints attaches and detaches until the subscription ends.
+func (m *master) slaveProgress(events <-chan slave.Event) {
+	for ev := range events {
+		switch ev.Kind {
+		case slave.Attached:
+			st, _ := m.mgr.State(ev.Slave)
+			m.progress("slave %s attached from %s (%s)", ev.Slave, st.RemoteAddr, st.Info.Version)
+		case slave.Detached:
+			m.progress("slave %s detached: %v", ev.Slave, ev.Err)
+		case slave.Missing:
+			m.progress("slave %s is missing", ev.Slave)
+		}
+	}
+}

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestSignals runs the master as a child process: SIGHUP adds a slave from
+// the edited file, SIGINT shuts it down with exit status 0.
+func TestSignals(t *testing.T) {
+	const cfg = `
+[master]
+listen = "127.0.0.1:0"
+http = "127.0.0.1:0"
+[[slaves]]
+name = "s1"
+password = "pw1"
+`
+	path := writeFile(t, cfg)
+	cmd := exec.Command(os.Args[0], "-config", path)
+	cmd.Env = append(os.Environ(), envRunMaster+"=1")
+	var out, errs buffer
+	cmd.Stdout, cmd.Stderr = &out, &errs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	eventually(t, 10*time.Second, "the master started", func() bool { return strings.Contains(out.String(), "status page") })
+
+	if err := os.WriteFile(path, []byte(cfg+"[[slaves]]\nname = \"s2\"\npassword = \"pw2\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	eventually(t, 10*time.Second, "reconfigured", func() bool { return strings.Contains(out.String(), "reconfigured: "+path+": 2 slaves") })
+
+	os.WriteFile(path, []byte(cfg+"[[slaves]]\nname = \"s2\"\nmax_builds = -1\n"), 0o600)
+	cmd.Process.Signal(syscall.SIGHUP)
+	eventually(t, 10*time.Second, "refused", func() bool { return strings.Contains(out.String(), "reconfiguration refused") })
+
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errs.String())
+	}
+	if !strings.Contains(errs.String(), "max_builds: must not be negative") || !strings.Contains(out.String(), "==> stopped") {
+		t.Errorf("stdout:\n%s\nstderr:\n%s", out.String(), errs.String())
+	}
+}
