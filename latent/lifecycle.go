@@ -253,13 +253,16 @@ func (l *Lifecycle) Admit(name, password string) error {
 }
 
 // Want starts a substantiation of the named latent slave unless one runs,
-// or remembers the want until the slave can substantiate. It never blocks.
-func (l *Lifecycle) Want(name string) {
-	if s := l.slaves[name]; s != nil {
-		s.mu.Lock()
-		s.want("a build is waiting")
-		s.unlock()
+// or remembers the want until the slave can substantiate, and reports
+// whether it started one. It never blocks.
+func (l *Lifecycle) Want(name string) bool {
+	s := l.slaves[name]
+	if s == nil {
+		return false
 	}
+	s.mu.Lock()
+	defer s.unlock()
+	return s.want("a build is waiting")
 }
 
 // handle applies one manager event to its latent slave.

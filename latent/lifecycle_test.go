@@ -560,10 +560,12 @@ func TestObserveSeesTransitionsAndReapedInstances(t *testing.T) {
 		}
 		f := newFixture(t, latent.Config{Observe: observe}, func(c *latenttest.Cloud) {
 			c.Plant("bot", "master-1")
-		}, spec{s: mustSlave(t, "bot"), wait: 0, boot: latenttest.Boot{Delay: time.Minute}})
+		}, spec{s: mustSlave(t, "bot"), wait: time.Minute, boot: latenttest.Boot{Delay: time.Minute}})
 		b := f.acquire(t.Context(), "bot")
 		<-b.done
+		time.Sleep(time.Minute) // the build runs
 		b.b.Release()
+		time.Sleep(time.Minute) // build_wait_timeout
 		synctest.Wait()
 		mu.Lock()
 		defer mu.Unlock()
@@ -582,5 +584,30 @@ func TestObserveSeesTransitionsAndReapedInstances(t *testing.T) {
 		if sub := events[2]; sub.Time.Sub(sub.Since) != time.Minute || sub.Instance == "" {
 			t.Errorf("attach event %+v: want a minute in substantiating, with the instance", sub)
 		}
+	})
+}
+
+func TestABuildOnSeveralLatentSlavesStartsOneInstance(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		boot := latenttest.Boot{Delay: time.Minute}
+		f := newFixture(t, latent.Config{}, nil,
+			spec{s: mustSlave(t, "l1", slave.MaxBuilds(1)), wait: time.Hour, boot: boot},
+			spec{s: mustSlave(t, "l2", slave.MaxBuilds(1)), wait: time.Hour, boot: boot})
+		go f.m.Acquire(t.Context(), "l1", "l2")
+		synctest.Wait()
+		if got := len(f.cloud.Running()); got != 1 {
+			t.Fatalf("one build on l1 or l2 started %d instances, want 1", got)
+		}
+		go f.m.Acquire(t.Context(), "l1", "l2") // a second build: l1 is already starting
+		synctest.Wait()
+		if got := len(f.cloud.Running()); got != 2 {
+			t.Fatalf("two builds started %d instances, want 2", got)
+		}
+		go f.m.Acquire(t.Context(), "l1", "l2") // a third waits for a slot
+		synctest.Wait()
+		if got := len(f.cloud.Running()); got != 2 {
+			t.Fatalf("three builds on two slaves started %d instances", got)
+		}
+		f.m.Close() // ends the waiting Acquires
 	})
 }

@@ -110,14 +110,16 @@ func (s *latentSlave) set(st State, reason string) {
 }
 
 // want serves a build waiting for the slave: it substantiates now if the
-// slave can, or remembers the want; mu is held.
-func (s *latentSlave) want(reason string) {
+// slave can, or remembers the want. It reports whether it began a new
+// substantiation; mu is held.
+func (s *latentSlave) want(reason string) bool {
 	switch {
 	case s.l.shutting.Load():
 	case s.state == Substantiating:
 		s.sub.wanted = true
 	case s.state == Stopped && !s.connected:
 		s.begin(reason, true)
+		return true
 	case s.state == Idle || s.state == Running:
 		// The manager calls Want only for a detached slave: if it is still
 		// attached the want is stale, else its Detached event is on the way.
@@ -127,6 +129,7 @@ func (s *latentSlave) want(reason string) {
 	default:
 		s.wanted = true
 	}
+	return false
 }
 
 // begin starts a substantiation, for a waiting build if wanted; mu is

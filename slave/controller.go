@@ -21,8 +21,12 @@ type Controller interface {
 	// as the reason, never the password).
 	Admit(name, password string) error
 	// Want tells that an Acquire waits for the named controlled slave
-	// while it is not attached. The manager calls it without its lock.
-	Want(name string)
+	// while it is not attached, and reports whether the controller starts
+	// a new instance for it. For an Acquire on several slaves the manager
+	// asks them in order and stops at the first that starts one, so that
+	// one build does not start an instance of every slave it could use.
+	// The manager calls it without its lock.
+	Want(name string) bool
 }
 
 // SetController hands the slaves c controls to c. Call it once, before
@@ -52,8 +56,8 @@ func (m *Manager) controller(name string) Controller {
 	return nil
 }
 
-// want tells the Controller, if any, that Acquires wait for these
-// detached slaves.
+// want tells the Controller, if any, that an Acquire waits for these
+// detached slaves, in order, until one of them starts.
 func (m *Manager) want(names ...string) {
 	m.mu.Lock()
 	c := m.ctl
@@ -62,8 +66,8 @@ func (m *Manager) want(names ...string) {
 		return
 	}
 	for _, name := range names {
-		if c.Controls(name) {
-			c.Want(name)
+		if c.Controls(name) && c.Want(name) {
+			return
 		}
 	}
 }

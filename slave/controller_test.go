@@ -28,10 +28,11 @@ func (g *gate) Admit(name, password string) error {
 	}
 	return nil
 }
-func (g *gate) Want(name string) {
+func (g *gate) Want(name string) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.wanted = append(g.wanted, name)
+	return true
 }
 func (g *gate) wants() []string {
 	g.mu.Lock()
