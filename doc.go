@@ -14,8 +14,13 @@
 //   - keepalive: the loop that keeps an attached connection alive.
 //   - notify: who is told when a slave goes missing; a mail notifier, and
 //     notifytest, an SMTP server on loopback for tests.
+//   - protocol: the master side of Buildbot's msgpack WebSocket protocol,
+//     which stock buildbot-worker processes speak; client: our Go slave.
 //   - latent: the LatentSlave interface that the ec2 and libvirt drivers
-//     implement, and the lifecycle that starts and stops their instances.
+//     implement, and the Lifecycle that starts and stops their instances;
+//     latenttest and ec2test are fakes for tests, latent/local runs
+//     instances as local processes.
+//   - examples/master: a small CI master built on all of the above.
 //
 // The embedding application wires them together:
 //
