@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/buildslave/buildslave/client"
+	"github.com/buildslave/buildslave/internal/testlog"
 	"github.com/buildslave/buildslave/protocol"
 	"github.com/buildslave/buildslave/slave"
 )
@@ -31,30 +32,13 @@ import (
 type ourMaster struct {
 	m    *slave.Manager
 	addr string
-	log  *syncBuffer
+	log  *testlog.Buffer
 	ca   *x509.CertPool // set when serving wss://
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func startOurMaster(t testing.TB, useTLS bool, slaves ...*slave.Slave) *ourMaster {
 	t.Helper()
-	om := &ourMaster{log: &syncBuffer{}}
+	om := &ourMaster{log: &testlog.Buffer{}}
 	logger := slog.New(slog.NewTextHandler(om.log, nil))
 	m, err := slave.NewManager(slave.Config{Logger: logger}, slaves...)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/buildslave/buildslave/ec2"
 	"github.com/buildslave/buildslave/ec2/ec2test"
+	"github.com/buildslave/buildslave/internal/testlog"
 	"github.com/buildslave/buildslave/slave"
 )
 
@@ -181,7 +182,7 @@ func TestCredentialsFileWarnsWhenOthersMayRead(t *testing.T) {
 			file := filepath.Join(t.TempDir(), "aws_id")
 			os.WriteFile(file, []byte("FILEKEY\nfile-secret\n"), mode)
 			os.Chmod(file, mode)
-			logs := &logBuffer{}
+			logs := &testlog.Buffer{}
 			_, err := ec2.New("bot1", "sekrit", "m1.large", ec2.AMI("ami-12345"), ec2.AWSIDFilePath(file),
 				ec2.Endpoint("http://127.0.0.1:1"), ec2.Logger(slog.New(slog.NewTextHandler(logs, nil))))
 			if err != nil {

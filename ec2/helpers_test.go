@@ -1,15 +1,14 @@
 package ec2_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/buildslave/buildslave/ec2"
 	"github.com/buildslave/buildslave/ec2/ec2test"
+	"github.com/buildslave/buildslave/internal/testlog"
 	"github.com/buildslave/buildslave/latent"
 )
 
@@ -26,27 +25,9 @@ func newFake(t testing.TB, opts ec2test.Options) *ec2test.Server {
 	return fake
 }
 
-// logBuffer collects log lines for a test to read.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // testOptions point a slave at the fake with test keys, a fast poll and
 // fast retries, and log to logs.
-func testOptions(fake *ec2test.Server, logs *logBuffer) []ec2.Option {
+func testOptions(fake *ec2test.Server, logs *testlog.Buffer) []ec2.Option {
 	return []ec2.Option{
 		ec2.Identifier("AKIDTEST"), ec2.SecretIdentifier("test-secret"),
 		ec2.Endpoint(fake.URL), ec2.PollInterval(5 * time.Millisecond),
@@ -57,9 +38,9 @@ func testOptions(fake *ec2test.Server, logs *logBuffer) []ec2.Option {
 
 // newSlave builds slave name against the fake; opts come after the test
 // options, so they can override them.
-func newSlave(t testing.TB, fake *ec2test.Server, name string, opts ...ec2.Option) (*ec2.Slave, *logBuffer) {
+func newSlave(t testing.TB, fake *ec2test.Server, name string, opts ...ec2.Option) (*ec2.Slave, *testlog.Buffer) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	s, err := ec2.New(name, "sekrit", "m1.large", append(testOptions(fake, logs), opts...)...)
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/buildslave/buildslave/ec2"
 	"github.com/buildslave/buildslave/ec2/ec2test"
+	"github.com/buildslave/buildslave/internal/testlog"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/slave"
 )
@@ -44,7 +45,7 @@ func TestKeyPairAndSecurityGroupMadeOnce(t *testing.T) {
 	const n = 5
 	var wg sync.WaitGroup
 	var all []*ec2.Slave
-	var logs []*logBuffer
+	var logs []*testlog.Buffer
 	for i := range n {
 		s, l := newSlave(t, fake, fmt.Sprintf("bot%d", i), ec2.AMI("ami-12345"))
 		all, logs = append(all, s), append(logs, l)

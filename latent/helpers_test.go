@@ -1,76 +1,21 @@
 package latent_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/buildslave/buildslave/internal/testlog"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/latent/latenttest"
 	"github.com/buildslave/buildslave/notify"
+	"github.com/buildslave/buildslave/notify/notifytest"
 	"github.com/buildslave/buildslave/slave"
 )
 
 const masterID = "master-1"
-
-// logBuffer collects log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-// matching returns the lines that contain every one of subs.
-func (l *logBuffer) matching(subs ...string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, line := range strings.Split(l.buf.String(), "\n") {
-		ok := line != ""
-		for _, s := range subs {
-			ok = ok && strings.Contains(line, s)
-		}
-		if ok {
-			out = append(out, line)
-		}
-	}
-	return out
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// recorder is a Notifier that remembers what it was told.
-type recorder struct {
-	mu  sync.Mutex
-	got []notify.Missing
-}
-
-func (r *recorder) SlaveMissing(_ context.Context, m notify.Missing) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.got = append(r.got, m)
-	return nil
-}
-
-func (r *recorder) all() []notify.Missing {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]notify.Missing(nil), r.got...)
-}
 
 // spec is one latent slave of a fixture.
 type spec struct {
@@ -85,8 +30,8 @@ type fixture struct {
 	cloud *latenttest.Cloud
 	fakes map[string]*latenttest.Fake
 	lc    *latent.Lifecycle
-	log   *logBuffer
-	sent  *recorder
+	log   *testlog.Buffer
+	sent  *notifytest.Recorder
 	t0    time.Time
 }
 
@@ -94,7 +39,7 @@ type fixture struct {
 // The manager and the Lifecycle log to f.log unless cfg.Logger is set.
 func newFixture(t testing.TB, cfg latent.Config, plant func(*latenttest.Cloud), specs ...spec) *fixture {
 	t.Helper()
-	f := &fixture{log: &logBuffer{}, sent: &recorder{}, fakes: make(map[string]*latenttest.Fake), t0: time.Now()}
+	f := &fixture{log: &testlog.Buffer{}, sent: &notifytest.Recorder{}, fakes: make(map[string]*latenttest.Fake), t0: time.Now()}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(f.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -103,7 +48,7 @@ func newFixture(t testing.TB, cfg latent.Config, plant func(*latenttest.Cloud), 
 	for _, sp := range specs {
 		slaves = append(slaves, sp.s)
 	}
-	m, err := slave.NewManager(slave.Config{Logger: logger, Notifier: &recorder{}}, slaves...)
+	m, err := slave.NewManager(slave.Config{Logger: logger, Notifier: &notifytest.Recorder{}}, slaves...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -151,11 +151,11 @@ func TestAttachDeadlineStopsQuarantinesAndNotifies(t *testing.T) {
 		if !st.QuarantinedUntil.Equal(f.t0.Add(20*time.Minute+10*time.Second)) || st.Failures != 1 || !errors.Is(st.LastError, latent.ErrMissing) {
 			t.Errorf("status %+v", st)
 		}
-		sent := f.sent.all()
+		sent := f.sent.Missing()
 		if len(sent) != 1 || sent[0].Slave != "bot" || sent[0].Recipients[0] != "ops@example.org" {
 			t.Errorf("notified %+v", sent)
 		}
-		if n := len(f.log.matching("latent substantiation failed", "slave=bot", "instance=i-", "missing_timeout")); n != 1 {
+		if n := len(f.log.Matching("latent substantiation failed", "slave=bot", "instance=i-", "missing_timeout")); n != 1 {
 			t.Errorf("%d failure lines\n%s", n, f.log)
 		}
 		if err := f.lc.Substantiate(t.Context(), "bot"); !errors.Is(err, latent.ErrQuarantined) || !errors.Is(err, latent.ErrMissing) {
@@ -271,7 +271,7 @@ func TestLoginsRefusedUnlessSubstantiating(t *testing.T) {
 		f := newFixture(t, latent.Config{}, nil,
 			spec{s: mustSlave(t, "bot"), wait: -1, boot: latenttest.Boot{Delay: time.Minute}})
 		err := f.m.Authenticate("bot", "configured-bot", "127.0.0.1:1")
-		if !errors.Is(err, latent.ErrNotSubstantiating) || len(f.log.matching("refused", "slave=bot", "not substantiating")) != 1 {
+		if !errors.Is(err, latent.ErrNotSubstantiating) || len(f.log.Matching("refused", "slave=bot", "not substantiating")) != 1 {
 			t.Errorf("login while stopped = %v\n%s", err, f.log)
 		}
 		b := f.acquire(t.Context(), "bot")
@@ -336,7 +336,7 @@ func TestUnexpectedDetachStopsTheInstance(t *testing.T) {
 		if got := f.ops("stop"); !slices.Equal(got, []time.Duration{2 * time.Minute}) {
 			t.Errorf("stops at %v", got)
 		}
-		if n := len(f.log.matching("detached unexpectedly", "slave=bot", "instance=i-", "host went down")); n != 1 {
+		if n := len(f.log.Matching("detached unexpectedly", "slave=bot", "instance=i-", "host went down")); n != 1 {
 			t.Errorf("%d detach lines\n%s", n, f.log)
 		}
 	})
@@ -454,7 +454,7 @@ func TestEveryTransitionIsLoggedOnce(t *testing.T) {
 		time.Sleep(time.Minute)
 		synctest.Wait()
 		for _, want := range []string{"substantiating", "idle", "running", "stopping", "stopped"} {
-			lines := f.log.matching("msg=\"latent slave "+want+"\"", "slave=bot", "reason=")
+			lines := f.log.Matching("msg=\"latent slave "+want+"\"", "slave=bot", "reason=")
 			n := 1
 			if want == "idle" {
 				n = 2 // attached, then the build's end
@@ -463,7 +463,7 @@ func TestEveryTransitionIsLoggedOnce(t *testing.T) {
 				t.Errorf("%d %q transitions, want %d\n%s", len(lines), want, n, f.log)
 			}
 		}
-		if lines := f.log.matching("latent slave stopping", "instance=i-", "build_wait_timeout"); len(lines) != 1 {
+		if lines := f.log.Matching("latent slave stopping", "instance=i-", "build_wait_timeout"); len(lines) != 1 {
 			t.Errorf("stopping line without instance or reason\n%s", f.log)
 		}
 		if strings.Contains(f.log.String(), "configured-bot") {

@@ -26,7 +26,7 @@ func TestReaperStopsUntrackedInstancesOfThisMasterOnly(t *testing.T) {
 		if got := f.cloud.Running(); !slices.Equal(got, []latent.Instance{foreign}) {
 			t.Fatalf("running %v, want only %v", got, foreign)
 		}
-		if n := len(f.log.matching("does not track", "instance="+orphan.ID)) + len(f.log.matching("does not track", "instance="+oldSlave.ID)); n != 2 {
+		if n := len(f.log.Matching("does not track", "instance="+orphan.ID)) + len(f.log.Matching("does not track", "instance="+oldSlave.ID)); n != 2 {
 			t.Errorf("%d reap lines\n%s", n, f.log)
 		}
 

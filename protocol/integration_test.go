@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/buildslave/buildslave/internal/integration"
+	"github.com/buildslave/buildslave/internal/testlog"
 	"github.com/buildslave/buildslave/slave"
 )
 
@@ -19,7 +20,7 @@ import (
 // file; a stock worker with a wrong password is refused.
 func TestStockWorker(t *testing.T) {
 	integration.Require(t, "buildbot-worker")
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	w1, _ := slave.New("w1", "pw")
 	m, err := slave.NewManager(slave.Config{Logger: log}, w1)
@@ -110,11 +111,11 @@ func TestStockWorker(t *testing.T) {
 	if !bad.WaitLog("401", 10*time.Second) {
 		t.Errorf("the refused worker's log does not show 401:\n%s", bad.Log())
 	}
-	refusals := logs.lines("slave connection refused")
+	refusals := logs.Matching("slave connection refused")
 	if len(refusals) == 0 || !strings.Contains(refusals[0], "wrong password") {
 		t.Errorf("refusal log lines: %q", refusals)
 	}
-	if strings.Contains(logs.buf.String(), "wrong-secret") {
+	if strings.Contains(logs.String(), "wrong-secret") {
 		t.Error("the password was logged")
 	}
 }

@@ -9,51 +9,26 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/buildslave/buildslave/internal/testlog"
 	"github.com/buildslave/buildslave/protocol/wire"
 	"github.com/buildslave/buildslave/slave"
 )
-
-// logBuffer collects log lines, safely for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the logged lines that contain substr.
-func (b *logBuffer) lines(substr string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-	for l := range strings.Lines(b.buf.String()) {
-		if strings.Contains(l, substr) {
-			out = append(out, l)
-		}
-	}
-	return out
-}
 
 type master struct {
 	h    *Handler
 	m    *slave.Manager
 	url  string
-	logs *logBuffer
+	logs *testlog.Buffer
 }
 
 // newMaster serves a Handler for slaves s1 and s2 (password "pw") on a
 // loopback port.
 func newMaster(t testing.TB, configure func(*Handler)) *master {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var slaves []*slave.Slave
 	for _, name := range []string{"s1", "s2"} {
@@ -294,7 +269,7 @@ func TestAuthentication(t *testing.T) {
 		{"unknown name", wire.BasicAuth("nobody", "pw"), http.StatusUnauthorized, "unknown slave"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := len(ms.logs.lines(tc.logged))
+			before := len(ms.logs.Matching(tc.logged))
 			req, _ := http.NewRequest("GET", "http"+strings.TrimPrefix(ms.url, "ws")+"/", nil)
 			req.Header.Set("Upgrade", "websocket")
 			req.Header.Set("Connection", "Upgrade")
@@ -311,12 +286,12 @@ func TestAuthentication(t *testing.T) {
 			if resp.StatusCode != tc.status {
 				t.Errorf("status %d, want %d", resp.StatusCode, tc.status)
 			}
-			if n := len(ms.logs.lines(tc.logged)) - before; n != 1 {
+			if n := len(ms.logs.Matching(tc.logged)) - before; n != 1 {
 				t.Errorf("%d log lines with %q, want 1", n, tc.logged)
 			}
 		})
 	}
-	if lines := ms.logs.lines("secret-wrong"); len(lines) != 0 {
+	if lines := ms.logs.Matching("secret-wrong"); len(lines) != 0 {
 		t.Errorf("password logged: %q", lines)
 	}
 	if _, err := ms.dial(t, "s1", "nope"); err == nil || err.(*wire.HandshakeError).StatusCode != 401 {
@@ -355,8 +330,8 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("the other slave suffered: %v", err)
 			}
 			ms.h.Close() // waits for the connections' goroutines, which log before they end
-			if n := len(ms.logs.lines("slave sent bad input")); n != 1 {
-				t.Errorf("%d bad-input log lines, want 1:\n%s", n, ms.logs.lines(""))
+			if n := len(ms.logs.Matching("slave sent bad input")); n != 1 {
+				t.Errorf("%d bad-input log lines, want 1:\n%s", n, ms.logs.Matching(""))
 			}
 		})
 	}

@@ -10,6 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/buildslave/buildslave/internal/testlog"
 	"github.com/buildslave/buildslave/protocol/wire"
 	"github.com/buildslave/buildslave/slave"
 )
@@ -19,12 +20,12 @@ import (
 type pipeMaster struct {
 	h    *Handler
 	m    *slave.Manager
-	logs *logBuffer
+	logs *testlog.Buffer
 	wg   sync.WaitGroup
 }
 
 func newPipeMaster(t *testing.T) *pipeMaster {
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	s1, _ := slave.New("s1", "pw")
 	s2, _ := slave.New("s2", "pw")
@@ -66,7 +67,7 @@ func TestSilentPeerIsDroppedAndDoesNotDelayOthers(t *testing.T) {
 			t.Errorf("silent slave dropped after %v, want %v", d, DefaultStepTimeout)
 		}
 		synctest.Wait()
-		lines := pm.logs.lines("s1")
+		lines := pm.logs.Matching("s1")
 		if len(lines) != 1 || !strings.Contains(lines[0], "attach failed") || !strings.Contains(lines[0], `print \"attached\": no answer within 10s`) {
 			t.Errorf("log lines about s1: %q", lines)
 		}

@@ -25,12 +25,12 @@ func TestRefusedLoginsLogOneLineAndNeverThePassword(t *testing.T) {
 		if !errors.Is(err, tc.want) {
 			t.Fatalf("Authenticate(%q) = %v, want %v", tc.name, err, tc.want)
 		}
-		lines := f.log.matching("refused", "remote=127.0.0.9:4242", "slave="+tc.name)
+		lines := f.log.Matching("refused", "remote=127.0.0.9:4242", "slave="+tc.name)
 		if len(lines) != 1 || !strings.Contains(lines[0], tc.reason) {
 			t.Errorf("want one log line for %q with reason %q, got %q", tc.name, tc.reason, lines)
 		}
 	}
-	for _, line := range f.log.lines() {
+	for _, line := range f.log.Lines() {
 		for _, secret := range []string{"guess-one", "guess-two", "sekrit", "other"} {
 			if strings.Contains(line, secret) {
 				t.Errorf("log line shows a password: %s", line)

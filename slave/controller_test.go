@@ -48,8 +48,8 @@ func TestControllerDecidesLoginsOfItsSlaves(t *testing.T) {
 		t.Errorf("controller's password refused: %v", err)
 	}
 	err := f.m.Authenticate("latent", "configured", "127.0.0.1:2")
-	if err == nil || len(f.log.matching("refused", "slave=latent", "no substantiation")) != 1 {
-		t.Errorf("controller's refusal not used: %v\n%s", err, f.log.lines())
+	if err == nil || len(f.log.Matching("refused", "slave=latent", "no substantiation")) != 1 {
+		t.Errorf("controller's refusal not used: %v\n%s", err, f.log.Lines())
 	}
 	if err := f.m.Authenticate("plain", "pw", "127.0.0.1:3"); err != nil {
 		t.Errorf("uncontrolled slave: %v", err)
@@ -164,7 +164,7 @@ func TestControlledSlavesAreNeverMissing(t *testing.T) {
 		c.Drop(nil) // a stopped latent slave
 		time.Sleep(48 * time.Hour)
 		synctest.Wait()
-		got := f.sent.all()
+		got := f.sent.Missing()
 		if len(got) != 1 || got[0].Slave != "plain" {
 			t.Errorf("notices %+v, want one for plain only", got)
 		}

@@ -26,8 +26,8 @@ func TestDuplicateWithLiveOldConnectionIsRefused(t *testing.T) {
 		if st := state(t, f.m, "bot"); st.RemoteAddr != old.RemoteAddr() || old.Closed() {
 			t.Errorf("old connection disturbed: %+v", st)
 		}
-		if n := len(f.log.matching("refused", "slave=bot", "already attached")); n != 1 {
-			t.Errorf("%d refusal lines, want 1:\n%s", n, f.log.lines())
+		if n := len(f.log.Matching("refused", "slave=bot", "already attached")); n != 1 {
+			t.Errorf("%d refusal lines, want 1:\n%s", n, f.log.Lines())
 		}
 	})
 }

@@ -1,83 +1,26 @@
 package slave_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 
+	"github.com/buildslave/buildslave/internal/testlog"
 	"github.com/buildslave/buildslave/notify"
+	"github.com/buildslave/buildslave/notify/notifytest"
 	"github.com/buildslave/buildslave/slave"
 )
-
-// logBuffer collects log lines from a manager.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) lines() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := strings.TrimSpace(l.buf.String())
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, "\n")
-}
-
-// matching returns the lines that contain every one of subs.
-func (l *logBuffer) matching(subs ...string) []string {
-	var out []string
-	for _, line := range l.lines() {
-		ok := true
-		for _, s := range subs {
-			ok = ok && strings.Contains(line, s)
-		}
-		if ok {
-			out = append(out, line)
-		}
-	}
-	return out
-}
-
-// recorder is a Notifier that remembers what it was told.
-type recorder struct {
-	mu  sync.Mutex
-	got []notify.Missing
-}
-
-func (r *recorder) SlaveMissing(_ context.Context, m notify.Missing) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.got = append(r.got, m)
-	return nil
-}
-
-func (r *recorder) all() []notify.Missing {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]notify.Missing(nil), r.got...)
-}
 
 // fixture is a manager with a log buffer and a recording notifier.
 type fixture struct {
 	m    *slave.Manager
-	log  *logBuffer
-	sent *recorder
+	log  *testlog.Buffer
+	sent *notifytest.Recorder
 }
 
 func newFixture(t *testing.T, cfg slave.Config, slaves ...*slave.Slave) *fixture {
 	t.Helper()
-	f := &fixture{log: &logBuffer{}, sent: &recorder{}}
+	f := &fixture{log: &testlog.Buffer{}, sent: &notifytest.Recorder{}}
 	cfg.Logger = slog.New(slog.NewTextHandler(f.log, nil))
 	if cfg.Notifier == nil {
 		cfg.Notifier = f.sent

@@ -38,8 +38,8 @@ func TestSilentSlaveIsDroppedAtIntervalPlusBound(t *testing.T) {
 		if st.Attached || !c.Closed() {
 			t.Fatalf("silent slave still attached at interval+bound: %+v", st)
 		}
-		if len(f.log.matching("keepalive", "slave=bot", "no reply")) == 0 {
-			t.Errorf("no log line says why:\n%s", strings.Join(f.log.lines(), "\n"))
+		if len(f.log.Matching("keepalive", "slave=bot", "no reply")) == 0 {
+			t.Errorf("no log line says why:\n%s", strings.Join(f.log.Lines(), "\n"))
 		}
 	})
 }
@@ -90,12 +90,12 @@ func TestMissingSlaveIsNotifiedOncePerLoss(t *testing.T) {
 		lostAt := time.Now()
 		time.Sleep(300*time.Second - time.Nanosecond)
 		synctest.Wait()
-		if n := len(f.sent.all()); n != 0 {
+		if n := len(f.sent.Missing()); n != 0 {
 			t.Fatalf("%d notices before missing_timeout", n)
 		}
 		time.Sleep(time.Nanosecond)
 		synctest.Wait()
-		got := f.sent.all()
+		got := f.sent.Missing()
 		if len(got) != 1 {
 			t.Fatalf("%d notices at missing_timeout, want 1", len(got))
 		}
@@ -109,7 +109,7 @@ func TestMissingSlaveIsNotifiedOncePerLoss(t *testing.T) {
 		}
 		time.Sleep(24 * time.Hour)
 		synctest.Wait()
-		if n := len(f.sent.all()); n != 1 {
+		if n := len(f.sent.Missing()); n != 1 {
 			t.Fatalf("%d notices for one loss, want 1", n)
 		}
 		// A new loss event is a new notice.
@@ -120,7 +120,7 @@ func TestMissingSlaveIsNotifiedOncePerLoss(t *testing.T) {
 		c.Drop(nil)
 		time.Sleep(300 * time.Second)
 		synctest.Wait()
-		if n := len(f.sent.all()); n != 2 {
+		if n := len(f.sent.Missing()); n != 2 {
 			t.Fatalf("%d notices after a second loss, want 2", n)
 		}
 	})
@@ -135,7 +135,7 @@ func TestReattachBeforeTimeoutSendsNothing(t *testing.T) {
 		slavetest.Attach(t, f.m, "bot", "pw", slave.Info{})
 		time.Sleep(48 * time.Hour)
 		synctest.Wait()
-		if n := len(f.sent.all()); n != 0 {
+		if n := len(f.sent.Missing()); n != 0 {
 			t.Fatalf("%d notices for a slave back in time", n)
 		}
 	})
@@ -149,7 +149,7 @@ func TestNeverAttachedSlaveGoesMissingAfterStart(t *testing.T) {
 		defer cancel()
 		time.Sleep(time.Hour)
 		synctest.Wait()
-		got := f.sent.all()
+		got := f.sent.Missing()
 		if len(got) != 1 || !got[0].LastConnected.IsZero() || len(got[0].Recipients) != 2 {
 			t.Fatalf("notices = %+v, want one for bot, never connected", got)
 		}
