@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,12 +19,12 @@ import (
 )
 
 var stormBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "stormslave")
+	dir, err := os.MkdirTemp("", "loadslave")
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "stormslave")
-	out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "./internal/stormslave").CombinedOutput()
+	bin := filepath.Join(dir, "loadslave")
+	out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "../internal/loadslave").CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}
@@ -33,7 +34,7 @@ var stormBinary = sync.OnceValues(func() (string, error) {
 // BenchmarkAttachStorm dials N slaves at once at one master and reports
 // the time until the manager has attached them all, and the master's heap
 // and goroutine stack per idle attached slave. The slaves run in a child
-// process (internal/stormslave), so the memory figures are the master's
+// process (internal/loadslave, the bench's load generator), so the memory figures are the master's
 // alone and the two ends' sockets do not share one file limit.
 func BenchmarkAttachStorm(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
@@ -68,6 +69,7 @@ func storm(b *testing.B, bin string, n int) {
 	addr := startServer(b, &Server{Handler: h})
 
 	child := exec.Command(bin, "-url", "ws://"+addr.String()+"/", "-n", fmt.Sprint(n))
+	child.Env = append(os.Environ(), "LOADSLAVE_PASSWORD=pw")
 	stdin, _ := child.StdinPipe()
 	stdout, _ := child.StdoutPipe()
 	child.Stderr = os.Stderr
@@ -94,7 +96,7 @@ func storm(b *testing.B, bin string, n int) {
 		}
 	}
 	elapsed := time.Since(start)
-	if !lines.Scan() || lines.Text() != "attached" { // every slave got its final print
+	if !lines.Scan() || !strings.HasPrefix(lines.Text(), fmt.Sprintf("attached %d %d ", n, n)) { // every slave got its final print
 		b.Fatalf("storm client: %q", lines.Text())
 	}
 	cancel()

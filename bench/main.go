@@ -1,0 +1,389 @@
+// Command bench runs the same load against a stock Buildbot 3.7 master
+// (Debian package buildbot) and our example master, side by side: an
+// attach storm of N slaves (time until all attached, master RSS before and
+// after, master CPU time) and the build throughput of K slaves running
+// `true`. See README.md for the figures and how they were made.
+//
+//	go run ./bench -n 100,1000,10000
+//
+// Every master and load generator is a child process in a process group of
+// its own, and every one is stopped before the bench exits, on an
+// interrupt too. The stock master runs only for N up to -stock-max.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/buildslave/buildslave/bench/internal/benchcfg"
+)
+
+type options struct {
+	ns            []int
+	concs         []int
+	stockMax      int
+	k             int
+	warmup, span  time.Duration
+	skipStorm     bool
+	skipBuilds    bool
+	settle        time.Duration
+	attachTimeout time.Duration
+	keep          bool
+}
+
+func main() {
+	var o options
+	nlist := flag.String("n", "100,1000,10000", "attach storm sizes, comma-separated")
+	clist := flag.String("concurrency", "0,50", "attach storms: how many slaves dial and attach at once, comma-separated; 0 = all N at once")
+	flag.IntVar(&o.stockMax, "stock-max", 1000, "run the stock master only for N up to this (10,000 takes it ~5 min); 0 = never")
+	flag.IntVar(&o.k, "k", 10, "slaves in the build-throughput run")
+	flag.DurationVar(&o.warmup, "warmup", 5*time.Second, "throughput: builds before the measured span are not counted")
+	flag.DurationVar(&o.span, "span", 30*time.Second, "throughput: the measured span")
+	flag.DurationVar(&o.settle, "settle", 2*time.Second, "wait after a master started before its first RSS reading")
+	flag.DurationVar(&o.attachTimeout, "attach-timeout", 0, "give up on a storm after this (0: 60 s + 100 ms per slave)")
+	flag.BoolVar(&o.skipStorm, "skip-storm", false, "skip the attach storms")
+	flag.BoolVar(&o.skipBuilds, "skip-builds", false, "skip the build-throughput run")
+	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (logs, configs, the stock masters' twistd.log)")
+	flag.Parse()
+	o.ns, o.concs = ints("n", *nlist, 1), ints("concurrency", *clist, 0)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	err := bench(ctx, o)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// ints parses a comma-separated list of integers no smaller than min.
+func ints(flag, list string, min int) []int {
+	var ns []int
+	for _, f := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.ReplaceAll(strings.TrimSpace(f), "_", ""))
+		if err != nil || n < min {
+			fmt.Fprintf(os.Stderr, "bench: bad -%s %q\n", flag, f)
+			os.Exit(2)
+		}
+		ns = append(ns, n)
+	}
+	return ns
+}
+
+// logf reports progress on stderr.
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s bench: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+func bench(ctx context.Context, o options) (err error) {
+	work, err := os.MkdirTemp("", "buildslave-bench-")
+	if err != nil {
+		return err
+	}
+	// Whatever happens, nothing is left running.
+	defer func() {
+		stopAllStock()
+		killAll()
+		if o.keep || err != nil {
+			logf("work directory kept: %s", work)
+		} else {
+			os.RemoveAll(work)
+		}
+	}()
+	go func() { // on a signal, stop the children at once; the waits in progress end with ctx's error
+		<-ctx.Done()
+		stopAllStock()
+		killAll()
+	}()
+
+	bins, err := build(ctx, work)
+	if err != nil {
+		return err
+	}
+	machine()
+	password := secret()
+
+	var rows []stormRow
+	if !o.skipStorm {
+		for _, n := range o.ns {
+			for _, conc := range o.concs {
+				timeout := o.attachTimeout
+				if timeout == 0 {
+					timeout = time.Minute + time.Duration(n)*100*time.Millisecond
+				}
+				r := stormRow{n: n, conc: conc}
+				if n <= o.stockMax {
+					r.stock, err = storm(ctx, work, "stock", n, conc, timeout, o.settle, bins, password)
+					if err != nil {
+						return err
+					}
+				}
+				r.ours, err = storm(ctx, work, "ours", n, conc, timeout, o.settle, bins, password)
+				if err != nil {
+					return err
+				}
+				rows = append(rows, r)
+			}
+		}
+		printStorm(os.Stdout, rows)
+	}
+	if !o.skipBuilds {
+		stock, err := throughput(ctx, work, "stock", o, bins, password)
+		if err != nil {
+			return err
+		}
+		ours, err := throughput(ctx, work, "ours", o, bins, password)
+		if err != nil {
+			return err
+		}
+		printThroughput(os.Stdout, o, stock, ours)
+	}
+	logf("load average at the end: %s", loadavg())
+	return nil
+}
+
+// binaries are the programs the bench built.
+type binaries struct {
+	loadslave, ours string
+}
+
+func build(ctx context.Context, work string) (binaries, error) {
+	gomod, err := exec.Command(goTool(), "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(gomod)) == "" {
+		return binaries{}, fmt.Errorf("go env GOMOD: run the bench from the module (go run ./bench): %v", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(gomod)))
+	b := binaries{loadslave: filepath.Join(work, "loadslave"), ours: filepath.Join(work, "master")}
+	logf("building the load generator and our master in %s", work)
+	for out, pkg := range map[string]string{b.loadslave: "./internal/loadslave", b.ours: "./examples/master"} {
+		cmd := exec.CommandContext(ctx, goTool(), "build", "-o", out, pkg)
+		cmd.Dir = root
+		if o, err := cmd.CombinedOutput(); err != nil {
+			return b, fmt.Errorf("go build %s: %v\n%s", pkg, err, o)
+		}
+	}
+	return b, nil
+}
+
+func goTool() string { return filepath.Join(runtime.GOROOT(), "bin", "go") }
+
+func firstLine(s string) string { l, _, _ := strings.Cut(s, "\n"); return l }
+
+// secret is a fresh random password for every slave of this run.
+func secret() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// stormResult is one master's attach storm.
+type stormResult struct {
+	ran                 bool
+	attached, n, errors int
+	seconds             float64
+	rssBefore, rssAfter int // kB
+	cpuSeconds          float64
+	timeout             time.Duration
+}
+
+type stormRow struct {
+	n, conc     int
+	stock, ours stormResult
+}
+
+// storm starts one master with n slaves, lets the load generator attach
+// them all, and stops everything.
+func storm(ctx context.Context, work, which string, n, conc int, timeout, settle time.Duration, bins binaries, password string) (r stormResult, err error) {
+	dir := filepath.Join(work, fmt.Sprintf("storm-%s-%d-%d", which, n, conc))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return r, err
+	}
+	logf("storm %s N=%d: starting the master", which, n)
+	var m master
+	if which == "stock" {
+		m, err = startStock(ctx, dir, benchcfg.StockStorm, n, password)
+	} else {
+		pw := filepath.Join(dir, "slave.password")
+		if err := os.WriteFile(pw, []byte(password+"\n"), 0o600); err != nil {
+			return r, err
+		}
+		m, err = startOurs(ctx, bins.ours, dir, func(l, h string) benchcfg.Config { return benchcfg.Storm(l, h, n, pw) })
+	}
+	if err != nil {
+		return r, err
+	}
+	defer m.Stop()
+	sleep(ctx, settle)
+	if r.rssBefore, err = rssKB(m.PID()); err != nil {
+		return r, err
+	}
+	cpu0, _ := cpuSeconds(m.PID())
+	lg, err := startLoadgen(bins.loadslave, filepath.Join(dir, "loadslave.log"), password,
+		"-url", m.URL(), "-n", strconv.Itoa(n), "-prefix", benchcfg.Prefix, "-timeout", timeout.String(), "-concurrency", strconv.Itoa(conc))
+	if err != nil {
+		return r, err
+	}
+	defer lg.close()
+	logf("storm %s N=%d concurrency=%d: go (deadline %v)", which, n, conc, timeout)
+	if err := lg.send("go"); err != nil {
+		return r, err
+	}
+	f, err := lg.expect(ctx, timeout+time.Minute, "attached")
+	if err != nil {
+		return r, err
+	}
+	if len(f) != 4 {
+		return r, fmt.Errorf("load generator: bad line %q", f)
+	}
+	r.attached, _ = strconv.Atoi(f[0])
+	r.n, _ = strconv.Atoi(f[1])
+	r.seconds, _ = strconv.ParseFloat(f[2], 64)
+	r.errors, _ = strconv.Atoi(f[3])
+	if r.rssAfter, err = rssKB(m.PID()); err != nil {
+		return r, err
+	}
+	cpu1, _ := cpuSeconds(m.PID())
+	r.cpuSeconds = cpu1 - cpu0
+	r.ran, r.timeout = true, timeout
+	logf("storm %s N=%d concurrency=%d: %d/%d attached in %.2f s; RSS %d → %d kB; CPU %.1f s", which, n, conc, r.attached, r.n, r.seconds,
+		r.rssBefore, r.rssAfter, r.cpuSeconds)
+	if r.errors > 0 {
+		logf("storm %s N=%d concurrency=%d: %d failed dials or connections (see %s)", which, n, conc, r.errors, filepath.Join(dir, "loadslave.log"))
+	}
+	lg.close()
+	return r, nil
+}
+
+// throughputResult is one master's build throughput.
+type throughputResult struct {
+	builds     int
+	seconds    float64
+	cpuSeconds float64
+	rss        int
+	failures   int64
+}
+
+// throughput runs k slaves doing `true` builds as fast as the master
+// hands them out, and counts the builds in a span after a warm-up. The
+// stock master's builds trigger their own successors (see
+// benchcfg.StockThroughput); ours are forced with POST /force, keeping 4
+// builds per slave forced and not yet run.
+func throughput(ctx context.Context, work, which string, o options, bins binaries, password string) (r throughputResult, err error) {
+	dir := filepath.Join(work, "builds-"+which)
+	slaves := filepath.Join(dir, "slaves")
+	if err := os.MkdirAll(slaves, 0o700); err != nil {
+		return r, err
+	}
+	logf("builds %s K=%d: starting the master", which, o.k)
+	var m master
+	var ours *ourMaster
+	if which == "stock" {
+		m, err = startStock(ctx, dir, benchcfg.StockThroughput, o.k, password)
+	} else {
+		pw := filepath.Join(dir, "slave.password")
+		if err := os.WriteFile(pw, []byte(password+"\n"), 0o600); err != nil {
+			return r, err
+		}
+		ours, err = startOurs(ctx, bins.ours, dir, func(l, h string) benchcfg.Config { return benchcfg.Throughput(l, h, o.k, pw) })
+		m = ours
+	}
+	if err != nil {
+		return r, err
+	}
+	defer m.Stop()
+	lg, err := startLoadgen(bins.loadslave, filepath.Join(dir, "loadslave.log"), password,
+		"-url", m.URL(), "-n", strconv.Itoa(o.k), "-prefix", benchcfg.Prefix, "-exec", "-basedir", slaves, "-timeout", "2m")
+	if err != nil {
+		return r, err
+	}
+	defer lg.close()
+	if err := lg.send("go"); err != nil {
+		return r, err
+	}
+	f, err := lg.expect(ctx, 3*time.Minute, "attached")
+	if err != nil {
+		return r, err
+	}
+	if f[0] != f[1] {
+		return r, fmt.Errorf("builds %s: only %s of %s slaves attached", which, f[0], f[1])
+	}
+
+	var wg sync.WaitGroup
+	postCtx, stopPosting := context.WithCancel(ctx)
+	defer func() { stopPosting(); wg.Wait() }()
+	var failures atomic.Int64
+	posted, next := 0, 0
+	force := func() { // one build of the next builder, round robin
+		url := fmt.Sprintf("http://%s/force?builder=b%d", ours.http, next%o.k)
+		next++
+		posted++
+		wg.Go(func() {
+			req, _ := http.NewRequestWithContext(postCtx, "POST", url, nil)
+			req.Header.Set("Accept", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				if postCtx.Err() == nil {
+					failures.Add(1)
+				}
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode >= 300 {
+				failures.Add(1)
+			}
+		})
+	}
+	start := time.Now()
+	var c0, c1 int
+	var cpu0, cpu1 float64
+	var t0, t1 time.Time
+	for tick := time.NewTicker(20 * time.Millisecond); ; <-tick.C {
+		c, err := lg.count(ctx)
+		if err != nil {
+			return r, err
+		}
+		now := time.Since(start)
+		if t0.IsZero() && now >= o.warmup {
+			c0, t0 = c, time.Now()
+			cpu0, _ = cpuSeconds(m.PID())
+		}
+		if now >= o.warmup+o.span {
+			c1, t1 = c, time.Now()
+			cpu1, _ = cpuSeconds(m.PID())
+			tick.Stop()
+			break
+		}
+		for ours != nil && posted-c < 4*o.k {
+			force()
+		}
+	}
+	r.builds, r.seconds, r.cpuSeconds, r.failures = c1-c0, t1.Sub(t0).Seconds(), cpu1-cpu0, failures.Load()
+	r.rss, _ = rssKB(m.PID())
+	logf("builds %s K=%d: %d builds in %.1f s = %.1f/s; CPU %.1f s; %d failures", which, o.k, r.builds, r.seconds,
+		float64(r.builds)/r.seconds, r.cpuSeconds, r.failures)
+	return r, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}

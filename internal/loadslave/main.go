@@ -1,0 +1,265 @@
+// Command loadslave is the load generator of the bench: it runs many minimal
+// slaves in one process against a master, stock Buildbot or ours.
+//
+// The bench and protocol's attach-storm benchmark use it. A slave whose
+// dial or connection fails before it attached dials again until the
+// deadline (a stock master's accept backlog overflows in a storm); every
+// slave reports worker_commands, so a stock master lets it run steps; with
+// -exec, shell commands really run (/bin/sh -c) and are counted; with
+// -concurrency, at most that many slaves dial or attach at once; and the
+// result line says how many attached when not all did. On exit it writes
+// to stderr why dials and connections failed.
+//
+// Talk to it on stdin/stdout, one line each:
+//
+//	-> ready
+//	<- go
+//	-> attached K N SECONDS FAILURES (K of N slaves completed the attach sequence, SECONDS after "go";
+//	                                  FAILURES dials or connections that failed before an attach)
+//	<- count                          (any number of times)
+//	-> count BUILDS                   (shell commands completed so far)
+//
+// It exits when stdin closes, dropping every connection. The password is
+// read from the environment variable LOADSLAVE_PASSWORD, never a flag.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/buildslave/buildslave/protocol/wire"
+)
+
+// commands is what the slave claims to run, with the stock worker's versions.
+var commands = map[string]any{}
+
+func init() {
+	for _, c := range []string{"shell", "mkdir", "rmdir", "listdir", "stat", "glob", "rmfile", "cpdir",
+		"upload_file", "upload_directory", "download_file"} {
+		commands[c] = "3.1"
+	}
+}
+
+type slaves struct {
+	url, prefix, password, basedir string
+	exec                           bool
+	n                              int
+	deadline                       time.Time
+
+	attached, dialErrors, builds atomic.Int64
+	allAttached                  chan struct{}
+	slots                        chan struct{} // with -concurrency: one per slave between dial and attach
+	errMu                        sync.Mutex
+	errs                         map[string]int // why dials and connections failed, for the log
+	lastAttach                   atomic.Int64   // unix nanoseconds of the latest attach
+	ctx                          context.Context
+	wg                           sync.WaitGroup
+}
+
+func main() {
+	s := &slaves{allAttached: make(chan struct{})}
+	flag.StringVar(&s.url, "url", "", "master's ws:// URL")
+	flag.IntVar(&s.n, "n", 1000, "number of slaves")
+	flag.StringVar(&s.prefix, "prefix", "s", "slave name prefix: slaves are PREFIX0 ... PREFIX(n-1)")
+	flag.StringVar(&s.basedir, "basedir", "", "with -exec: the directory under which each slave has its base directory")
+	flag.BoolVar(&s.exec, "exec", false, "really run shell commands (/bin/sh -c) and count them")
+	concurrency := flag.Int("concurrency", 0, "at most this many slaves dialing or attaching at once (0: all at once)")
+	timeout := flag.Duration("timeout", 10*time.Minute, "give up waiting for attaches this long after go")
+	flag.Parse()
+	s.password = os.Getenv("LOADSLAVE_PASSWORD")
+	if s.url == "" || s.n <= 0 || (s.exec && s.basedir == "") {
+		fmt.Fprintln(os.Stderr, "loadslave: need -url, -n > 0, and -basedir with -exec")
+		os.Exit(2)
+	}
+
+	if *concurrency > 0 {
+		s.slots = make(chan struct{}, *concurrency)
+	}
+	s.errs = map[string]int{}
+
+	in := bufio.NewScanner(os.Stdin)
+	fmt.Println("ready")
+	if !in.Scan() {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.ctx = ctx
+	start := time.Now()
+	s.deadline = start.Add(*timeout)
+	for i := range s.n {
+		s.wg.Go(func() { s.run(fmt.Sprintf("%s%d", s.prefix, i)) })
+	}
+	select {
+	case <-s.allAttached:
+	case <-time.After(time.Until(s.deadline)):
+	}
+	elapsed := time.Since(start)
+	if k := s.attached.Load(); k > 0 && k < int64(s.n) {
+		elapsed = time.Unix(0, s.lastAttach.Load()).Sub(start) // the last one that made it
+	}
+	fmt.Printf("attached %d %d %.3f %d\n", s.attached.Load(), s.n, elapsed.Seconds(), s.dialErrors.Load())
+	for in.Scan() {
+		if in.Text() == "count" {
+			fmt.Printf("count %d\n", s.builds.Load())
+		}
+	}
+	cancel()
+	s.wg.Wait()
+	for e, n := range s.errs {
+		fmt.Fprintf(os.Stderr, "loadslave: %d× %s\n", n, e)
+	}
+}
+
+// run keeps one slave connected: it dials again after a failure until the
+// slave has attached once or the deadline passed, and stays until stdin closes.
+func (s *slaves) run(name string) {
+	var attachedOnce atomic.Bool
+	for s.ctx.Err() == nil {
+		if !attachedOnce.Load() && time.Now().After(s.deadline) {
+			return
+		}
+		release := func() {}
+		if s.slots != nil && !attachedOnce.Load() {
+			select {
+			case s.slots <- struct{}{}:
+			case <-s.ctx.Done():
+				return
+			}
+			var once sync.Once
+			release = func() { once.Do(func() { <-s.slots }) }
+		}
+		if err := s.session(name, &attachedOnce, release); err != nil {
+			s.dialErrors.Add(1)
+			s.errMu.Lock()
+			s.errs[addrs.ReplaceAllString(err.Error(), "ADDR")]++
+			s.errMu.Unlock()
+		}
+		release()
+		select {
+		case <-s.ctx.Done():
+		case <-time.After(200*time.Millisecond + rand.N(800*time.Millisecond)):
+		}
+	}
+}
+
+// session is one connection; it returns the dial's error, or nil once the
+// connection ended after an attach. It calls release once attached.
+var addrs = regexp.MustCompile(`[0-9.]+:[0-9]+`)
+
+func (s *slaves) session(name string, attachedOnce *atomic.Bool, release func()) error {
+	dctx, cancel := context.WithDeadline(s.ctx, s.deadline.Add(time.Minute))
+	defer cancel()
+	d := &wire.Dialer{WebSocketConfig: wire.WebSocketConfig{WriteTimeout: time.Minute}}
+	t, err := d.Dial(dctx, s.url, name, s.password)
+	if err != nil {
+		return err
+	}
+	base := "/nonexistent/" + name
+	if s.exec {
+		base = filepath.Join(s.basedir, name)
+	}
+	var prints atomic.Int64
+	var c *wire.Conn
+	c = wire.NewConn(t, func(_ context.Context, req wire.Message) (any, error) {
+		switch req.Op() {
+		case "print":
+			if prints.Add(1) == 2 && attachedOnce.CompareAndSwap(false, true) {
+				release()
+				s.lastAttach.Store(time.Now().UnixNano())
+				if s.attached.Add(1) == int64(s.n) {
+					close(s.allAttached)
+				}
+			}
+		case "get_worker_info":
+			return map[string]any{"basedir": base, "system": "posix", "version": "loadslave",
+				"numcpus": 1, "worker_commands": commands, "environ": map[string]any{}}, nil
+		case "start_command":
+			id, _ := req.String("command_id")
+			cmd, _ := req.String("command_name")
+			args, _ := req["args"].(map[string]any)
+			s.wg.Go(func() { s.command(c, id, cmd, args) })
+		}
+		return nil, nil
+	})
+	stop := context.AfterFunc(s.ctx, func() { c.Close() })
+	defer stop()
+	c.Serve()
+	if !attachedOnce.Load() && s.ctx.Err() == nil {
+		return fmt.Errorf("connection lost before attach: %v", context.Cause(c.Context()))
+	}
+	return nil
+}
+
+// command answers one remote command: listdir finds every builder directory
+// there, shell runs for real with -exec, everything else succeeds at once.
+func (s *slaves) command(c *wire.Conn, id, name string, args map[string]any) {
+	ctx := c.Context()
+	rc := 0
+	var updates []any
+	switch name {
+	case "listdir":
+		updates = append(updates, []any{"files", []any{}})
+	case "mkdir":
+		if s.exec {
+			paths, _ := args["paths"].([]any)
+			for _, p := range paths {
+				if p, ok := p.(string); ok {
+					os.MkdirAll(p, 0o755)
+				}
+			}
+		}
+	case "shell":
+		if s.exec {
+			rc = shell(args)
+			defer s.builds.Add(1)
+		}
+	}
+	updates = append(updates, []any{"rc", rc})
+	c.Call(ctx, "update", map[string]any{"command_id": id, "args": updates})
+	c.Call(ctx, "complete", map[string]any{"command_id": id, "args": nil})
+}
+
+// shell runs a shell command's argument "command": a string through
+// /bin/sh -c, a list as argv. It returns the exit code, -1 if it did not run.
+func shell(args map[string]any) int {
+	var argv []string
+	switch cmd := args["command"].(type) {
+	case string:
+		argv = []string{"/bin/sh", "-c", cmd}
+	case []any:
+		for _, a := range cmd {
+			switch a := a.(type) {
+			case string:
+				argv = append(argv, a)
+			case []byte:
+				argv = append(argv, string(a))
+			}
+		}
+	}
+	if len(argv) == 0 {
+		return -1
+	}
+	p := exec.Command(argv[0], argv[1:]...)
+	if wd, ok := args["workdir"].(string); ok {
+		os.MkdirAll(wd, 0o755)
+		p.Dir = wd
+	}
+	p.Env = []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8"}
+	if err := p.Run(); err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode()
+		}
+		return -1
+	}
+	return 0
+}
