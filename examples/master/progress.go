@@ -9,12 +9,16 @@ import (
 	"github.com/buildslave/buildslave/slave"
 )
 
-// banner says where to look and how to attach a slave to each static slot.
+// bannerSlaves is how many static slots the banner explains one by one;
+// it counts the rest in one line, so a master of thousands starts quietly.
+const bannerSlaves = 3
+
+// banner says where to look and how to attach a slave to the static slots.
 func (m *master) banner() {
 	cfg := m.config()
 	m.progress("status page: http://%s/  (JSON: /api/status, metrics: /metrics, force: POST %s?builder=NAME)", m.webAddr, forcePath)
 	m.progress("slaves attach to %s://%s/ (%s)", m.scheme(), m.protoAddr, cfg.File)
-	for _, s := range cfg.Raw.Slaves {
+	for _, s := range cfg.Raw.Slaves[:min(len(cfg.Raw.Slaves), bannerSlaves)] {
 		// The embedded default's password is public; a real one is never shown.
 		pw := "$PASSWORD"
 		if cfg.File == defaultName {
@@ -31,7 +35,14 @@ func (m *master) banner() {
 		}
 		m.progress("%s", b.String())
 	}
-	for _, l := range cfg.Latents {
+	if n := len(cfg.Raw.Slaves) - bannerSlaves; n > 0 {
+		m.progress("%d more static slaves wait for slaves: attach them the same way", n)
+	}
+	for i, l := range cfg.Latents {
+		if i == bannerSlaves {
+			m.progress("%d more latent slaves start when builds want them", len(cfg.Latents)-i)
+			break
+		}
 		m.progress("latent slave %q (%s) starts when a build wants it", l.Name, l.Entry.Kind)
 	}
 }
