@@ -242,3 +242,44 @@ name = "no"
 		t.Error("a multi-line string was read as a header")
 	}
 }
+
+func TestBlockDeviceMap(t *testing.T) {
+	src := `[master]
+master_id = "m"
+[[latent_slaves]]
+kind = "ec2"
+name = "e"
+[latent_slaves.ec2]
+instance_type = "m5.large"
+ami = "ami-1"
+[[latent_slaves.ec2.block_device_map]]
+device_name = "/dev/sda1"
+volume_size = 50
+volume_type = "gp3"
+iops = 3000
+encrypted = true
+delete_on_termination = false
+[[latent_slaves.ec2.block_device_map]]
+device_name = "/dev/sdb"
+virtual_name = "ephemeral0"
+`
+	c := mustParse(t, src)
+	p := &problems{file: "master.toml"}
+	got := blockDevices(entry{p: p}, c.Raw.LatentSlaves[0].EC2.BlockDeviceMap)
+	if len(p.list) != 0 || len(got) != 2 {
+		t.Fatalf("mappings %+v, problems %v", got, p.list)
+	}
+	root, eph := got[0], got[1]
+	if *root.DeviceName != "/dev/sda1" || *root.Ebs.VolumeSize != 50 || root.Ebs.VolumeType != "gp3" ||
+		*root.Ebs.Iops != 3000 || !*root.Ebs.Encrypted || *root.Ebs.DeleteOnTermination {
+		t.Errorf("root volume %+v / %+v", root, *root.Ebs)
+	}
+	if *eph.VirtualName != "ephemeral0" || eph.Ebs != nil {
+		t.Errorf("instance store %+v", eph)
+	}
+
+	_, err := parse(t, strings.Replace(src, `device_name = "/dev/sdb"`, ``, 1))
+	if err == nil || !strings.Contains(err.Error(), `ec2.block_device_map[1].device_name: missing`) {
+		t.Errorf("a mapping without device_name: %v", err)
+	}
+}

@@ -114,6 +114,20 @@ type EC2Entry struct {
 	StopTimeout           Duration          `toml:"stop_timeout"`
 	RetryMaxAttempts      int               `toml:"retry_max_attempts"`
 	RetryMaxBackoff       Duration          `toml:"retry_max_backoff"`
+	BlockDeviceMap        []BlockDevice     `toml:"block_device_map"`
+}
+
+// BlockDevice is one [[latent_slaves.ec2.block_device_map]] entry: an EBS
+// volume, or with virtual_name an instance store volume.
+type BlockDevice struct {
+	DeviceName          string `toml:"device_name"`
+	VirtualName         string `toml:"virtual_name"`
+	VolumeSize          int32  `toml:"volume_size"` // GiB
+	VolumeType          string `toml:"volume_type"`
+	Iops                int32  `toml:"iops"`
+	SnapshotID          string `toml:"snapshot_id"`
+	Encrypted           bool   `toml:"encrypted"`
+	DeleteOnTermination *bool  `toml:"delete_on_termination"` // default true
 }
 
 // LibvirtEntry is [latent_slaves.libvirt]: the options of package libvirt,

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/digitalocean/go-libvirt/socket"
 	"github.com/digitalocean/go-libvirt/socket/dialers"
 
@@ -191,6 +193,7 @@ func ec2Driver(e entry, ctx *parseContext, l LatentEntry, pw string, opts []slav
 	add(x.InstanceProfile != "", ec2.InstanceProfile(x.InstanceProfile))
 	add(x.UserData != "", ec2.UserData(x.UserData))
 	add(len(x.Tags) > 0, ec2.Tags(x.Tags))
+	add(len(x.BlockDeviceMap) > 0, ec2.BlockDeviceMappings(blockDevices(e, x.BlockDeviceMap)...))
 	add(x.SpotInstance, ec2.SpotInstance(x.MaxSpotPrice))
 	if !x.SpotInstance && x.MaxSpotPrice != 0 {
 		e.add("ec2.max_spot_price", "set without spot_instance = true")
@@ -250,4 +253,43 @@ func libvirtDriver(e entry, ctx *parseContext, l LatentEntry, pw string, opts []
 	return func(DriverEnv) (latent.LatentSlave, error) {
 		return libvirt.New(l.Name, pw, ctx.path(v.HDImage), o...)
 	}
+}
+
+// blockDevices converts block_device_map entries to the SDK's mappings.
+func blockDevices(e entry, devs []BlockDevice) []types.BlockDeviceMapping {
+	out := make([]types.BlockDeviceMapping, 0, len(devs))
+	for i, d := range devs {
+		field := fmt.Sprintf("ec2.block_device_map[%d]", i)
+		if d.DeviceName == "" {
+			e.add(field+".device_name", "missing")
+		}
+		m := types.BlockDeviceMapping{DeviceName: aws.String(d.DeviceName)}
+		if d.VirtualName != "" {
+			m.VirtualName = aws.String(d.VirtualName)
+			out = append(out, m)
+			continue
+		}
+		if d.VolumeSize < 0 || d.Iops < 0 {
+			e.add(field, "volume_size and iops must not be negative")
+		}
+		ebs := &types.EbsBlockDevice{DeleteOnTermination: d.DeleteOnTermination}
+		if d.VolumeSize > 0 {
+			ebs.VolumeSize = aws.Int32(d.VolumeSize)
+		}
+		if d.VolumeType != "" {
+			ebs.VolumeType = types.VolumeType(d.VolumeType)
+		}
+		if d.Iops > 0 {
+			ebs.Iops = aws.Int32(d.Iops)
+		}
+		if d.SnapshotID != "" {
+			ebs.SnapshotId = aws.String(d.SnapshotID)
+		}
+		if d.Encrypted {
+			ebs.Encrypted = aws.Bool(true)
+		}
+		m.Ebs = ebs
+		out = append(out, m)
+	}
+	return out
 }
