@@ -2,14 +2,11 @@ package status_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"image/png"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -27,51 +24,6 @@ var update = flag.Bool("update", false, "rewrite testdata/screenshot.png from th
 // windowW and windowH are the browser's window size for screenshots.
 const windowW, windowH = 1280, 960
 
-// browser runs headless Chromium, one process per page load.
-type browser struct {
-	t   *testing.T
-	bin string
-	dir string // the profile and HOME of every run
-}
-
-// run runs Chromium on url with extra arguments and returns its stdout.
-func (b *browser) run(url string, args ...string) []byte {
-	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.t.Context(), time.Minute)
-	defer cancel()
-	args = append([]string{
-		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--disable-dev-shm-usage", "--hide-scrollbars", "--user-data-dir=" + filepath.Join(b.dir, "profile"),
-	}, args...)
-	cmd := exec.CommandContext(ctx, b.bin, append(args, url)...)
-	cmd.Env = append(os.Environ(), "HOME="+b.dir)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		b.t.Fatalf("chromium %v: %v\n%s", args, err, stderr.Bytes())
-	}
-	return stdout.Bytes()
-}
-
-// dom loads url and returns the DOM as the browser built it.
-func (b *browser) dom(url string) string {
-	b.t.Helper()
-	return string(b.run(url, "--dump-dom"))
-}
-
-// screenshot loads url and returns the PNG of the window.
-func (b *browser) screenshot(url string) []byte {
-	b.t.Helper()
-	file := filepath.Join(b.dir, "screenshot.png")
-	b.run(url, "--screenshot="+file, fmt.Sprintf("--window-size=%d,%d", windowW, windowH))
-	img, err := os.ReadFile(file)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	return img
-}
-
 // wantRow checks that the row with the given id, in the DOM, holds every
 // one of want.
 func wantRow(t *testing.T, dom, id string, want ...string) {
@@ -87,13 +39,13 @@ func wantRow(t *testing.T, dom, id string, want ...string) {
 // TestBrowser loads the page in a real browser as a slave attaches and a
 // build runs and succeeds, and takes a screenshot of the result.
 func TestBrowser(t *testing.T) {
-	b := &browser{t: t, bin: integration.Require(t, "chromium"), dir: t.TempDir()}
+	b := integration.NewBrowser(t)
 	f := newFixture(t, latenttest.Boot{StartErr: errors.New("InsufficientInstanceCapacity: no m5.large in eu-west-1a")}, &recorder{})
 	srv := httptest.NewServer(f.st.Handler())
 	defer srv.Close()
 	url := srv.URL + "/"
 
-	dom := b.dom(url)
+	dom := b.DOM(url)
 	wantRow(t, dom, "slave-bot-linux", ">never attached<")
 	wantRow(t, dom, "slave-local1", ">stopped<")
 
@@ -110,7 +62,7 @@ func TestBrowser(t *testing.T) {
 			t.Fatal("local1 is not quarantined after its failed start")
 		}
 	}
-	dom = b.dom(url)
+	dom = b.DOM(url)
 	wantRow(t, dom, "slave-bot-linux", ">attached<", "0 / 2", "Jane Admin &lt;jane@example.org&gt;", "os=linux")
 	wantRow(t, dom, "slave-local1", ">quarantined<", "InsufficientInstanceCapacity")
 	wantRow(t, dom, "slave-bot-evil", `&lt;script&gt;alert("admin")&lt;/script&gt;`)
@@ -136,7 +88,7 @@ func TestBrowser(t *testing.T) {
 		Queued: start, Started: start, Steps: []status.Step{{Name: "greet", State: "running"}},
 	}
 	f.builds.put(running)
-	dom = b.dom(url)
+	dom = b.DOM(url)
 	wantRow(t, dom, "slave-bot-linux", "1 / 2")
 	wantRow(t, dom, "build-7", ">running<", "greet</summary>")
 	wantRow(t, dom, "build-6", ">failure<", "<details open=\"\">", "got 3, want 4")
@@ -149,11 +101,11 @@ func TestBrowser(t *testing.T) {
 	}
 	f.builds.put(done)
 	build.Release()
-	dom = b.dom(url)
+	dom = b.DOM(url)
 	wantRow(t, dom, "slave-bot-linux", "0 / 2")
 	wantRow(t, dom, "build-7", ">success<", "hello from bot-linux", "uploaded out.txt")
 
-	shot := b.screenshot(url)
+	shot := b.Screenshot(url, windowW, windowH)
 	img, err := png.Decode(bytes.NewReader(shot))
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
