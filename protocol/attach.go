@@ -149,5 +149,7 @@ func parseInfo(result any) (slave.Info, error) {
 			info.Extra[k] = s
 		}
 	}
+	info.Commands = shared.intern(info.Commands)
+	info.Extra = shared.intern(info.Extra)
 	return info, nil
 }

@@ -138,7 +138,7 @@ func (m *Manager) Attach(ctx context.Context, name string, c Conn) error {
 	now := time.Now()
 	e.att = a
 	e.since, e.lastSeen = now, now
-	e.info = c.Info().clone()
+	e.info = c.Info() // immutable, as Conn promises: State hands out copies
 	e.missing = false
 	e.shuttingDown = false
 	m.disarmMissing(e)

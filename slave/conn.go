@@ -26,7 +26,9 @@ type Conn interface {
 	RequestShutdown(ctx context.Context) error
 	// Close drops the connection. It does not wait for the peer.
 	Close() error
-	// Info is what the slave reported about itself when it attached.
+	// Info is what the slave reported about itself when it attached. The
+	// manager keeps it as it is: its maps must never change afterwards
+	// (they may be shared between connections).
 	Info() Info
 	// RemoteAddr is the peer's address, for logs and status.
 	RemoteAddr() string
