@@ -2,8 +2,6 @@ package latent
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -245,7 +243,7 @@ func (l *Lifecycle) Admit(name, password string) error {
 	case s.state != Substantiating || s.sub.password == "":
 		return ErrNotSubstantiating
 	}
-	perStart := passwordsEqual(password, s.sub.password)
+	perStart := slave.PasswordsEqual(password, s.sub.password)
 	if !s.cfg.CheckPassword(password) && !perStart {
 		return slave.ErrBadPassword
 	}
@@ -416,9 +414,4 @@ func (l *Lifecycle) spawn(f func()) bool {
 	}
 	l.wg.Go(f)
 	return true
-}
-
-func passwordsEqual(a, b string) bool {
-	ha, hb := sha256.Sum256([]byte(a)), sha256.Sum256([]byte(b))
-	return subtle.ConstantTimeCompare(ha[:], hb[:]) == 1
 }

@@ -73,7 +73,7 @@ func (m *Manager) want(names ...string) {
 }
 
 // CheckPassword reports whether password is the slave's, in constant time.
-func (s *Slave) CheckPassword(password string) bool { return passwordsEqual(password, s.password) }
+func (s *Slave) CheckPassword(password string) bool { return PasswordsEqual(password, s.password) }
 
 // ErrBusy: Drain found builds running on the slave.
 var ErrBusy = errors.New("slave has builds running")
