@@ -1,19 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/buildslave/buildslave/client/slavecmd"
+	"github.com/buildslave/buildslave/internal/testlog"
 )
 
 // envRunMaster makes the test binary run as the master, for the tests that
@@ -30,24 +29,6 @@ func TestMain(m *testing.M) {
 		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr, nil))
 	}
 	os.Exit(m.Run())
-}
-
-// buffer is a bytes.Buffer safe for concurrent use.
-type buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *buffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *buffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // eventually polls cond until it holds or timeout passes.
@@ -87,7 +68,7 @@ func TestEmbeddedDefaultOnce(t *testing.T) {
 		t.Skip("waits out the default's 15 s build_wait_timeout")
 	}
 	t.Setenv("TMPDIR", t.TempDir()) // the default's basedir
-	var out, errs buffer
+	var out, errs testlog.Buffer
 	start := time.Now()
 	code := run(t.Context(), []string{"-once", "-listen", "127.0.0.1:0", "-http", "127.0.0.1:0"}, &out, &errs, nil)
 	if code != 0 {
@@ -121,7 +102,7 @@ func TestEmbeddedDefaultOnce(t *testing.T) {
 func TestBadFlagsAndConfigExit2(t *testing.T) {
 	bad := writeFile(t, "[[slaves]]\nname = \"a\"\nmax_builds = -1\n[[builders]]\nname = \"b\"\nslaves = [\"nobody\"]\n")
 	for _, args := range [][]string{{"-nosuchflag"}, {"extra"}, {"-config", bad}, {"-config", "/nonexistent.toml"}} {
-		var out, errs buffer
+		var out, errs testlog.Buffer
 		if code := run(t.Context(), args, &out, &errs, nil); code != 2 {
 			t.Errorf("run %q = %d, want 2; stderr:\n%s", args, code, errs.String())
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/buildslave/buildslave/examples/master/internal/builds"
 	"github.com/buildslave/buildslave/examples/master/internal/config"
 	"github.com/buildslave/buildslave/internal/integration"
+	"github.com/buildslave/buildslave/internal/testlog"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/slave"
 )
@@ -34,9 +35,9 @@ func testConfig(t *testing.T, toml string) *config.Config {
 
 // startMaster starts a master on cfg and shuts it down at the end of the
 // test unless the test did.
-func startMaster(t *testing.T, cfg *config.Config) (*master, *buffer) {
+func startMaster(t *testing.T, cfg *config.Config) (*master, *testlog.Buffer) {
 	t.Helper()
-	out := &buffer{}
+	out := &testlog.Buffer{}
 	log := slog.New(slog.NewTextHandler(out, nil))
 	m, err := start(cfg, log, out, out)
 	if err != nil {

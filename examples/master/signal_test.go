@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/buildslave/buildslave/internal/testlog"
 )
 
 // TestSignals runs the master as a child process: SIGHUP adds a slave from
@@ -23,7 +25,7 @@ password = "pw1"
 	path := writeFile(t, cfg)
 	cmd := exec.Command(os.Args[0], "-config", path)
 	cmd.Env = append(os.Environ(), envRunMaster+"=1")
-	var out, errs buffer
+	var out, errs testlog.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
