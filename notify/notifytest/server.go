@@ -60,6 +60,7 @@ type Server struct {
 	cfg       Config
 	clientTLS *tls.Config
 	smtp      *smtp.Server
+	listener  net.Listener
 	served    chan struct{} // closed when Serve returns
 	conns     sync.WaitGroup
 
@@ -93,7 +94,7 @@ func NewSMTPServer(cfg *Config) *Server {
 		panic(fmt.Sprintf("notifytest: listen: %v", err))
 	}
 	s.Addr = l.Addr().String()
-	s.smtp = srv
+	s.smtp, s.listener = srv, l
 	go func() {
 		defer close(s.served)
 		srv.Serve(&trackingListener{Listener: l, conns: &s.conns})
@@ -135,6 +136,9 @@ func (s *Server) Wait(ctx context.Context, n int) ([]Message, error) {
 // Close stops the server, closes its connections and waits for them to end.
 func (s *Server) Close() {
 	s.smtp.Close()
+	// go-smtp closes only the listeners its Serve has registered: if Serve
+	// has not started yet, closing ours is what makes it return.
+	s.listener.Close()
 	<-s.served
 	s.conns.Wait()
 }

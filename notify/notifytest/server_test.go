@@ -81,3 +81,11 @@ func TestServerRequiresAuth(t *testing.T) {
 		t.Fatalf("%d messages accepted, want 0", n)
 	}
 }
+
+// TestCloseRightAfterStart closes servers before their serving goroutine
+// may have run: Close must not wait for it forever.
+func TestCloseRightAfterStart(t *testing.T) {
+	for range 200 {
+		notifytest.NewSMTPServer(nil).Close()
+	}
+}
