@@ -217,12 +217,12 @@ func New(m *slave.Manager, cfg Config, latents ...LatentSlave) (*Lifecycle, erro
 // Controls reports whether name is one of the Lifecycle's latent slaves.
 func (l *Lifecycle) Controls(name string) bool { return l.slaves[name] != nil }
 
-// Admit decides a login under a latent slave's name: it accepts the
-// password generated for the current start, or the slave's configured
-// one, only while a substantiation waits for the attach. It refuses while
+// Admit decides a login under a latent slave's name: it accepts a proof
+// of the password generated for the current start, or of the slave's
+// configured one, only while a substantiation waits for the attach. It refuses while
 // the slave is attached, so that a second instance cannot disturb the
 // first.
-func (l *Lifecycle) Admit(name, password string) error {
+func (l *Lifecycle) Admit(name string, proof slave.Proof) error {
 	s := l.slaves[name]
 	if s == nil {
 		return fmt.Errorf("%w: %q is not a latent slave", slave.ErrUnknownSlave, name)
@@ -243,8 +243,8 @@ func (l *Lifecycle) Admit(name, password string) error {
 	case s.state != Substantiating || s.sub.password == "":
 		return ErrNotSubstantiating
 	}
-	perStart := slave.PasswordsEqual(password, s.sub.password)
-	if !s.cfg.CheckPassword(password) && !perStart {
+	perStart := proof.Proves(s.sub.password)
+	if !s.cfg.Accepts(proof) && !perStart {
 		return slave.ErrBadPassword
 	}
 	return nil

@@ -45,11 +45,32 @@ func PasswordsEqual(a, b string) bool {
 	return subtle.ConstantTimeCompare(ha[:], hb[:]) == 1
 }
 
-// Authenticate checks a login. An unknown name or a wrong password is
-// refused with an error wrapping ErrUnknownSlave or ErrBadPassword, and
-// one log line names the remote address, the slave and the reason, never
-// the password. The comparison takes the same time whatever the password.
+// Proof is what a connecting slave shows for its password: the password
+// itself (Password, from HTTP Basic auth) or a transport's challenge
+// response, such as Perspective Broker's MD5 one.
+type Proof interface {
+	// Proves reports, in constant time, whether the proof was made with
+	// password.
+	Proves(password string) bool
+}
+
+// Password is a Proof made of the password itself.
+type Password string
+
+// Proves compares the passwords in constant time.
+func (p Password) Proves(password string) bool { return PasswordsEqual(string(p), password) }
+
+// Authenticate checks a login with a plain password: Verify with
+// Password(password).
 func (m *Manager) Authenticate(name, password, remoteAddr string) error {
+	return m.Verify(name, Password(password), remoteAddr)
+}
+
+// Verify checks a login. An unknown name or a proof that does not match
+// is refused with an error wrapping ErrUnknownSlave or ErrBadPassword, and
+// one log line names the remote address, the slave and the reason, never
+// the password. The check takes the same time whatever the proof.
+func (m *Manager) Verify(name string, proof Proof, remoteAddr string) error {
 	m.mu.Lock()
 	var cfg *Slave
 	if e := m.slaves[name]; e != nil && !e.removed {
@@ -57,16 +78,16 @@ func (m *Manager) Authenticate(name, password, remoteAddr string) error {
 	}
 	m.mu.Unlock()
 	if cfg == nil {
-		PasswordsEqual(password, name) // spend the same time as a real check
+		proof.Proves(name) // spend the same time as a real check
 		return m.refuse(remoteAddr, name, ErrUnknownSlave)
 	}
 	if c := m.controller(name); c != nil {
-		if err := c.Admit(name, password); err != nil {
+		if err := c.Admit(name, proof); err != nil {
 			return m.refuse(remoteAddr, name, err)
 		}
 		return nil
 	}
-	if !cfg.CheckPassword(password) {
+	if !cfg.Accepts(proof) {
 		return m.refuse(remoteAddr, name, ErrBadPassword)
 	}
 	return nil

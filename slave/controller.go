@@ -16,10 +16,10 @@ type Controller interface {
 	// takes no lock a caller of the manager may hold.
 	Controls(name string) bool
 	// Admit decides a login under a controlled name, in place of the
-	// manager's password check: it sees the password the connection
-	// offered, and an error refuses the login (the manager logs the error
-	// as the reason, never the password).
-	Admit(name, password string) error
+	// manager's password check: it sees the proof the connection offered,
+	// and an error refuses the login (the manager logs the error as the
+	// reason, never the password).
+	Admit(name string, proof Proof) error
 	// Want tells that an Acquire waits for the named controlled slave
 	// while it is not attached, and reports whether the controller starts
 	// a new instance for it. For an Acquire on several slaves the manager
@@ -73,7 +73,11 @@ func (m *Manager) want(names ...string) {
 }
 
 // CheckPassword reports whether password is the slave's, in constant time.
-func (s *Slave) CheckPassword(password string) bool { return PasswordsEqual(password, s.password) }
+func (s *Slave) CheckPassword(password string) bool { return s.Accepts(Password(password)) }
+
+// Accepts reports whether proof was made with the slave's password, in
+// constant time.
+func (s *Slave) Accepts(proof Proof) bool { return proof.Proves(s.password) }
 
 // ErrBusy: Drain found builds running on the slave.
 var ErrBusy = errors.New("slave has builds running")

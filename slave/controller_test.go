@@ -20,10 +20,10 @@ type gate struct {
 }
 
 func (g *gate) Controls(name string) bool { return name == "latent" }
-func (g *gate) Admit(name, password string) error {
+func (g *gate) Admit(name string, proof slave.Proof) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if password != g.pass {
+	if !proof.Proves(g.pass) {
 		return errors.New("no substantiation is waiting for this slave")
 	}
 	return nil
