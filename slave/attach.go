@@ -118,10 +118,11 @@ func (m *Manager) refuse(remoteAddr, name string, reason error) error {
 func (m *Manager) Attach(ctx context.Context, name string, c Conn) error {
 	m.mu.Lock()
 	e := m.slaves[name]
+	known := e != nil && !e.removed
 	closing := m.closing
 	m.mu.Unlock()
 	switch {
-	case e == nil || e.removed:
+	case !known:
 		return m.refuse(c.RemoteAddr(), name, ErrUnknownSlave)
 	case closing:
 		return m.refuse(c.RemoteAddr(), name, ErrClosed)
@@ -181,7 +182,7 @@ func (m *Manager) Attach(ctx context.Context, name string, c Conn) error {
 // pingOld decides a duplicate: nil means the old connection is dead and
 // has been cleaned up, so c may take its place.
 func (m *Manager) pingOld(ctx context.Context, old *attachment, c Conn) error {
-	name := old.entry.cfg.name
+	name := old.entry.name
 	pctx, cancel := context.WithTimeout(ctx, m.cfg.DuplicatePingTimeout)
 	err := old.conn.Print(pctx, "master got a second connection under this slave's name; checking this one is alive")
 	cancel()
@@ -211,7 +212,7 @@ func (m *Manager) startKeepalive(a *attachment) *keepalive.Loop {
 			m.mu.Unlock()
 		},
 		func(err error) {
-			m.log.Warn("slave keepalive failed; dropping the connection", "slave", e.cfg.name, "remote", a.conn.RemoteAddr(), "reason", err.Error())
+			m.log.Warn("slave keepalive failed; dropping the connection", "slave", e.name, "remote", a.conn.RemoteAddr(), "reason", err.Error())
 			a.lose(err)
 		})
 }

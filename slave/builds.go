@@ -21,7 +21,7 @@ type Build struct {
 }
 
 // Slave is the name of the slave the build runs on.
-func (b *Build) Slave() string { return b.e.cfg.name }
+func (b *Build) Slave() string { return b.e.name }
 
 // Conn is the connection to run the build's remote commands on. Use the
 // transport's own type (for example *protocol.Conn) through a type
@@ -32,8 +32,14 @@ func (b *Build) Conn() Conn { return b.att.conn }
 // manager closes; context.Cause says which.
 func (b *Build) Context() context.Context { return b.ctx }
 
-// Properties returns a copy of the slave's properties, including slavename.
-func (b *Build) Properties() map[string]any { return b.e.cfg.Properties() }
+// Properties returns a copy of the slave's properties, including
+// slavename, as configured now: a Reconfigure during the build shows.
+func (b *Build) Properties() map[string]any {
+	b.m.mu.Lock()
+	cfg := b.e.cfg
+	b.m.mu.Unlock()
+	return cfg.Properties()
+}
 
 // Started is when the slot was granted.
 func (b *Build) Started() time.Time { return b.started }
@@ -53,7 +59,7 @@ func (b *Build) Release() {
 	switch {
 	case idle && e.removed:
 		m.mu.Unlock()
-		m.log.Info("slave removed from the configuration; disconnecting after its last build", "slave", e.cfg.name)
+		m.log.Info("slave removed from the configuration; disconnecting after its last build", "slave", e.name)
 		b.att.lose(errRemoved)
 		return
 	case idle && e.shuttingDown:

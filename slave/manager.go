@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/buildslave/buildslave/keepalive"
 	"github.com/buildslave/buildslave/notify"
 )
 
@@ -64,8 +65,12 @@ type Manager struct {
 	closed  bool
 }
 
-// entry is one configured slave and its current attachment.
+// entry is one configured slave and its current attachment. Its name
+// never changes, so it may be read without the lock; every other field,
+// cfg included, is guarded by m.mu: Reconfigure replaces cfg (a *Slave is
+// immutable, so a pointer taken under the lock stays valid after it).
 type entry struct {
+	name       string
 	cfg        *Slave
 	att        *attachment   // nil while detached
 	attachLock chan struct{} // serializes attaches under this one name
@@ -139,8 +144,8 @@ func (m *Manager) Reconfigure(slaves ...*Slave) error {
 	if err := checkUnique(slaves); err != nil {
 		return err
 	}
-	var restart []*attachment // keepalive interval changed
-	var drop []*attachment    // removed and idle: disconnect now
+	var stop []*keepalive.Loop // replaced: their interval changed
+	var drop []*attachment     // removed and idle: disconnect now
 
 	m.mu.Lock()
 	if m.closing {
@@ -152,7 +157,7 @@ func (m *Manager) Reconfigure(slaves ...*Slave) error {
 		keep[s.name] = true
 		e := m.slaves[s.name]
 		if e == nil {
-			e = &entry{cfg: s, attachLock: make(chan struct{}, 1), builds: make(map[*Build]struct{}), waiters: list.New()}
+			e = &entry{name: s.name, cfg: s, attachLock: make(chan struct{}, 1), builds: make(map[*Build]struct{}), waiters: list.New()}
 			m.slaves[s.name] = e
 			m.armMissing(e)
 			continue
@@ -167,7 +172,8 @@ func (m *Manager) Reconfigure(slaves ...*Slave) error {
 			continue
 		}
 		if old.keepaliveInterval != s.keepaliveInterval {
-			restart = append(restart, e.att)
+			stop = append(stop, e.att.keepalive)
+			e.att.keepalive = m.startKeepalive(e.att)
 		}
 		m.serveWaiters(e)
 	}
@@ -187,16 +193,11 @@ func (m *Manager) Reconfigure(slaves ...*Slave) error {
 	}
 	m.mu.Unlock()
 
-	for _, a := range restart {
-		a.keepalive.Stop()
-		m.mu.Lock()
-		if a.entry.att == a {
-			a.keepalive = m.startKeepalive(a)
-		}
-		m.mu.Unlock()
+	for _, l := range stop { // outside the lock: Stop waits for callbacks that take it
+		l.Stop()
 	}
 	for _, a := range drop {
-		m.log.Info("slave removed from the configuration; disconnecting", "slave", a.entry.cfg.name)
+		m.log.Info("slave removed from the configuration; disconnecting", "slave", a.entry.name)
 		a.lose(errRemoved)
 	}
 	return nil

@@ -145,7 +145,7 @@ func (m *Manager) requestShutdown(a *attachment) {
 		defer m.wg.Done()
 		ctx, cancel := context.WithTimeout(m.ctx, shutdownRequestTimeout)
 		defer cancel()
-		name := a.entry.cfg.name
+		name := a.entry.name
 		m.log.Info("asking slave to shut down", "slave", name)
 		if err := a.conn.RequestShutdown(ctx); err != nil {
 			m.log.Warn("slave did not accept the shutdown request; dropping its connection", "slave", name, "reason", err.Error())
