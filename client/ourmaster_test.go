@@ -25,6 +25,7 @@ import (
 	"github.com/buildslave/buildslave/client"
 	"github.com/buildslave/buildslave/internal/testlog"
 	"github.com/buildslave/buildslave/protocol"
+	"github.com/buildslave/buildslave/protocol/remote"
 	"github.com/buildslave/buildslave/slave"
 )
 
@@ -101,7 +102,7 @@ func acquire(t *testing.T, m *slave.Manager, name string) *slave.Build {
 	return b
 }
 
-func run(t *testing.T, b *slave.Build, req protocol.Request) (stdout string, rc int) {
+func run(t *testing.T, b *slave.Build, req remote.Request) (stdout string, rc int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(b.Context(), 20*time.Second)
 	defer cancel()
@@ -142,7 +143,7 @@ func TestGoSlaveAttachesAndBuildsOnOurMaster(t *testing.T) {
 	}
 
 	work := t.TempDir()
-	out, rc := run(t, b, protocol.Request{Name: "shell", Builder: "hello", Args: map[string]any{
+	out, rc := run(t, b, remote.Request{Name: "shell", Builder: "hello", Args: map[string]any{
 		"workdir": work, "command": []any{"sh", "-c", "echo hello; echo to-stderr >&2; printf 'x%.0s' $(seq 1 5000); exit 3"}}})
 	if rc != 3 || !strings.HasPrefix(out, "hello\n") || strings.Count(out, "x") != 5000 {
 		t.Errorf("shell: rc %d, stdout %d bytes %q...", rc, len(out), out[:min(len(out), 20)])
@@ -150,13 +151,13 @@ func TestGoSlaveAttachesAndBuildsOnOurMaster(t *testing.T) {
 
 	os.WriteFile(filepath.Join(work, "artifact.txt"), []byte("built bytes"), 0o644)
 	var up bytes.Buffer
-	run(t, b, protocol.Request{Name: "upload_file", Upload: &up, Args: map[string]any{
+	run(t, b, remote.Request{Name: "upload_file", Upload: &up, Args: map[string]any{
 		"path": filepath.Join(work, "artifact.txt"), "maxsize": 1 << 20, "blocksize": 4, "keepstamp": false}})
 	if up.String() != "built bytes" {
 		t.Errorf("uploaded %q", up.String())
 	}
 
-	run(t, b, protocol.Request{Name: "download_file", Download: strings.NewReader("from the master"), Args: map[string]any{
+	run(t, b, remote.Request{Name: "download_file", Download: strings.NewReader("from the master"), Args: map[string]any{
 		"path": filepath.Join(work, "downloaded.txt"), "maxsize": 1 << 20, "blocksize": 5, "mode": 0o600}})
 	if got, _ := os.ReadFile(filepath.Join(work, "downloaded.txt")); string(got) != "from the master" {
 		t.Errorf("downloaded %q", got)
@@ -223,7 +224,7 @@ func TestGoSlaveVerifiesOurMastersCertificate(t *testing.T) {
 	om := startOurMaster(t, true, bot)
 	runSlave(t, client.Config{Master: om.addr, Name: "bot-tls", Password: "sekrit", TLS: true, RootCAs: om.ca})
 	b := acquire(t, om.m, "bot-tls")
-	if out, rc := run(t, b, protocol.Request{Name: "shell", Args: map[string]any{"workdir": t.TempDir(), "command": "echo over-tls"}}); rc != 0 || out != "over-tls\n" {
+	if out, rc := run(t, b, remote.Request{Name: "shell", Args: map[string]any{"workdir": t.TempDir(), "command": "echo over-tls"}}); rc != 0 || out != "over-tls\n" {
 		t.Errorf("rc %d stdout %q", rc, out)
 	}
 
@@ -271,7 +272,7 @@ func BenchmarkCommandsAcross100Slaves(b *testing.B) {
 				return
 			}
 			start := time.Now()
-			cmd, err := build.Conn().(*protocol.Conn).Start(ctx, protocol.Request{Name: "shell", Args: map[string]any{"workdir": work, "command": []any{"true"}}})
+			cmd, err := build.Conn().(*protocol.Conn).Start(ctx, remote.Request{Name: "shell", Args: map[string]any{"workdir": work, "command": []any{"true"}}})
 			if err == nil {
 				for range cmd.Updates() {
 				}

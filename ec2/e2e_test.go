@@ -14,6 +14,7 @@ import (
 	"github.com/buildslave/buildslave/ec2/ec2test"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/protocol"
+	"github.com/buildslave/buildslave/protocol/remote"
 	"github.com/buildslave/buildslave/slave"
 )
 
@@ -90,7 +91,7 @@ func TestBuildOnAnEC2InstanceOverTheRealProtocol(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd, err := b.Conn().(*protocol.Conn).Start(ctx, protocol.Request{Name: "shell", Args: map[string]any{
+	cmd, err := b.Conn().(*protocol.Conn).Start(ctx, remote.Request{Name: "shell", Args: map[string]any{
 		"workdir": t.TempDir(), "command": "echo built on $0", "env": map[string]any{}}})
 	if err != nil {
 		t.Fatal(err)

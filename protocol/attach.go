@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/buildslave/buildslave/protocol/remote"
 	"github.com/buildslave/buildslave/protocol/wire"
 	"github.com/buildslave/buildslave/slave"
 )
@@ -69,7 +70,7 @@ func (c *Conn) makeBuilderDirs(ctx context.Context) error {
 	basedir := strings.TrimRight(c.info.Basedir, sep)
 	var present []any
 	err := c.step(ctx, "listdir", func(ctx context.Context) error {
-		updates, err := c.run(ctx, Request{Name: "listdir", Args: map[string]any{"path": c.info.Basedir}})
+		updates, err := c.run(ctx, remote.Request{Name: "listdir", Args: map[string]any{"path": c.info.Basedir}})
 		for _, u := range updates {
 			if u.Key == "files" {
 				present, _ = u.Value.([]any)
@@ -91,18 +92,18 @@ func (c *Conn) makeBuilderDirs(ctx context.Context) error {
 	}
 	slices.Sort(paths)
 	return c.step(ctx, "mkdir", func(ctx context.Context) error {
-		_, err := c.run(ctx, Request{Name: "mkdir", Args: map[string]any{"paths": paths}})
+		_, err := c.run(ctx, remote.Request{Name: "mkdir", Args: map[string]any{"paths": paths}})
 		return err
 	})
 }
 
 // run runs a command to completion and returns its updates.
-func (c *Conn) run(ctx context.Context, req Request) ([]Update, error) {
+func (c *Conn) run(ctx context.Context, req remote.Request) ([]remote.Update, error) {
 	cmd, err := c.Start(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	var updates []Update
+	var updates []remote.Update
 	for u := range cmd.Updates() {
 		updates = append(updates, u)
 	}

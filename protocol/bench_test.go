@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/buildslave/buildslave/protocol/remote"
+
 	"github.com/buildslave/buildslave/slave"
 )
 
@@ -113,7 +115,7 @@ func storm(b *testing.B, bin string, n int) {
 func BenchmarkCommandRoundTrip(b *testing.B) {
 	ms := newMaster(b, func(h *Handler) { h.Logger = slog.New(slog.DiscardHandler) })
 	_, c := ms.attach(b, "s1")
-	req := Request{Name: "shell", Args: map[string]any{"command": "true", "workdir": "/w"}}
+	req := remote.Request{Name: "shell", Args: map[string]any{"command": "true", "workdir": "/w"}}
 	var lat []time.Duration
 	for b.Loop() {
 		start := time.Now()

@@ -20,7 +20,7 @@ type Conn struct {
 	info slave.Info // set before the connection is attached, then read-only
 
 	mu       sync.Mutex
-	commands map[string]*Command // running commands by command_id
+	commands map[string]command // running commands by command_id
 	ended    bool                // the connection is over: no new commands
 }
 
@@ -110,7 +110,7 @@ func (c *Conn) end(cause error) {
 	c.commands = nil
 	c.mu.Unlock()
 	for _, cmd := range commands {
-		cmd.finish(fmt.Errorf("connection lost: %w", cause))
+		cmd.Finish(fmt.Errorf("connection lost: %w", cause))
 	}
 }
 
@@ -125,23 +125,26 @@ func (c *Conn) handle(ctx context.Context, req wire.Message) (any, error) {
 		return nil, err
 	}
 	c.mu.Lock()
-	cmd := c.commands[id]
+	cmd, ok := c.commands[id]
 	c.mu.Unlock()
-	if cmd == nil {
+	if !ok {
 		return nil, fmt.Errorf("%w: %s for command %q, which is not running", wire.ErrMalformed, op, id)
+	}
+	if op == "complete" {
+		c.forget(id)
 	}
 	return requestOps[op](cmd, req)
 }
 
 // requestOps are the slave's requests about its commands.
-var requestOps = map[string]func(*Command, wire.Message) (any, error){
-	"update":                         (*Command).update,
-	"complete":                       (*Command).complete,
-	"update_upload_file_write":       (*Command).uploadWrite,
-	"update_upload_directory_write":  (*Command).uploadWrite,
-	"update_upload_file_utime":       (*Command).uploadUtime,
-	"update_upload_file_close":       (*Command).uploadClose,
-	"update_upload_directory_unpack": (*Command).uploadClose,
-	"update_read_file":               (*Command).readFile,
-	"update_read_file_close":         (*Command).readClose,
+var requestOps = map[string]func(command, wire.Message) (any, error){
+	"update":                         command.update,
+	"complete":                       command.complete,
+	"update_upload_file_write":       command.uploadWrite,
+	"update_upload_directory_write":  command.uploadWrite,
+	"update_upload_file_utime":       command.uploadUtime,
+	"update_upload_file_close":       command.uploadClose,
+	"update_upload_directory_unpack": command.uploadClose,
+	"update_read_file":               command.readFile,
+	"update_read_file_close":         command.readClose,
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/buildslave/buildslave/protocol"
+	"github.com/buildslave/buildslave/protocol/remote"
 	"github.com/buildslave/buildslave/protocol/wire"
 	"github.com/buildslave/buildslave/slave"
 )
@@ -44,10 +45,10 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer build.Release()
-	conn := build.Conn().(*protocol.Conn)
+	conn := build.Conn().(*protocol.Conn) // or any remote.Commander
 	fmt.Println("attached:", conn.Name(), "running", conn.Info().Version)
 
-	cmd, err := conn.Start(ctx, protocol.Request{Name: "shell", Args: map[string]any{
+	cmd, err := conn.Start(ctx, remote.Request{Name: "shell", Args: map[string]any{
 		"workdir": "/tmp", "command": "echo hello"}})
 	if err != nil {
 		log.Fatal(err)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/buildslave/buildslave/protocol/remote"
+
 	"github.com/buildslave/buildslave/protocol/internal/capture"
 	"github.com/buildslave/buildslave/protocol/wire"
 )
@@ -33,22 +35,21 @@ func FuzzHandle(f *testing.F) {
 		defer c.Close()
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel() // updates are dropped, never waited for
-		reqs := map[string]Request{
+		reqs := map[string]remote.Request{
 			"2": {Name: "shell"},
 			"3": {Name: "upload_file", Upload: &bytes.Buffer{}, Args: map[string]any{"maxsize": 10}},
 			"4": {Name: "download_file", Download: strings.NewReader("content")},
 		}
-		c.commands = map[string]*Command{}
+		c.commands = map[string]command{}
 		for id, req := range reqs {
-			cmd, err := c.newCommand(ctx, req)
+			cmd, progress, err := remote.New(ctx, req, c.Context(), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			cmd.ID = id
-			c.commands[id] = cmd
+			c.commands[id] = command{progress, cmd}
 		}
 		_, err = c.handle(ctx, msg)
-		if err != nil && !errors.Is(err, wire.ErrMalformed) && !errors.Is(err, wire.ErrUnknownOp) && !errors.Is(err, errMaxSize) {
+		if err != nil && !errors.Is(err, wire.ErrMalformed) && !errors.Is(err, wire.ErrUnknownOp) && !errors.Is(err, remote.ErrMaxSize) {
 			t.Fatalf("unexpected kind of error: %v", err)
 		}
 	})

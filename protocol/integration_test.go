@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/buildslave/buildslave/protocol/remote"
+
 	"github.com/buildslave/buildslave/internal/integration"
 	"github.com/buildslave/buildslave/internal/testlog"
 	"github.com/buildslave/buildslave/slave"
@@ -53,7 +55,7 @@ func TestStockWorker(t *testing.T) {
 
 	workdir := filepath.Join(worker.Dir, "hello")
 	script := `for i in 1 2 3; do echo "line $i"; done; echo oops >&2; printf 'upload me\n' > out.txt; exit 3`
-	cmd, err := c.Start(ctx, Request{Name: "shell", Builder: "hello", Args: map[string]any{
+	cmd, err := c.Start(ctx, remote.Request{Name: "shell", Builder: "hello", Args: map[string]any{
 		"workdir": workdir, "command": []any{"/bin/sh", "-c", script}, "env": map[string]any{},
 		"want_stdout": true, "want_stderr": true, "logfiles": map[string]any{}, "timeout": 60,
 		"usePTY": false, "logEnviron": false}})
@@ -80,7 +82,7 @@ func TestStockWorker(t *testing.T) {
 	}
 
 	var up bytes.Buffer
-	cmd, err = c.Start(ctx, Request{Name: "upload_file", Builder: "hello", Upload: &up, Args: map[string]any{
+	cmd, err = c.Start(ctx, remote.Request{Name: "upload_file", Builder: "hello", Upload: &up, Args: map[string]any{
 		"path": filepath.Join(workdir, "out.txt"), "maxsize": nil, "blocksize": 4, "keepstamp": true}})
 	if err != nil {
 		t.Fatal(err)

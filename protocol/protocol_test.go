@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/buildslave/buildslave/protocol/remote"
+
 	"github.com/buildslave/buildslave/internal/testlog"
 	"github.com/buildslave/buildslave/protocol/wire"
 	"github.com/buildslave/buildslave/slave"
@@ -125,9 +127,9 @@ func TestAttachSequence(t *testing.T) {
 	}
 }
 
-func collect(t *testing.T, cmd *Command) []Update {
+func collect(t *testing.T, cmd *remote.Command) []remote.Update {
 	t.Helper()
-	var us []Update
+	var us []remote.Update
 	for u := range cmd.Updates() {
 		us = append(us, u)
 	}
@@ -137,7 +139,7 @@ func collect(t *testing.T, cmd *Command) []Update {
 func TestShellCommand(t *testing.T) {
 	ms := newMaster(t, nil)
 	_, c := ms.attach(t, "s1")
-	cmd, err := c.Start(t.Context(), Request{Name: "shell", Builder: "b1", Args: map[string]any{"command": "echo hello", "workdir": "/w"}})
+	cmd, err := c.Start(t.Context(), remote.Request{Name: "shell", Builder: "b1", Args: map[string]any{"command": "echo hello", "workdir": "/w"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,12 +155,12 @@ func TestShellCommand(t *testing.T) {
 		t.Errorf("updates = %+v", us)
 	}
 
-	cmd, err = c.Start(t.Context(), Request{Name: "shell", Args: map[string]any{"command": "fail"}})
+	cmd, err = c.Start(t.Context(), remote.Request{Name: "shell", Args: map[string]any{"command": "fail"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	collect(t, cmd)
-	var ce *CommandError
+	var ce *remote.CommandError
 	if err := cmd.Wait(t.Context()); !errors.As(err, &ce) || ce.Text != "boom" {
 		t.Errorf("failed command: %v", err)
 	}
@@ -167,7 +169,7 @@ func TestShellCommand(t *testing.T) {
 func TestInterrupt(t *testing.T) {
 	ms := newMaster(t, nil)
 	_, c := ms.attach(t, "s1")
-	cmd, err := c.Start(t.Context(), Request{Name: "shell", Builder: "b1", Args: map[string]any{"command": "wait"}})
+	cmd, err := c.Start(t.Context(), remote.Request{Name: "shell", Builder: "b1", Args: map[string]any{"command": "wait"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +205,7 @@ func TestUploadAndDownload(t *testing.T) {
 	fs.mu.Unlock()
 
 	sink := &uploadSink{}
-	cmd, err := c.Start(t.Context(), Request{Name: "upload_file", Upload: sink,
+	cmd, err := c.Start(t.Context(), remote.Request{Name: "upload_file", Upload: sink,
 		Args: map[string]any{"path": "/w/out.txt", "maxsize": nil, "blocksize": 4, "keepstamp": true}})
 	if err != nil {
 		t.Fatal(err)
@@ -218,12 +220,12 @@ func TestUploadAndDownload(t *testing.T) {
 
 	// maxsize is enforced: the slave's write beyond it fails the command.
 	small := &bytes.Buffer{}
-	cmd, err = c.Start(t.Context(), Request{Name: "upload_file", Upload: small, Args: map[string]any{"path": "/w/out.txt", "maxsize": 6}})
+	cmd, err = c.Start(t.Context(), remote.Request{Name: "upload_file", Upload: small, Args: map[string]any{"path": "/w/out.txt", "maxsize": 6}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	collect(t, cmd)
-	var ce *CommandError
+	var ce *remote.CommandError
 	if err := cmd.Wait(t.Context()); !errors.As(err, &ce) || !strings.Contains(ce.Text, "maximum upload size") {
 		t.Errorf("oversized upload: %v", err)
 	}
@@ -231,7 +233,7 @@ func TestUploadAndDownload(t *testing.T) {
 		t.Errorf("oversized upload wrote %q", small)
 	}
 
-	cmd, err = c.Start(t.Context(), Request{Name: "download_file", Download: strings.NewReader("downloaded content"),
+	cmd, err = c.Start(t.Context(), remote.Request{Name: "download_file", Download: strings.NewReader("downloaded content"),
 		Args: map[string]any{"path": "/w/in.txt", "maxsize": nil, "blocksize": 5, "mode": nil}})
 	if err != nil {
 		t.Fatal(err)
@@ -247,7 +249,7 @@ func TestUploadAndDownload(t *testing.T) {
 		t.Errorf("download gave %q", got)
 	}
 
-	for _, req := range []Request{{Name: "upload_file"}, {Name: "upload_directory"}, {Name: "download_file"},
+	for _, req := range []remote.Request{{Name: "upload_file"}, {Name: "upload_directory"}, {Name: "download_file"},
 		{Name: "upload_file", Upload: small, Args: map[string]any{"maxsize": "big"}}} {
 		if _, err := c.Start(t.Context(), req); err == nil {
 			t.Errorf("Start(%+v) succeeded", req)

@@ -10,6 +10,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/buildslave/buildslave/protocol/remote"
+
 	"github.com/buildslave/buildslave/internal/testlog"
 	"github.com/buildslave/buildslave/protocol/wire"
 	"github.com/buildslave/buildslave/slave"
@@ -121,7 +123,7 @@ func TestConnectionLossFailsRunningCommands(t *testing.T) {
 		}
 		defer b.Release()
 		c := b.Conn().(*Conn)
-		cmd, err := c.Start(t.Context(), Request{Name: "shell", Args: map[string]any{"command": "wait"}})
+		cmd, err := c.Start(t.Context(), remote.Request{Name: "shell", Args: map[string]any{"command": "wait"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,7 +133,7 @@ func TestConnectionLossFailsRunningCommands(t *testing.T) {
 		if err := cmd.Wait(t.Context()); err == nil || !strings.Contains(err.Error(), "connection lost") {
 			t.Errorf("Wait = %v", err)
 		}
-		if _, err := c.Start(t.Context(), Request{Name: "shell"}); err == nil {
+		if _, err := c.Start(t.Context(), remote.Request{Name: "shell"}); err == nil {
 			t.Error("Start on a lost connection succeeded")
 		}
 		ctx, cancel := context.WithTimeout(t.Context(), time.Second)

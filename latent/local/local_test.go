@@ -24,6 +24,7 @@ import (
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/latent/local"
 	"github.com/buildslave/buildslave/protocol"
+	"github.com/buildslave/buildslave/protocol/remote"
 	"github.com/buildslave/buildslave/slave"
 )
 
@@ -384,7 +385,7 @@ func TestBuildWithTheGoSlave(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd, err := b.Conn().(*protocol.Conn).Start(ctx, protocol.Request{Name: "shell", Args: map[string]any{
+	cmd, err := b.Conn().(*protocol.Conn).Start(ctx, remote.Request{Name: "shell", Args: map[string]any{
 		"workdir": basedir, "command": []any{"echo", "hello"},
 	}})
 	if err != nil {

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/buildslave/buildslave/protocol"
+	"github.com/buildslave/buildslave/protocol/remote"
 	"github.com/buildslave/buildslave/slave"
 )
 
@@ -191,13 +191,20 @@ func (r *Runner) run(b Builder, rec *record) {
 	r.cfg.Progress("%s #%d: %s on %s after %v", b.Name, rec.ID, result, slot.Slave(), d.Round(time.Millisecond))
 }
 
+// commandConn is a slave connection that runs remote commands: every
+// transport's connection is one.
+type commandConn interface {
+	slave.Conn
+	remote.Commander
+}
+
 // step runs one step and returns its result.
 func (r *Runner) step(ctx context.Context, slot *slave.Build, b Builder, rec *record, st Step) string {
 	h := r.cfg.History
 	sr := h.step(rec, st.Name)
-	conn, ok := slot.Conn().(*protocol.Conn)
+	conn, ok := slot.Conn().(commandConn)
 	if !ok {
-		h.output(sr, fmt.Sprintf("slave %s has no protocol connection\n", slot.Slave()))
+		h.output(sr, fmt.Sprintf("slave %s has no connection that runs commands\n", slot.Slave()))
 		h.stepDone(sr, Exception, -1)
 		return Exception
 	}

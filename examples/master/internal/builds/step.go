@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/buildslave/buildslave/protocol"
+	"github.com/buildslave/buildslave/protocol/remote"
 )
 
 // interruptTimeout bounds the interrupt of a command whose build ends.
@@ -22,10 +22,10 @@ const uploadBlockSize = 16 << 10
 // error says why the command could not run to its end: the build's cause
 // (the slave lost, the build aborted), the slave's failure, or an upload
 // file that could not be written.
-func (r *Runner) remote(ctx context.Context, conn *protocol.Conn, b Builder, rec *record, st Step, sr *stepRecord) (int, error) {
+func (r *Runner) remote(ctx context.Context, conn commandConn, b Builder, rec *record, st Step, sr *stepRecord) (int, error) {
 	// Slave paths are POSIX paths, whatever the master runs on.
 	workdir := path.Join(conn.Info().Basedir, b.Name, "build")
-	req := protocol.Request{Name: "shell", Builder: b.Name, Args: shellArgs(workdir, st)}
+	req := remote.Request{Name: "shell", Builder: b.Name, Args: shellArgs(workdir, st)}
 	var dest string
 	if st.Upload != "" {
 		dest = filepath.Join(r.cfg.UploadDir, fmt.Sprintf("%s-%d", b.Name, rec.ID), path.Base(st.Upload))
@@ -41,7 +41,7 @@ func (r *Runner) remote(ctx context.Context, conn *protocol.Conn, b Builder, rec
 		if !path.IsAbs(src) {
 			src = path.Join(workdir, src)
 		}
-		req = protocol.Request{Name: "upload_file", Builder: b.Name, Upload: f, Args: map[string]any{
+		req = remote.Request{Name: "upload_file", Builder: b.Name, Upload: f, Args: map[string]any{
 			"path": src, "maxsize": nil, "blocksize": uploadBlockSize, "keepstamp": false}}
 	}
 	cmd, err := conn.Start(ctx, req)
@@ -75,7 +75,7 @@ func (r *Runner) remote(ctx context.Context, conn *protocol.Conn, b Builder, rec
 
 // update records one update of a step's command and returns the exit code
 // known so far.
-func (r *Runner) update(b Builder, rec *record, sr *stepRecord, u protocol.Update, rc int) int {
+func (r *Runner) update(b Builder, rec *record, sr *stepRecord, u remote.Update, rc int) int {
 	switch u.Key {
 	case "rc":
 		return u.RC
