@@ -7,8 +7,6 @@ import (
 	"strings"
 
 	"github.com/buildslave/buildslave/protocol/remote"
-	"github.com/buildslave/buildslave/protocol/wire"
-	"github.com/buildslave/buildslave/slave"
 )
 
 // attach runs the sequence the stock master runs before a slave takes
@@ -26,7 +24,7 @@ func (c *Conn) attach() error {
 		if err != nil {
 			return err
 		}
-		c.info, err = parseInfo(result)
+		c.info, err = remote.ParseInfo(result)
 		return err
 	}); err != nil {
 		return err
@@ -108,49 +106,4 @@ func (c *Conn) run(ctx context.Context, req remote.Request) ([]remote.Update, er
 		updates = append(updates, u)
 	}
 	return updates, cmd.Wait(ctx)
-}
-
-// parseInfo reads the result of get_worker_info into a slave.Info.
-func parseInfo(result any) (slave.Info, error) {
-	m, ok := result.(map[string]any)
-	if !ok {
-		return slave.Info{}, fmt.Errorf("%w: worker info is %T, want map", wire.ErrMalformed, result)
-	}
-	info := slave.Info{Extra: map[string]string{}}
-	for k, v := range m {
-		switch k {
-		case "numcpus":
-			n, _ := wire.AsInt(v)
-			info.NumCPUs = int(n)
-		case "worker_commands":
-			cmds, _ := v.(map[string]any)
-			info.Commands = make(map[string]string, len(cmds))
-			for name, ver := range cmds {
-				info.Commands[name] = fmt.Sprint(ver)
-			}
-		}
-		s, ok := v.(string)
-		if !ok {
-			continue // environ and other structured fields are not kept
-		}
-		switch k {
-		case "admin":
-			info.Admin = strings.TrimSpace(s)
-		case "host":
-			info.Host = strings.TrimSpace(s)
-		case "access_uri":
-			info.Access = strings.TrimSpace(s)
-		case "os_pretty_name":
-			info.OS = s
-		case "version":
-			info.Version = s
-		case "basedir":
-			info.Basedir = s
-		default:
-			info.Extra[k] = s
-		}
-	}
-	info.Commands = shared.intern(info.Commands)
-	info.Extra = shared.intern(info.Extra)
-	return info, nil
 }
