@@ -75,7 +75,7 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 	m.protoAddr, m.webAddr = dialable(protoLn.Addr()), dialable(webLn.Addr())
 
 	metrics := status.NewMetrics(nil)
-	notifier := metrics.Notifier(cfg.Manager.Notifier)
+	notifier := metrics.Notifier(cfg.Manager.Notifier, log)
 	slaves := append([]*slave.Slave(nil), cfg.Slaves...)
 	for _, l := range cfg.Latents {
 		d, err := l.Driver(config.DriverEnv{Master: m.protoAddr, Output: slaveOut, Logger: log})

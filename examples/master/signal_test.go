@@ -51,3 +51,52 @@ password = "pw1"
 		t.Errorf("stdout:\n%s\nstderr:\n%s", out.String(), errs.String())
 	}
 }
+
+// TestSIGTERMCancelsQueuedBuilds: a build queued for a slave that never
+// attaches does not hold SIGTERM's drain until -drain-timeout.
+func TestSIGTERMCancelsQueuedBuilds(t *testing.T) {
+	path := writeFile(t, `
+[master]
+listen = "127.0.0.1:0"
+http = "127.0.0.1:0"
+basedir = "`+t.TempDir()+`"
+[[slaves]]
+name = "offline"
+password = "pw"
+[[builders]]
+name = "b"
+slaves = ["offline"]
+  [[builders.steps]]
+  shell = "true"
+[[schedulers]]
+builder = "b"
+at_start = true
+`)
+	cmd := exec.Command(os.Args[0], "-config", path, "-drain-timeout", "59s")
+	cmd.Env = append(os.Environ(), envRunMaster+"=1")
+	var out, errs testlog.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	eventually(t, 10*time.Second, "the master started", func() bool { return strings.Contains(out.String(), "status page") })
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("exit: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("still draining 20 s after SIGTERM with one queued build:\n%s", out.String())
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("exited %v after SIGTERM", d)
+	}
+	if !strings.Contains(out.String(), "b #1: cancelled") {
+		t.Errorf("stdout lacks the cancelled build:\n%s", out.String())
+	}
+}

@@ -54,7 +54,7 @@ func Example() {
 func ExampleNewMetrics() {
 	metrics := status.NewMetrics(nil)
 	bot, _ := slave.New("bot-linux", "linuxpassword")
-	m, _ := slave.NewManager(slave.Config{Logger: quiet, Notifier: metrics.Notifier(nil)}, bot)
+	m, _ := slave.NewManager(slave.Config{Logger: quiet, Notifier: metrics.Notifier(nil, quiet)}, bot)
 	defer m.Close()
 	// latent.New(m, latent.Config{Observe: metrics.ObserveLatent, ...}) would go here.
 	st := status.New(status.Config{Manager: m, Metrics: metrics})

@@ -108,7 +108,7 @@ func newFixture(t testing.TB, boot latenttest.Boot, notifier notify.Notifier) *f
 	solaris := mustSlave(t, "bot-solaris", slave.MissingTimeout(time.Hour), slave.NotifyOnMissing("admin@example.org"))
 	local := mustSlave(t, "local1", slave.MaxBuilds(1))
 	var err error
-	f.m, err = slave.NewManager(slave.Config{Logger: quiet, Notifier: f.metrics.Notifier(notifier)}, linux, evil, solaris, local)
+	f.m, err = slave.NewManager(slave.Config{Logger: quiet, Notifier: f.metrics.Notifier(notifier, quiet)}, linux, evil, solaris, local)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package status
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -168,9 +169,10 @@ func (x *Metrics) ObserveLatent(ev latent.Event) {
 // Notifier wraps n so that every attempt to send a missing-slave
 // notification is counted as sent or failed. It returns a
 // *notify.Retrying, so that the manager and the Lifecycle use it as it is:
-// n's own settings if n is a *notify.Retrying, the defaults otherwise.
-// Nil n means notify.Default(), as for the manager.
-func (x *Metrics) Notifier(n notify.Notifier) notify.Notifier {
+// n's own settings if n is a *notify.Retrying, the defaults otherwise,
+// with log for its lines unless n has a Logger of its own. Nil n means
+// notify.Default(), as for the manager.
+func (x *Metrics) Notifier(n notify.Notifier, log *slog.Logger) notify.Notifier {
 	r, ok := n.(*notify.Retrying)
 	if ok {
 		c := *r
@@ -180,6 +182,9 @@ func (x *Metrics) Notifier(n notify.Notifier) notify.Notifier {
 	}
 	if n == nil {
 		n = notify.Default()
+	}
+	if r.Logger == nil {
+		r.Logger = log
 	}
 	r.Notifier = countingNotifier{n, x.mails.WithLabelValues("sent"), x.mails.WithLabelValues("failed")}
 	return r

@@ -3,6 +3,7 @@ package status_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -160,9 +161,9 @@ func TestMetricsMail(t *testing.T) {
 func TestNotifierKeepsRetrying(t *testing.T) {
 	f := newFixture(t, latenttest.Boot{}, &recorder{})
 	rec := &recorder{fail: []error{errors.New("550 no such user")}}
-	n := f.st.Metrics().Notifier(&notify.Retrying{Notifier: rec, Retries: -1, Logger: quiet})
+	n := f.st.Metrics().Notifier(&notify.Retrying{Notifier: rec, Retries: -1, Logger: quiet}, slog.Default())
 	r, ok := n.(*notify.Retrying)
-	if !ok || r.Retries != -1 || r.Logger != quiet {
+	if !ok || r.Retries != -1 || r.Logger != quiet { // its own Logger, not the master's
 		t.Fatalf("Notifier = %#v, want a *notify.Retrying with its settings", n)
 	}
 	if err := n.SlaveMissing(context.Background(), notify.Missing{Slave: "bot-solaris", Recipients: []string{"a@b"}}); err == nil {

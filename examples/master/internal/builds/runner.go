@@ -51,7 +51,11 @@ type Runner struct {
 	cfg    Config
 	ctx    context.Context // cancelled with ErrAborted at Shutdown's deadline
 	cancel context.CancelCauseFunc
-	wg     sync.WaitGroup
+	// waiting ends the waits for a slot with ErrShuttingDown when Shutdown
+	// starts: a build that has not started is cancelled at once.
+	waiting       context.Context
+	cancelWaiting context.CancelCauseFunc
+	wg            sync.WaitGroup
 
 	mu       sync.Mutex
 	builders map[string]Builder
@@ -81,7 +85,8 @@ func NewRunner(cfg Config) *Runner {
 		cfg.Progress = func(string, ...any) {}
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
-	return &Runner{cfg: cfg, ctx: ctx, cancel: cancel, builders: map[string]Builder{}}
+	waiting, cancelWaiting := context.WithCancelCause(ctx)
+	return &Runner{cfg: cfg, ctx: ctx, cancel: cancel, waiting: waiting, cancelWaiting: cancelWaiting, builders: map[string]Builder{}}
 }
 
 // SetBuilders replaces the builders; running builds go on with the ones
@@ -131,13 +136,15 @@ func (r *Runner) Force(builder, reason string) (*Handle, error) {
 	return h, nil
 }
 
-// Shutdown refuses new builds and waits for running ones to end. At ctx's
-// end it aborts them with ErrAborted, waits until they have recorded
-// that, and returns ctx's error.
+// Shutdown refuses new builds, cancels those still waiting for a slot and
+// waits for running ones to end. At ctx's end it aborts them with
+// ErrAborted, waits until they have recorded that, and returns ctx's
+// error.
 func (r *Runner) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	r.closed = true
 	r.mu.Unlock()
+	r.cancelWaiting(ErrShuttingDown)
 	done := make(chan struct{})
 	go func() { // ends with the builds, which the abort below ends
 		r.wg.Wait()
@@ -156,10 +163,15 @@ func (r *Runner) Shutdown(ctx context.Context) error {
 // run runs one build to its result.
 func (r *Runner) run(b Builder, rec *record) {
 	h, log := r.cfg.History, r.cfg.Logger.With("builder", b.Name, "build", rec.ID)
-	slot, err := r.cfg.Manager.Acquire(r.ctx, b.Slaves...)
+	slot, err := r.cfg.Manager.Acquire(r.waiting, b.Slaves...)
 	if err != nil {
 		h.finished(rec, Exception)
-		log.Warn("build got no slave", "err", context.Cause(r.ctx), "acquire", err)
+		if cause := context.Cause(r.waiting); cause != nil {
+			log.Info("build cancelled before it started", "reason", cause)
+			r.cfg.Progress("%s #%d: cancelled before it started: %v", b.Name, rec.ID, cause)
+			return
+		}
+		log.Warn("build got no slave", "err", err)
 		r.cfg.Progress("%s #%d: no slave: %v", b.Name, rec.ID, err)
 		return
 	}
