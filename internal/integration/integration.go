@@ -44,8 +44,21 @@ type Worker struct {
 // buildbot-worker, and stops the worker when the test ends.
 func NewWorker(t testing.TB, addr, name, password string) *Worker {
 	t.Helper()
+	return newWorker(t, addr, name, password, "--protocol=msgpack_experimental_v7")
+}
+
+// NewPBWorker creates a worker as create-worker does by default, on
+// Perspective Broker; flags are more create-worker flags, such as
+// --keepalive=N.
+func NewPBWorker(t testing.TB, addr, name, password string, flags ...string) *Worker {
+	t.Helper()
+	return newWorker(t, addr, name, password, flags...)
+}
+
+func newWorker(t testing.TB, addr, name, password string, flags ...string) *Worker {
+	t.Helper()
 	w := &Worker{t: t, Dir: filepath.Join(t.TempDir(), name), bin: Require(t, "buildbot-worker")}
-	w.run("create-worker", "--protocol=msgpack_experimental_v7", w.Dir, addr, name, password)
+	w.run(append(append([]string{"create-worker"}, flags...), w.Dir, addr, name, password)...)
 	t.Cleanup(w.Stop)
 	return w
 }
@@ -86,6 +99,17 @@ func (w *Worker) Log() string {
 func (w *Worker) WaitLog(substr string, timeout time.Duration) bool {
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if bytes.Contains([]byte(w.Log()), []byte(substr)) {
+			return true
+		}
+	}
+	return false
+}
+
+// WaitExit polls until the worker daemon has exited (its twistd.pid is
+// gone) or timeout passes, and reports whether it did.
+func (w *Worker) WaitExit(timeout time.Duration) bool {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(w.Dir, "twistd.pid")); os.IsNotExist(err) {
 			return true
 		}
 	}

@@ -1,0 +1,456 @@
+package pb
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/rand"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/buildslave/buildslave/protocol/remote"
+	"github.com/buildslave/buildslave/slave"
+)
+
+// Conn is one slave's PB connection on the master: the slave.Conn the
+// manager holds, and a remote.Commander that runs the build's commands.
+// Its methods are safe for concurrent use.
+type Conn struct {
+	s *Server
+	b *Broker
+
+	// Set by the login, before the connection is attached; read-only after.
+	name string
+	mind *Ref // the slave's bot object
+	info slave.Info
+
+	mu       sync.Mutex
+	state    loginState
+	builders map[string]*Ref       // the slave's objects per builder
+	setting  chan struct{}         // closed when a setBuilderList in flight ends
+	commands map[string]*pbCommand // running commands by id
+	ended    bool
+	attached bool   // registered with the manager
+	alive    func() // told of the slave's own keepalives
+}
+
+type loginState int
+
+const (
+	awaitingLogin loginState = iota
+	challenged
+	responded
+)
+
+var (
+	_ slave.Conn       = (*Conn)(nil)
+	_ remote.Commander = (*Conn)(nil)
+)
+
+func newConn(s *Server, nc net.Conn) *Conn {
+	c := &Conn{s: s}
+	c.b = newBroker(nc, s.Broker, portal{c})
+	return c
+}
+
+// Name is the slave's name, as authenticated.
+func (c *Conn) Name() string { return c.name }
+
+// Context is cancelled when the connection ends; context.Cause says why.
+func (c *Conn) Context() context.Context { return c.b.Context() }
+
+// Info is what the slave reported about itself when it attached.
+func (c *Conn) Info() slave.Info { return c.info }
+
+// RemoteAddr is the slave's address.
+func (c *Conn) RemoteAddr() string { return c.b.RemoteAddr() }
+
+// Close drops the connection without waiting for the slave.
+func (c *Conn) Close() error { return c.b.Close() }
+
+// Print shows message in the slave's log and waits for its answer.
+func (c *Conn) Print(ctx context.Context, message string) error {
+	_, err := c.mind.Call(ctx, "print", nil, map[string]any{"message": message})
+	return err
+}
+
+// Keepalive is the master's keepalive: a print, as the stock master sends.
+func (c *Conn) Keepalive(ctx context.Context) error { return c.Print(ctx, "keepalive") }
+
+// RequestShutdown asks the slave process to exit. Slaves older than
+// Buildbot 0.8.3 are asked through one of their builders; a slave that
+// drops the connection while answering has done what was asked.
+func (c *Conn) RequestShutdown(ctx context.Context) error {
+	_, err := c.mind.Call(ctx, "shutdown", nil, nil)
+	if IsNoSuchMethod(err) {
+		c.mu.Lock()
+		var b *Ref
+		for _, name := range slices.Sorted(mapKeys(c.builders)) {
+			b = c.builders[name]
+			break
+		}
+		c.mu.Unlock()
+		if b == nil {
+			return err
+		}
+		_, err = b.Call(ctx, "shutdown", nil, nil)
+	}
+	if err != nil && c.Context().Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func mapKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// OnAlive has f called each time the slave sends a keepalive of its own.
+func (c *Conn) OnAlive(f func()) {
+	c.mu.Lock()
+	c.alive = f
+	c.mu.Unlock()
+}
+
+// serve runs the connection until it ends and logs one line if it failed
+// or misbehaved.
+func (c *Conn) serve() {
+	s := c.s
+	timeout := orDefault(s.LoginTimeout, DefaultLoginTimeout)
+	login := time.AfterFunc(timeout, func() {
+		c.mu.Lock()
+		waiting := c.state != responded
+		c.mu.Unlock()
+		if waiting {
+			c.b.CloseWithCause(fmt.Errorf("no login within %v", timeout))
+		}
+	})
+	var cause error
+	if err := c.b.handshake(true); err != nil {
+		c.b.CloseWithCause(err)
+		cause = context.Cause(c.Context())
+	} else {
+		cause = c.b.serve()
+	}
+	login.Stop()
+	c.end(cause)
+
+	log := s.logger().With("remote", c.RemoteAddr())
+	if c.name != "" {
+		log = log.With("slave", c.name)
+	}
+	var refused *refusedError
+	switch {
+	case errors.Is(cause, ErrMalformed), errors.Is(cause, ErrTooLarge):
+		log.Warn("slave sent bad input; connection dropped", "reason", cause.Error())
+	case errors.As(cause, &refused):
+		// The manager logged why.
+	case errors.Is(cause, ErrClosed), errors.Is(cause, errServerShutdown):
+		log.Debug("slave connection closed", "reason", cause.Error())
+	case c.wasAttached():
+		log.Info("slave connection ended", "reason", cause.Error())
+	default:
+		log.Warn("slave attach failed; connection dropped", "reason", cause.Error())
+	}
+}
+
+func (c *Conn) wasAttached() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.attached
+}
+
+// end fails every running command with the connection's cause.
+func (c *Conn) end(cause error) {
+	c.mu.Lock()
+	c.ended = true
+	commands := c.commands
+	c.commands = nil
+	c.mu.Unlock()
+	for _, cmd := range commands {
+		cmd.finish(fmt.Errorf("connection lost: %w", cause))
+	}
+}
+
+// refusedError is a login or attach the manager refused.
+type refusedError struct{ err error }
+
+func (e *refusedError) Error() string { return "login refused: " + e.err.Error() }
+func (e *refusedError) Unwrap() error { return e.err }
+
+// portal is the root object a slave logs in through (Twisted's
+// _PortalWrapper): login(username) answers a challenge and a challenger.
+type portal struct{ c *Conn }
+
+func (p portal) Call(method string, args Tuple, _ map[string]any) (any, error) {
+	c := p.c
+	if method != "login" {
+		return nil, noSuchMethod(method)
+	}
+	if len(args) != 1 {
+		return nil, fmt.Errorf("%w: login takes a username", ErrMalformed)
+	}
+	name := text(args[0])
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != awaitingLogin {
+		return nil, fmt.Errorf("%w: a second login on one connection", ErrMalformed)
+	}
+	c.state = challenged
+	challenge := make([]byte, md5.Size)
+	rand.Read(challenge)
+	return Tuple{challenge, &challenger{c: c, name: name, challenge: challenge}}, nil
+}
+
+// challenger checks the slave's answer to the challenge (Twisted's
+// _PortalAuthChallenger): respond(response, mind) logs in and attaches.
+type challenger struct {
+	c         *Conn
+	name      string
+	challenge []byte
+}
+
+// md5Proof is PB's proof of a password: MD5(MD5(password) + challenge).
+type md5Proof struct{ challenge, response []byte }
+
+func (p md5Proof) Proves(password string) bool {
+	return subtle.ConstantTimeCompare(Respond(p.challenge, password), p.response) == 1
+}
+
+// Respond is PB's answer to a login challenge: MD5(MD5(password) +
+// challenge).
+func Respond(challenge []byte, password string) []byte {
+	h := md5.Sum([]byte(password))
+	sum := md5.Sum(append(h[:], challenge...))
+	return sum[:]
+}
+
+func (ch *challenger) Call(method string, args Tuple, _ map[string]any) (any, error) {
+	c := ch.c
+	if method != "respond" {
+		return nil, noSuchMethod(method)
+	}
+	response, ok1 := argAt(args, 0).([]byte)
+	mind, ok2 := argAt(args, 1).(*Ref)
+	if len(args) != 2 || !ok1 || !ok2 {
+		return nil, fmt.Errorf("%w: respond takes a response and a mind", ErrMalformed)
+	}
+	c.mu.Lock()
+	again := c.state != challenged
+	c.state = responded
+	c.mu.Unlock()
+	if again {
+		return nil, fmt.Errorf("%w: a second respond on one connection", ErrMalformed)
+	}
+	if err := c.s.Manager.Verify(ch.name, md5Proof{ch.challenge, response}, c.RemoteAddr()); err != nil {
+		return nil, &fatal{&refusedError{err}, &failure{parents: excUnauthorizedLogin}}
+	}
+	c.name, c.mind = ch.name, mind
+	return Later(func(context.Context) (any, error) {
+		if err := c.attach(); err != nil {
+			return nil, &fatal{err, &failure{parents: excUnauthorizedLogin, text: err.Error()}}
+		}
+		return perspective{c}, nil
+	}), nil
+}
+
+func argAt(args Tuple, i int) any {
+	if i < len(args) {
+		return args[i]
+	}
+	return nil
+}
+
+// attach runs the sequence the stock master runs before a slave takes
+// builds, then registers the connection with the manager.
+func (c *Conn) attach() error {
+	s := c.s
+	timeout := orDefault(s.AttachTimeout, DefaultAttachTimeout)
+	ctx, cancel := context.WithTimeoutCause(c.Context(), timeout, fmt.Errorf("attach sequence took longer than %v", timeout))
+	defer cancel()
+	if err := s.step(ctx, `print "attached"`, func(ctx context.Context) error { return c.Print(ctx, "attached") }); err != nil {
+		return err
+	}
+	if err := s.step(ctx, "getWorkerInfo", func(ctx context.Context) (err error) {
+		c.info, err = c.workerInfo(ctx)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := s.step(ctx, "setBuilderList", func(ctx context.Context) error {
+		return c.setBuilders(ctx, s.Builders...)
+	}); err != nil {
+		return err
+	}
+	if err := s.Manager.Attach(ctx, c.name, c); err != nil {
+		return &refusedError{err}
+	}
+	c.mu.Lock()
+	c.attached = true
+	c.mu.Unlock()
+	return s.step(ctx, `print "attached"`, func(ctx context.Context) error { return c.Print(ctx, "attached") })
+}
+
+// workerInfo asks the slave about itself: getWorkerInfo, or for 0.8-era
+// slaves getSlaveInfo, getCommands and getVersion.
+func (c *Conn) workerInfo(ctx context.Context) (slave.Info, error) {
+	result, err := c.mind.Call(ctx, "getWorkerInfo", nil, nil)
+	if IsNoSuchMethod(err) {
+		result, err = c.slaveInfo(ctx)
+	}
+	if err != nil {
+		return slave.Info{}, err
+	}
+	return remote.ParseInfo(result)
+}
+
+func (c *Conn) slaveInfo(ctx context.Context) (any, error) {
+	result, err := c.mind.Call(ctx, "getSlaveInfo", nil, nil)
+	info, _ := result.(map[string]any)
+	switch {
+	case IsNoSuchMethod(err):
+	case err != nil:
+		return nil, err
+	case info == nil:
+		return nil, fmt.Errorf("%w: getSlaveInfo answered %s", ErrMalformed, typeName(result))
+	}
+	if info == nil {
+		info = map[string]any{}
+	}
+	if cmds, ok := info["slave_commands"]; ok {
+		delete(info, "slave_commands")
+		info["worker_commands"] = cmds
+		return info, nil
+	}
+	for method, key := range map[string]string{"getCommands": "worker_commands", "getVersion": "version"} {
+		v, err := c.mind.Call(ctx, method, nil, nil)
+		switch {
+		case IsNoSuchMethod(err):
+		case err != nil:
+			return nil, err
+		default:
+			if b, ok := v.([]byte); ok {
+				v = string(b)
+			}
+			info[key] = v
+		}
+	}
+	return info, nil
+}
+
+// setBuilders makes sure the slave has a builder of each name: it sends
+// setBuilderList with every builder it has and these, one at a time.
+func (c *Conn) setBuilders(ctx context.Context, names ...string) error {
+	for {
+		c.mu.Lock()
+		if c.setting != nil {
+			wait := c.setting
+			c.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		}
+		var want []string
+		for name := range c.builders {
+			want = append(want, name)
+		}
+		missing := false
+		for _, name := range names {
+			if _, ok := c.builders[name]; !ok && !slices.Contains(want, name) {
+				want = append(want, name)
+				missing = true
+			}
+		}
+		if !missing && c.builders != nil {
+			c.mu.Unlock()
+			return nil
+		}
+		done := make(chan struct{})
+		c.setting = done
+		c.mu.Unlock()
+
+		slices.Sort(want)
+		list := make([]any, len(want))
+		for i, name := range want {
+			list[i] = Tuple{name, name}
+		}
+		result, err := c.mind.Call(ctx, "setBuilderList", Tuple{list}, nil)
+		refs, ok := result.(map[string]any)
+		if err == nil && !ok {
+			err = fmt.Errorf("%w: setBuilderList answered %s", ErrMalformed, typeName(result))
+		}
+		c.mu.Lock()
+		c.setting = nil
+		close(done)
+		if err == nil {
+			c.builders = make(map[string]*Ref, len(refs))
+			for name, v := range refs {
+				if ref, ok := v.(*Ref); ok {
+					c.builders[name] = ref
+				}
+			}
+		}
+		c.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// builder returns the slave's object for the named builder, registering
+// the builder first if the slave lacks it.
+func (c *Conn) builder(ctx context.Context, name string) (*Ref, error) {
+	if err := c.setBuilders(ctx, name); err != nil {
+		return nil, fmt.Errorf("setBuilderList: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ref := c.builders[name]; ref != nil {
+		return ref, nil
+	}
+	return nil, fmt.Errorf("the slave did not take builder %q", name)
+}
+
+// perspective is what a logged-in slave calls (Buildbot's Connection):
+// keepalive, and shutdown to ask for its own graceful shutdown.
+type perspective struct{ c *Conn }
+
+func (p perspective) Call(method string, _ Tuple, _ map[string]any) (any, error) {
+	c := p.c
+	switch method {
+	case "keepalive":
+		c.mu.Lock()
+		alive := c.alive
+		c.mu.Unlock()
+		if alive != nil {
+			alive()
+		}
+		return nil, nil
+	case "shutdown":
+		return nil, c.s.Manager.GracefulShutdown(c.name)
+	}
+	return nil, noSuchMethod(method)
+}
+
+// fatal is an error answered to the peer as f, after which the connection
+// is closed with cause err.
+type fatal struct {
+	err error
+	f   *failure
+}
+
+func (e *fatal) Error() string { return e.err.Error() }
+func (e *fatal) Unwrap() error { return e.err }

@@ -1,0 +1,565 @@
+package pb
+
+import (
+	"fmt"
+	"sort"
+)
+
+// The Go values of jelly, the typed s-expressions PB sends inside banana:
+//
+//	jelly                Go
+//	None                 nil
+//	boolean              bool
+//	int (any size)       int64 (larger ones are refused)
+//	float                float64
+//	bytes                []byte
+//	unicode              string
+//	list, set, frozenset []any
+//	tuple                Tuple
+//	dictionary           map[string]any (keys unicode or bytes)
+//	remote               *Ref: a reference to an object of the peer
+//	local                the Object of ours the peer sent back
+//	a copied Failure     *RemoteError
+//
+// Jelly that names any other class, module, function or instance is
+// refused: PB as Buildbot uses it never sends one.
+
+// Tuple is a jelly tuple: PB's call arguments are one.
+type Tuple []any
+
+// RemoteError is a Failure the peer sent: the answer to a call that failed
+// on its side, or the failure a remote command completed with.
+type RemoteError struct {
+	Type      string // the exception's qualified class name
+	Value     string // its text
+	Traceback string // as the peer chose to share it
+}
+
+func (e *RemoteError) Error() string {
+	if e.Value == "" {
+		return "remote error: " + e.Type
+	}
+	return "remote error: " + e.Type + ": " + e.Value
+}
+
+// The exception classes the master and slave sides name in the failures
+// they send, with their ancestors (a Failure carries them so that the peer
+// can match its classes).
+var (
+	excUnauthorizedLogin = []string{"twisted.cred.error.UnauthorizedLogin", "twisted.cred.error.LoginFailed",
+		"twisted.cred.error.Unauthorized", "builtins.Exception", "builtins.BaseException", "builtins.object"}
+	excNoSuchMethod = []string{"twisted.spread.flavors.NoSuchMethod", "builtins.AttributeError",
+		"builtins.Exception", "builtins.BaseException", "builtins.object"}
+	excError = []string{"twisted.spread.pb.Error", "builtins.Exception", "builtins.BaseException", "builtins.object"}
+)
+
+// copyableFailure is the class tag of a Failure sent over PB.
+const copyableFailure = "twisted.spread.pb.CopyableFailure"
+
+// failure is an error we send: its Type and parents say what kind it is.
+type failure struct {
+	parents []string // the exception's class, then its ancestors
+	text    string
+}
+
+func (f *failure) Error() string { return f.text }
+
+// noSuchMethod is the failure of a call to a method an object lacks.
+func noSuchMethod(method string) *failure {
+	return &failure{parents: excNoSuchMethod, text: "No such method: remote_" + method}
+}
+
+// Resolver turns the references in a decoded message into values: "remote"
+// (an object of the peer) and "local" (one of ours the peer sent back).
+type resolver interface {
+	remoteRef(luid int64) (*Ref, error)
+	localObject(luid int64) (Object, error)
+}
+
+// decoder unjellies the values of one message.
+type decoder struct {
+	*reader
+	res  resolver
+	refs map[int64]any // jelly's "reference"d values, by number
+}
+
+// message reads one PB message: a banana list whose items are jelly
+// (its first item, the command, is a plain atom).
+func (d *decoder) message() ([]any, error) {
+	d.begin()
+	clear(d.refs)
+	n, typ, err := d.token()
+	if err != nil {
+		return nil, err
+	}
+	if typ != tokList {
+		return nil, d.errorf(ErrMalformed, "message is not a list (type byte 0x%02x)", typ)
+	}
+	if n == 0 || n > maxMessageItems {
+		return nil, d.errorf(ErrMalformed, "message of %d elements", n)
+	}
+	msg := make([]any, 0, n)
+	for range n {
+		// Each item was jellied on its own: its references are its own.
+		clear(d.refs)
+		v, err := d.value(1)
+		if err != nil {
+			return nil, err
+		}
+		msg = append(msg, v)
+	}
+	return msg, nil
+}
+
+// maxMessageItems bounds the items of a PB message ("message" has seven).
+const maxMessageItems = 8
+
+// items reads n jelly values into l.
+func (d *decoder) items(n uint64, depth int, l []any) ([]any, error) {
+	if n > SizeLimit {
+		return nil, d.errorf(ErrTooLarge, "list of %d elements is over banana's limit of %d", n, SizeLimit)
+	}
+	for range n {
+		v, err := d.value(depth)
+		if err != nil {
+			return nil, err
+		}
+		if len(l) == cap(l) {
+			if err := d.charge(16 * max(cap(l), 4)); err != nil {
+				return nil, err
+			}
+		}
+		l = append(l, v)
+	}
+	return l, nil
+}
+
+// value reads one jelly value.
+func (d *decoder) value(depth int) (any, error) {
+	n, typ, err := d.token()
+	if err != nil {
+		return nil, err
+	}
+	switch typ {
+	case tokInt, tokNeg, tokLongInt, tokLongNeg:
+		v, err := d.signed(n, typ)
+		if err != nil {
+			return nil, err
+		}
+		return v, d.charge(8)
+	case tokFloat:
+		f, err := d.float()
+		if err != nil {
+			return nil, err
+		}
+		return f, d.charge(8)
+	case tokString:
+		return d.bytes(n)
+	case tokVocab:
+		return d.vocab(n)
+	case tokList:
+		if depth >= d.lim.MaxDepth {
+			return nil, d.errorf(ErrMalformed, "lists nested deeper than %d", d.lim.MaxDepth)
+		}
+		if n == 0 {
+			return nil, d.errorf(ErrMalformed, "jelly list without a type")
+		}
+		return d.typed(n-1, depth+1)
+	}
+	return nil, d.errorf(ErrMalformed, "unknown type byte 0x%02x", typ)
+}
+
+// atom reads a plain byte string (STRING or VOCAB).
+func (d *decoder) atom() ([]byte, error) {
+	n, typ, err := d.token()
+	if err != nil {
+		return nil, err
+	}
+	switch typ {
+	case tokString:
+		return d.bytes(n)
+	case tokVocab:
+		return d.vocab(n)
+	}
+	return nil, d.errorf(ErrMalformed, "expected a string, got type byte 0x%02x", typ)
+}
+
+// int reads a plain integer.
+func (d *decoder) int() (int64, error) {
+	n, typ, err := d.token()
+	if err != nil {
+		return 0, err
+	}
+	switch typ {
+	case tokInt, tokNeg, tokLongInt, tokLongNeg:
+		return d.signed(n, typ)
+	}
+	return 0, d.errorf(ErrMalformed, "expected an integer, got type byte 0x%02x", typ)
+}
+
+// typed reads the rest of a jelly list of n elements after its type.
+func (d *decoder) typed(n uint64, depth int) (any, error) {
+	tag, err := d.atom()
+	if err != nil {
+		return nil, err
+	}
+	want := func(count uint64) error {
+		if n != count {
+			return d.errorf(ErrMalformed, "jelly %q with %d elements, want %d", tag, n, count)
+		}
+		return nil
+	}
+	switch string(tag) {
+	case "None":
+		return nil, want(0)
+	case "unicode":
+		if err := want(1); err != nil {
+			return nil, err
+		}
+		b, err := d.atom()
+		if err != nil {
+			return nil, err
+		}
+		if !validUTF8(b) {
+			return nil, d.errorf(ErrMalformed, "unicode is not valid UTF-8")
+		}
+		return string(b), d.charge(16)
+	case "boolean":
+		if err := want(1); err != nil {
+			return nil, err
+		}
+		b, err := d.atom()
+		if err != nil {
+			return nil, err
+		}
+		switch string(b) {
+		case "true":
+			return true, nil
+		case "false":
+			return false, nil
+		}
+		return nil, d.errorf(ErrMalformed, "boolean %q", b)
+	case "list", "set", "frozenset":
+		if err := d.charge(48); err != nil {
+			return nil, err
+		}
+		l, err := d.items(n, depth, make([]any, 0, min(n, 4)))
+		if l == nil && err == nil {
+			l = []any{}
+		}
+		return l, err
+	case "tuple":
+		if err := d.charge(48); err != nil {
+			return nil, err
+		}
+		l, err := d.items(n, depth, make([]any, 0, min(n, 4)))
+		return Tuple(l), err
+	case "dictionary":
+		return d.dictionary(n, depth)
+	case "reference":
+		if err := want(2); err != nil {
+			return nil, err
+		}
+		id, err := d.int()
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := d.refs[id]; dup {
+			return nil, d.errorf(ErrMalformed, "reference %d defined twice", id)
+		}
+		d.refs[id] = inProgress{}
+		v, err := d.value(depth)
+		if err != nil {
+			return nil, err
+		}
+		d.refs[id] = v
+		return v, d.charge(32)
+	case "dereference":
+		if err := want(1); err != nil {
+			return nil, err
+		}
+		id, err := d.int()
+		if err != nil {
+			return nil, err
+		}
+		switch v, ok := d.refs[id]; {
+		case !ok:
+			return nil, d.errorf(ErrMalformed, "dereference of unknown reference %d", id)
+		case v == inProgress{}:
+			return nil, d.errorf(ErrMalformed, "reference %d refers to itself", id)
+		default:
+			return v, nil
+		}
+	case "remote", "local":
+		if err := want(1); err != nil {
+			return nil, err
+		}
+		id, err := d.int()
+		if err != nil {
+			return nil, err
+		}
+		if err := d.charge(64); err != nil {
+			return nil, err
+		}
+		if string(tag) == "remote" {
+			return d.res.remoteRef(id)
+		}
+		return d.res.localObject(id)
+	case copyableFailure:
+		if err := want(1); err != nil {
+			return nil, err
+		}
+		state, err := d.value(depth)
+		if err != nil {
+			return nil, err
+		}
+		return failureFromState(state)
+	}
+	return nil, d.errorf(ErrMalformed, "jelly of type %q is refused (only plain values, references and failures are accepted)", truncate(tag, 64))
+}
+
+// inProgress marks a reference whose value is still being decoded.
+type inProgress struct{}
+
+func (d *decoder) dictionary(n uint64, depth int) (any, error) {
+	if n > SizeLimit {
+		return nil, d.errorf(ErrTooLarge, "dictionary of %d entries is over banana's limit of %d", n, SizeLimit)
+	}
+	if err := d.charge(48); err != nil {
+		return nil, err
+	}
+	m := make(map[string]any, min(n, 8))
+	for range n {
+		if depth >= d.lim.MaxDepth {
+			return nil, d.errorf(ErrMalformed, "lists nested deeper than %d", d.lim.MaxDepth)
+		}
+		c, typ, err := d.token()
+		if err != nil {
+			return nil, err
+		}
+		if typ != tokList || c != 2 {
+			return nil, d.errorf(ErrMalformed, "dictionary entry is not a [key, value] list")
+		}
+		k, err := d.value(depth + 1)
+		if err != nil {
+			return nil, err
+		}
+		var key string
+		switch k := k.(type) {
+		case string:
+			key = k
+		case []byte:
+			key = string(k)
+		default:
+			return nil, d.errorf(ErrMalformed, "dictionary key is %s, want unicode or bytes", typeName(k))
+		}
+		v, err := d.value(depth + 1)
+		if err != nil {
+			return nil, err
+		}
+		if err := d.charge(48 + len(key)); err != nil {
+			return nil, err
+		}
+		m[key] = v
+	}
+	return m, nil
+}
+
+// failureFromState reads the state of a copied Failure.
+func failureFromState(state any) (*RemoteError, error) {
+	m, ok := state.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%w: failure state is %s, want dictionary", ErrMalformed, typeName(state))
+	}
+	return &RemoteError{Type: text(m["type"]), Value: text(m["value"]), Traceback: text(m["traceback"])}, nil
+}
+
+// text is a unicode or bytes value as a string; "" for anything else.
+func text(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case []byte:
+		return string(v)
+	}
+	return ""
+}
+
+func truncate(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "..."
+	}
+	return string(b)
+}
+
+// typeName names the jelly type of a decoded value, for error messages.
+func typeName(v any) string {
+	switch v.(type) {
+	case nil:
+		return "None"
+	case bool:
+		return "boolean"
+	case int64:
+		return "int"
+	case float64:
+		return "float"
+	case []byte:
+		return "bytes"
+	case string:
+		return "unicode"
+	case []any:
+		return "list"
+	case Tuple:
+		return "tuple"
+	case map[string]any:
+		return "dictionary"
+	case *Ref:
+		return "remote reference"
+	case *RemoteError:
+		return "failure"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// registrar gives the local objects we send their numbers.
+type registrar interface {
+	register(Object) (int64, error)
+	owns(*Ref) bool
+}
+
+// encoder jellies values into a banana writer.
+type encoder struct {
+	writer
+	reg registrar
+}
+
+// value appends the jelly of v. Maps are sent with their keys in order, so
+// that equal values encode equally.
+func (e *encoder) value(v any) error {
+	switch v := v.(type) {
+	case nil:
+		e.list(1)
+		e.atom("None")
+	case bool:
+		e.list(2)
+		e.atom("boolean")
+		if v {
+			e.atom("true")
+		} else {
+			e.atom("false")
+		}
+	case int:
+		e.int(int64(v))
+	case int64:
+		e.int(v)
+	case int32:
+		e.int(int64(v))
+	case uint32:
+		e.int(int64(v))
+	case float64:
+		e.float(v)
+	case string:
+		if len(v) > SizeLimit {
+			return fmt.Errorf("pb: string of %d bytes is over banana's limit", len(v))
+		}
+		e.list(2)
+		e.atom("unicode")
+		e.number(uint64(len(v)), tokString)
+		e.b = append(e.b, v...)
+	case []byte:
+		if len(v) > SizeLimit {
+			return fmt.Errorf("pb: bytes of %d bytes are over banana's limit", len(v))
+		}
+		e.bytes(v)
+	case []any:
+		return e.sequence("list", v)
+	case []string:
+		e.list(len(v) + 1)
+		e.atom("list")
+		for _, s := range v {
+			if err := e.value(s); err != nil {
+				return err
+			}
+		}
+	case Tuple:
+		return e.sequence("tuple", v)
+	case map[string]any:
+		return e.dictionary(v)
+	case map[string]string:
+		m := make(map[string]any, len(v))
+		for k, s := range v {
+			m[k] = s
+		}
+		return e.dictionary(m)
+	case *Ref:
+		if !e.reg.owns(v) {
+			return fmt.Errorf("pb: a reference can only be sent back to its own peer")
+		}
+		e.list(2)
+		e.atom("local")
+		e.int(v.id)
+	case Object:
+		id, err := e.reg.register(v)
+		if err != nil {
+			return err
+		}
+		e.list(2)
+		e.atom("remote")
+		e.int(id)
+	case *failure:
+		return e.failure(v)
+	default:
+		return fmt.Errorf("pb: cannot send a %T", v)
+	}
+	return nil
+}
+
+func (e *encoder) sequence(tag string, l []any) error {
+	e.list(len(l) + 1)
+	e.atom(tag)
+	for _, v := range l {
+		if err := e.value(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *encoder) dictionary(m map[string]any) error {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	e.list(len(m) + 1)
+	e.atom("dictionary")
+	for _, k := range keys {
+		e.list(2)
+		if err := e.value(k); err != nil {
+			return err
+		}
+		if err := e.value(m[k]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// failure appends f as the CopyableFailure the stock peers send.
+func (e *encoder) failure(f *failure) error {
+	e.list(2)
+	e.atom(copyableFailure)
+	return e.dictionary(map[string]any{
+		"type":             []byte(f.parents[0]),
+		"value":            f.text,
+		"parents":          f.parents,
+		"traceback":        "Traceback unavailable\n",
+		"frames":           []any{},
+		"stack":            []any{},
+		"tb":               nil,
+		"count":            0,
+		"pickled":          1,
+		"captureVars":      false,
+		"unsafeTracebacks": false,
+	})
+}

@@ -1,0 +1,220 @@
+package pb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/buildslave/buildslave/slave"
+)
+
+// Manager is what a Server needs of the slave manager; *slave.Manager
+// implements it.
+type Manager interface {
+	// Verify checks a login; any error refuses it. It logs the refusal
+	// itself.
+	Verify(name string, proof slave.Proof, remoteAddr string) error
+	// Attach registers an authenticated, set-up connection; an error
+	// refuses it.
+	Attach(ctx context.Context, name string, c slave.Conn) error
+	// GracefulShutdown is what a slave's own shutdown request asks for.
+	GracefulShutdown(name string) error
+}
+
+var _ Manager = (*slave.Manager)(nil)
+
+// Defaults for the zero values of Server's fields.
+const (
+	DefaultLoginTimeout  = 10 * time.Second
+	DefaultStepTimeout   = 10 * time.Second
+	DefaultAttachTimeout = time.Minute
+	// DefaultBuilder is the builder a command without Request.Builder runs
+	// under: PB slaves run commands only for builders the master named.
+	DefaultBuilder = "buildslave"
+)
+
+// Server is the master side of Perspective Broker, the protocol every
+// Buildbot slave speaks by default: buildbot-worker 3.x created without
+// --protocol, and the 0.8-era buildslaves. Each connection logs in with
+// PB's challenge-response (the password never travels), is set up as the
+// stock master does (print, getWorkerInfo with the 0.8 fallbacks,
+// setBuilderList) and registered with the Manager as a *Conn. Set Manager;
+// the other fields are optional and must not change once serving starts.
+//
+// Every connection is handled on its own, with a deadline on each step;
+// once attached it costs one goroutine, which reads its messages.
+type Server struct {
+	Manager Manager
+	// Builders are registered on each slave when it attaches (setBuilderList
+	// with each name as its directory); others are added when a command
+	// names them.
+	Builders []string
+	// LoginTimeout bounds the time from connect to a login answered;
+	// DefaultLoginTimeout if 0.
+	LoginTimeout time.Duration
+	// StepTimeout bounds each request of the attach sequence;
+	// DefaultStepTimeout if 0.
+	StepTimeout time.Duration
+	// AttachTimeout bounds the whole attach sequence, including the
+	// manager's check of a duplicate name; DefaultAttachTimeout if 0.
+	AttachTimeout time.Duration
+	// Broker bounds what a peer may send and hold.
+	Broker BrokerConfig
+	// Logger gets one line per connection that fails or misbehaves;
+	// slog.Default() if nil.
+	Logger *slog.Logger
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*Broker]struct{}
+	closed    bool
+	wg        sync.WaitGroup // connection goroutines
+}
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("pb: server closed")
+
+// errServerShutdown is the cause of connections closed by Shutdown.
+var errServerShutdown = errors.New("master shutting down")
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// ListenAndServe listens on the TCP address addr and calls Serve.
+func (s *Server) ListenAndServe(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return s.Serve(l)
+}
+
+// Serve accepts connections on l until Shutdown or Close, and returns
+// ErrServerClosed then. It closes l. Accept errors such as running out of
+// file descriptors are waited out with a growing delay, never spun on.
+func (s *Server) Serve(l net.Listener) error {
+	if s.Manager == nil {
+		return errors.New("pb: Server.Manager is nil")
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	if s.listeners == nil {
+		s.listeners = map[net.Listener]struct{}{}
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+		l.Close()
+	}()
+	var delay time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.logger().Warn("PB accept failed; retrying", "err", err, "delay", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		if !s.start(nc) {
+			nc.Close()
+		}
+	}
+}
+
+// start runs a connection on a goroutine of its own unless the server is
+// closed.
+func (s *Server) start(nc net.Conn) bool {
+	c := newConn(s, nc)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = map[*Broker]struct{}{}
+	}
+	s.conns[c.b] = struct{}{}
+	s.wg.Go(func() {
+		defer func() {
+			s.mu.Lock()
+			delete(s.conns, c.b)
+			s.mu.Unlock()
+		}()
+		c.serve()
+	})
+	return true
+}
+
+// Shutdown stops accepting connections, drops every open one and waits
+// for their goroutines, or returns ctx's error at its deadline. Running
+// builds learn of the loss through the manager; to let them finish first,
+// shut the manager down before the server.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	for b := range s.conns {
+		b.CloseWithCause(errServerShutdown)
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close is Shutdown without a deadline: connections end promptly once
+// dropped.
+func (s *Server) Close() error { return s.Shutdown(context.Background()) }
+
+// step runs one request of the attach sequence under StepTimeout.
+func (s *Server) step(ctx context.Context, name string, f func(context.Context) error) error {
+	timeout := orDefault(s.StepTimeout, DefaultStepTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("no answer within %v", timeout))
+	defer cancel()
+	if err := f(ctx); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
