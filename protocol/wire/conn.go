@@ -48,6 +48,7 @@ func (e *RemoteError) Error() string { return "remote error: " + e.Message }
 type Conn struct {
 	t       Transport
 	handler Handler
+	limits  DecodeLimits
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
 
@@ -66,10 +67,15 @@ type pendingCall struct {
 }
 
 // NewConn returns a connection over t whose peer's requests go to handler.
-// Nothing is read until Serve is called.
+// Nothing is read until Serve is called. Messages are decoded within the
+// DecodeLimits of t's WebSocketConfig, or the defaults for other transports.
 func NewConn(t Transport, handler Handler) *Conn {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	return &Conn{t: t, handler: handler, ctx: ctx, cancel: cancel}
+	c := &Conn{t: t, handler: handler, ctx: ctx, cancel: cancel}
+	if l, ok := t.(decodeLimiter); ok {
+		c.limits = l.DecodeLimits()
+	}
+	return c
 }
 
 // Context is cancelled when the connection ends; context.Cause says why.
@@ -226,7 +232,7 @@ func (c *Conn) readMessage() (Message, error) {
 	if !binary {
 		return nil, nil
 	}
-	return DecodeMessage(p)
+	return c.limits.DecodeMessage(p)
 }
 
 func (c *Conn) dispatch(msg Message) error {

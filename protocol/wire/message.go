@@ -10,11 +10,15 @@ import (
 // the wrong type.
 type Message map[string]any
 
+// DecodeMessage decodes p with the default DecodeLimits; see
+// DecodeLimits.DecodeMessage.
+func DecodeMessage(p []byte) (Message, error) { return DecodeLimits{}.DecodeMessage(p) }
+
 // DecodeMessage decodes one frame: a msgpack map with a str "op" and a
-// non-negative integer "seq_number". Any other input is an error matching
-// ErrMalformed.
-func DecodeMessage(p []byte) (Message, error) {
-	v, err := DecodeValue(p)
+// non-negative integer "seq_number", within l's bounds. Any other input is
+// an error matching ErrMalformed.
+func (l DecodeLimits) DecodeMessage(p []byte) (Message, error) {
+	v, err := l.DecodeValue(p)
 	if err != nil {
 		return nil, err
 	}

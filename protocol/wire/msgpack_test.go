@@ -90,6 +90,8 @@ func TestDecodeErrors(t *testing.T) {
 		"huge bin":       {0xc6, 0xff, 0xff, 0xff, 0xff},
 		"deep":           bytes.Repeat([]byte{0x91}, 100),
 		"truncated elem": {0x92, 0xc0},
+		"truncated key":  {0x82, 0xa1, 'a', 0xc4, 1, 'x'},
+		"long int key":   {0x81, 0xcd, 1, 0, 0xc0},
 	} {
 		if _, err := DecodeValue(p); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: err = %v, want ErrMalformed", name, err)

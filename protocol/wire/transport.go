@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -31,6 +32,13 @@ type Transport interface {
 	RemoteAddr() string
 }
 
+// decodeLimiter is a Transport that says how a Conn must bound decoding its
+// messages; the WebSocket transport gives its WebSocketConfig.Decode. A Conn
+// over any other Transport uses the default DecodeLimits.
+type decodeLimiter interface {
+	DecodeLimits() DecodeLimits
+}
+
 // Defaults for the zero values of the fields of Upgrader and Dialer.
 const (
 	DefaultMaxMessageSize = 2 << 20
@@ -48,6 +56,10 @@ type WebSocketConfig struct {
 	MaxMessageSize int64         // largest message read; DefaultMaxMessageSize if 0
 	WriteTimeout   time.Duration // bound on one write; DefaultWriteTimeout if 0
 	BufferSize     int           // size of the read buffer; DefaultBufferSize if 0
+	// Decode bounds the values and memory of each message a Conn reads
+	// from the transport, relative to its size; zero fields mean the
+	// defaults.
+	Decode DecodeLimits
 }
 
 func (c WebSocketConfig) withDefaults() WebSocketConfig {
@@ -143,12 +155,17 @@ func BasicAuth(name, password string) string {
 type wsTransport struct {
 	ws           *websocket.Conn
 	writeTimeout time.Duration
+	decode       DecodeLimits
 }
+
+var _ decodeLimiter = (*wsTransport)(nil)
 
 func newWSTransport(ws *websocket.Conn, cfg WebSocketConfig) *wsTransport {
 	ws.SetReadLimit(cfg.MaxMessageSize)
-	return &wsTransport{ws: ws, writeTimeout: cfg.WriteTimeout}
+	return &wsTransport{ws: ws, writeTimeout: cfg.WriteTimeout, decode: cfg.Decode}
 }
+
+func (t *wsTransport) DecodeLimits() DecodeLimits { return t.decode }
 
 func (t *wsTransport) ReadMessage(dst []byte) ([]byte, bool, error) {
 	typ, r, err := t.ws.NextReader()
@@ -165,11 +182,13 @@ func (t *wsTransport) ReadMessage(dst []byte) ([]byte, bool, error) {
 	return p, typ == websocket.BinaryMessage, err
 }
 
-// readAll is io.ReadAll appending to b.
+// readAll is io.ReadAll appending to b. It doubles b as it fills, so a
+// large message costs twice its size in allocations, not the five times of
+// append's gentler growth.
 func readAll(b []byte, r io.Reader) ([]byte, error) {
 	for {
 		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
+			b = slices.Grow(b, max(512, cap(b)))
 		}
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
