@@ -202,9 +202,10 @@ func checkVersion(msg []any) error {
 	return nil
 }
 
-// serve reads and dispatches messages until the connection ends, and
-// returns why it ended. It waits for the running Laters.
-func (b *Broker) serve() error {
+// Serve reads and dispatches the peer's messages until the connection
+// ends, and returns why it ended; it waits for the Laters it started.
+// Server runs it for each connection; a client runs it after Connect.
+func (b *Broker) Serve() error {
 	for {
 		msg, err := b.dec.message()
 		if err == nil {

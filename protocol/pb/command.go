@@ -183,7 +183,7 @@ func parseUpdates(v any) ([]remote.Update, error) {
 	}
 	var updates []remote.Update
 	for _, item := range items {
-		pair := asList(item)
+		pair := AsList(item)
 		if len(pair) != 2 {
 			return nil, fmt.Errorf("%w: update is not [dictionary, number]", ErrMalformed)
 		}
@@ -202,17 +202,6 @@ func parseUpdates(v any) ([]remote.Update, error) {
 	return updates, nil
 }
 
-// asList returns a list or tuple's elements.
-func asList(v any) []any {
-	switch l := v.(type) {
-	case []any:
-		return l
-	case Tuple:
-		return l
-	}
-	return nil
-}
-
 func parseUpdate(key string, value any) (remote.Update, error) {
 	u := remote.Update{Key: key, Value: value}
 	bad := func(want string) (remote.Update, error) {
@@ -226,7 +215,7 @@ func parseUpdate(key string, value any) (remote.Update, error) {
 		}
 		u.Text = s
 	case "log":
-		l := asList(value)
+		l := AsList(value)
 		if len(l) != 2 {
 			return bad("(name, text)")
 		}
@@ -278,7 +267,7 @@ func (w *pbWriter) Call(method string, args Tuple, _ map[string]any) (any, error
 		}
 		return nil, p.Write(data)
 	case "utime":
-		times := asList(argAt(args, 0))
+		times := AsList(argAt(args, 0))
 		if len(times) != 2 {
 			return nil, fmt.Errorf("%w: utime takes (access_time, modified_time)", ErrMalformed)
 		}

@@ -140,7 +140,7 @@ func (c *Conn) serve() {
 		c.b.CloseWithCause(err)
 		cause = context.Cause(c.Context())
 	} else {
-		cause = c.b.serve()
+		cause = c.b.Serve()
 	}
 	login.Stop()
 	c.end(cause)

@@ -208,15 +208,15 @@ func TestStockWorkerOnDefaultSettings(t *testing.T) {
 			t.Errorf("mkdir: %v", err)
 		}
 		u := run(t, ctx, c, remote.Request{Name: "stat", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "dist", "out.txt")}})
-		if st := asList(value(u, "stat")); len(st) != 10 || st[6] != int64(len("upload me\n")) {
+		if st := pb.AsList(value(u, "stat")); len(st) != 10 || st[6] != int64(len("upload me\n")) {
 			t.Errorf("stat = %v", value(u, "stat"))
 		}
 		u = run(t, ctx, c, remote.Request{Name: "glob", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "dist", "*.txt")}})
-		if files := asList(value(u, "files")); len(files) != 1 || files[0] != filepath.Join(workdir, "dist", "out.txt") {
+		if files := pb.AsList(value(u, "files")); len(files) != 1 || files[0] != filepath.Join(workdir, "dist", "out.txt") {
 			t.Errorf("glob = %v", value(u, "files"))
 		}
 		u = run(t, ctx, c, remote.Request{Name: "listdir", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "dist")}})
-		if files := asList(value(u, "files")); len(files) != 2 || !slices.Contains(files, any("sub")) {
+		if files := pb.AsList(value(u, "files")); len(files) != 2 || !slices.Contains(files, any("sub")) {
 			t.Errorf("listdir = %v", value(u, "files"))
 		}
 		u = run(t, ctx, c, remote.Request{Name: "cpdir", Builder: "hello", Args: map[string]any{
@@ -286,14 +286,4 @@ func TestStockWorkerOnDefaultSettings(t *testing.T) {
 			t.Errorf("the worker did not exit:\n%s", worker.Log())
 		}
 	})
-}
-
-func asList(v any) []any {
-	switch l := v.(type) {
-	case []any:
-		return l
-	case pb.Tuple:
-		return l
-	}
-	return nil
 }

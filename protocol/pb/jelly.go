@@ -508,6 +508,8 @@ func (e *encoder) value(v any) error {
 		e.int(id)
 	case *failure:
 		return e.failure(v)
+	case *RemoteError:
+		return e.failure(&failure{parents: append([]string{v.Type}, excError[1:]...), text: v.Value})
 	default:
 		return fmt.Errorf("pb: cannot send a %T", v)
 	}
