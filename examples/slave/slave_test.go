@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -128,6 +130,55 @@ func TestBinaryGivesUpWhenRefused(t *testing.T) {
 	}
 	if m.Refusals() != 2 || strings.Contains(string(out), password) {
 		t.Errorf("%d refusals; output:\n%s", m.Refusals(), out)
+	}
+}
+
+// TestBinaryStopsOnSIGTERMDuringSilentHandshake: SIGTERM while a master
+// that accepted the connection never answers the upgrade ends the slave at
+// once, with status 0 (it took 28 s).
+func TestBinaryStopsOnSIGTERMDuringSilentHandshake(t *testing.T) {
+	bin := buildSlave(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	cmd := exec.Command(bin, "-master", l.Addr().String(), "-name", "bot", "-basedir", t.TempDir())
+	cmd.Env = []string{"BUILDSLAVE_PASSWORD=" + password}
+	out := &bytes.Buffer{}
+	cmd.Stderr = out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.After(10 * time.Second)
+	select {
+	case c := <-accepted:
+		defer c.Close()
+	case <-deadline:
+		cmd.Process.Kill()
+		t.Fatalf("the slave did not connect within 10 s\n%s", <-exited)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("slave exited with %v\n%s", err, out)
+		}
+	case <-deadline:
+		cmd.Process.Kill()
+		<-exited
+		t.Fatalf("the slave did not exit within 10 s of SIGTERM\n%s", out)
 	}
 }
 

@@ -122,11 +122,26 @@ func (e *HandshakeError) Error() string {
 	return fmt.Sprintf("websocket handshake refused: HTTP %d %s", e.StatusCode, http.StatusText(e.StatusCode))
 }
 
-// Dial connects to url as the slave name with password.
+// Dial connects to url as the slave name with password. The dial, the TLS
+// handshake and the upgrade follow ctx: cancelling it makes Dial return at
+// once. The upgrade is also bounded by WriteTimeout.
 func (d *Dialer) Dial(ctx context.Context, url, name, password string) (Transport, error) {
 	cfg := d.withDefaults()
+	netDial := d.NetDialContext
+	if netDial == nil {
+		netDial = (&net.Dialer{}).DialContext
+	}
+	// gorilla/websocket stops waiting for the upgrade's answer only at its
+	// HandshakeTimeout: closing the connection when ctx ends unblocks it.
+	stop := func() bool { return true }
 	wd := websocket.Dialer{
-		NetDialContext:   d.NetDialContext,
+		NetDialContext: func(dctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := netDial(dctx, network, addr)
+			if err == nil {
+				stop = context.AfterFunc(ctx, func() { c.Close() })
+			}
+			return c, err
+		},
 		TLSClientConfig:  d.TLSConfig,
 		ReadBufferSize:   cfg.BufferSize,
 		WriteBufferPool:  &writeBuffers,
@@ -136,6 +151,12 @@ func (d *Dialer) Dial(ctx context.Context, url, name, password string) (Transpor
 	ws, resp, err := wd.DialContext(ctx, url, h)
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
+	}
+	if !stop() { // ctx ended during the upgrade: the connection is closed
+		if ws != nil {
+			ws.Close()
+		}
+		return nil, context.Cause(ctx)
 	}
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
