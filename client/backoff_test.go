@@ -40,7 +40,7 @@ func TestBackoffDoublesWithJitterUpToMax(t *testing.T) {
 // testSlave returns a slave whose dial is replaced by dial.
 func testSlave(t *testing.T, cfg Config, dial func(ctx context.Context) (wire.Transport, error)) *Slave {
 	t.Helper()
-	cfg.Master, cfg.Name, cfg.Password, cfg.Basedir = "127.0.0.1:9", "bot", "pw", t.TempDir()
+	cfg.Master, cfg.Protocol, cfg.Name, cfg.Password, cfg.Basedir = "127.0.0.1:9", Msgpack, "bot", "pw", t.TempDir()
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	s, err := New(cfg)
 	if err != nil {

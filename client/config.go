@@ -18,13 +18,31 @@ const (
 	DefaultMaxBackoff = time.Minute
 )
 
+// The protocols a slave speaks.
+const (
+	// PB is Perspective Broker: every Buildbot master's default protocol
+	// (port 9989), and the only one of Buildbot 0.8.
+	PB = "pb"
+	// Msgpack is Buildbot's msgpack_experimental_v7 over WebSocket.
+	Msgpack = "msgpack"
+)
+
+// DefaultKeepalive is how often a PB slave tells the master it is alive,
+// as the stock slave does.
+const DefaultKeepalive = 600 * time.Second
+
 // Config is a slave's configuration. Master, Name, Password and Basedir are
 // required; the zero value of every other field means its default.
 type Config struct {
 	// Master is the master's "host:port", or a ws:// or wss:// URL.
-	Master   string
+	Master string
+	// Protocol is PB or Msgpack; "" means Msgpack for a ws:// or wss://
+	// Master and PB for "host:port", as a stock master listens.
+	Protocol string
 	Name     string
-	Password string // sent only in the upgrade request; never logged
+	// Password is never logged: over msgpack it is sent once, in the
+	// upgrade request; over PB only a challenge's response made with it.
+	Password string
 	// Basedir holds the slave's info/ directory and the builders'
 	// directories the master creates.
 	Basedir string
@@ -42,6 +60,11 @@ type Config struct {
 	// MaxRefusals > 0 makes Run give up with ErrRefused after that many
 	// consecutive refusals (HTTP 401: wrong name or password).
 	MaxRefusals int
+
+	// Keepalive is how often a PB slave sends the master a keepalive of
+	// its own; DefaultKeepalive if 0, none if negative. (Over msgpack the
+	// master sends them.)
+	Keepalive time.Duration
 
 	// Logger receives the slave's log; nil means slog.Default().
 	Logger *slog.Logger
@@ -62,6 +85,17 @@ func (c Config) withDefaults() (Config, error) {
 	if err := errors.Join(errs...); err != nil {
 		return c, err
 	}
+	switch {
+	case c.Protocol == "" && (strings.HasPrefix(c.Master, "ws://") || strings.HasPrefix(c.Master, "wss://")):
+		c.Protocol = Msgpack
+	case c.Protocol == "":
+		c.Protocol = PB
+	case c.Protocol != PB && c.Protocol != Msgpack:
+		return c, fmt.Errorf("client: Config.Protocol %q: want %q or %q", c.Protocol, PB, Msgpack)
+	}
+	if c.Keepalive == 0 {
+		c.Keepalive = DefaultKeepalive
+	}
 	abs, err := filepath.Abs(c.Basedir)
 	if err != nil {
 		return c, fmt.Errorf("client: Config.Basedir: %w", err)
@@ -80,8 +114,14 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// url is the WebSocket URL to dial.
+// url is the WebSocket URL to dial, or for PB the "host:port".
 func (c Config) url() (string, error) {
+	if c.Protocol == PB {
+		if _, _, err := net.SplitHostPort(c.Master); err != nil {
+			return "", fmt.Errorf("client: Config.Master %q: PB wants host:port", c.Master)
+		}
+		return c.Master, nil
+	}
 	if strings.HasPrefix(c.Master, "ws://") || strings.HasPrefix(c.Master, "wss://") {
 		return c.Master, nil
 	}
@@ -94,6 +134,6 @@ func (c Config) url() (string, error) {
 	return "ws://" + c.Master + "/", nil
 }
 
-func (c Config) tlsConfig() *tls.Config {
-	return &tls.Config{RootCAs: c.RootCAs, MinVersion: tls.VersionTLS12}
+func (c Config) tlsConfig(serverName string) *tls.Config {
+	return &tls.Config{RootCAs: c.RootCAs, ServerName: serverName, MinVersion: tls.VersionTLS12}
 }

@@ -25,27 +25,48 @@ import (
 	"github.com/buildslave/buildslave/client"
 	"github.com/buildslave/buildslave/internal/testlog"
 	"github.com/buildslave/buildslave/protocol"
+	"github.com/buildslave/buildslave/protocol/pb"
 	"github.com/buildslave/buildslave/protocol/remote"
 	"github.com/buildslave/buildslave/slave"
 )
 
 // ourMaster is a master built on the library, listening on 127.0.0.1.
 type ourMaster struct {
-	m    *slave.Manager
-	addr string
-	log  *testlog.Buffer
-	ca   *x509.CertPool // set when serving wss://
+	m        *slave.Manager
+	addr     string
+	protocol string // client.Msgpack or client.PB
+	log      *testlog.Buffer
+	ca       *x509.CertPool // set when serving wss://
 }
 
-func startOurMaster(t testing.TB, useTLS bool, slaves ...*slave.Slave) *ourMaster {
+// protocols are the transports our master serves, for tests of each.
+var protocols = []string{client.Msgpack, client.PB}
+
+func startOurMaster(t testing.TB, useTLS bool, proto string, slaves ...*slave.Slave) *ourMaster {
 	t.Helper()
-	om := &ourMaster{log: &testlog.Buffer{}}
+	om := &ourMaster{log: &testlog.Buffer{}, protocol: proto}
 	logger := slog.New(slog.NewTextHandler(om.log, nil))
 	m, err := slave.NewManager(slave.Config{Logger: logger}, slaves...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	om.m = m
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	om.addr = l.Addr().String()
+	if proto == client.PB {
+		server := &pb.Server{Manager: m, Logger: logger, Builders: []string{"hello"}}
+		served := make(chan struct{})
+		go func() { server.Serve(l); close(served) }()
+		t.Cleanup(func() {
+			server.Close()
+			<-served
+			m.Close()
+		})
+		return om
+	}
 	server := &protocol.Server{Handler: &protocol.Handler{Manager: m, Logger: logger, Builders: []string{"hello"}}}
 	if useTLS {
 		ts := httptest.NewUnstartedServer(nil) // only for its certificate for 127.0.0.1
@@ -55,11 +76,6 @@ func startOurMaster(t testing.TB, useTLS bool, slaves ...*slave.Slave) *ourMaste
 		om.ca.AddCert(ts.Certificate())
 		ts.Close()
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	om.addr = l.Addr().String()
 	served := make(chan struct{})
 	go func() { server.Serve(l); close(served) }()
 	t.Cleanup(func() {
@@ -72,13 +88,14 @@ func startOurMaster(t testing.TB, useTLS bool, slaves ...*slave.Slave) *ourMaste
 
 // runSlave runs our Go slave until the test ends; Run's result arrives on
 // the returned channel.
-func runSlave(t testing.TB, cfg client.Config) <-chan error {
+func (om *ourMaster) runSlave(t testing.TB, cfg client.Config) <-chan error {
 	t.Helper()
 	if cfg.Basedir == "" {
 		cfg.Basedir = t.TempDir()
 	}
 	cfg.MinBackoff, cfg.MaxBackoff = 10*time.Millisecond, 50*time.Millisecond
 	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.Master, cfg.Protocol = om.addr, om.protocol
 	s, err := client.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +123,7 @@ func run(t *testing.T, b *slave.Build, req remote.Request) (stdout string, rc in
 	t.Helper()
 	ctx, cancel := context.WithTimeout(b.Context(), 20*time.Second)
 	defer cancel()
-	cmd, err := b.Conn().(*protocol.Conn).Start(ctx, req)
+	cmd, err := b.Conn().(remote.Commander).Start(ctx, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,103 +143,115 @@ func run(t *testing.T, b *slave.Build, req remote.Request) (stdout string, rc in
 }
 
 func TestGoSlaveAttachesAndBuildsOnOurMaster(t *testing.T) {
-	bot, _ := slave.New("bot-go", "sekrit", slave.KeepaliveInterval(100*time.Millisecond))
-	om := startOurMaster(t, false, bot)
-	basedir := t.TempDir()
-	os.MkdirAll(filepath.Join(basedir, "info"), 0o755)
-	os.WriteFile(filepath.Join(basedir, "info", "admin"), []byte("Ann <ann@example.com>\n"), 0o644)
-	runSlave(t, client.Config{Master: om.addr, Name: "bot-go", Password: "sekrit", Basedir: basedir})
+	for _, proto := range protocols {
+		t.Run(proto, func(t *testing.T) {
+			bot, _ := slave.New("bot-go", "sekrit", slave.KeepaliveInterval(100*time.Millisecond))
+			om := startOurMaster(t, false, proto, bot)
+			basedir := t.TempDir()
+			os.MkdirAll(filepath.Join(basedir, "info"), 0o755)
+			os.WriteFile(filepath.Join(basedir, "info", "admin"), []byte("Ann <ann@example.com>\n"), 0o644)
+			om.runSlave(t, client.Config{Name: "bot-go", Password: "sekrit", Basedir: basedir})
 
-	b := acquire(t, om.m, "bot-go")
-	st, _ := om.m.State("bot-go")
-	if !strings.Contains(st.Info.Admin, "ann@example.com") || st.Info.Basedir != basedir || st.Info.Commands["shell"] == "" {
-		t.Errorf("slave info = %+v", st.Info)
-	}
-	if fi, err := os.Stat(filepath.Join(basedir, "hello")); err != nil || !fi.IsDir() {
-		t.Errorf("builder directory not made on attach: %v", err)
-	}
+			b := acquire(t, om.m, "bot-go")
+			st, _ := om.m.State("bot-go")
+			if !strings.Contains(st.Info.Admin, "ann@example.com") || st.Info.Basedir != basedir || st.Info.Commands["shell"] == "" {
+				t.Errorf("slave info = %+v", st.Info)
+			}
+			if fi, err := os.Stat(filepath.Join(basedir, "hello")); err != nil || !fi.IsDir() {
+				t.Errorf("builder directory not made on attach: %v", err)
+			}
 
-	work := t.TempDir()
-	out, rc := run(t, b, remote.Request{Name: "shell", Builder: "hello", Args: map[string]any{
-		"workdir": work, "command": []any{"sh", "-c", "echo hello; echo to-stderr >&2; printf 'x%.0s' $(seq 1 5000); exit 3"}}})
-	if rc != 3 || !strings.HasPrefix(out, "hello\n") || strings.Count(out, "x") != 5000 {
-		t.Errorf("shell: rc %d, stdout %d bytes %q...", rc, len(out), out[:min(len(out), 20)])
-	}
+			work := t.TempDir()
+			out, rc := run(t, b, remote.Request{Name: "shell", Builder: "hello", Args: map[string]any{
+				"workdir": work, "command": []any{"sh", "-c", "echo hello; echo to-stderr >&2; printf 'x%.0s' $(seq 1 5000); exit 3"}}})
+			if rc != 3 || !strings.HasPrefix(out, "hello\n") || strings.Count(out, "x") != 5000 {
+				t.Errorf("shell: rc %d, stdout %d bytes %q...", rc, len(out), out[:min(len(out), 20)])
+			}
 
-	os.WriteFile(filepath.Join(work, "artifact.txt"), []byte("built bytes"), 0o644)
-	var up bytes.Buffer
-	run(t, b, remote.Request{Name: "upload_file", Upload: &up, Args: map[string]any{
-		"path": filepath.Join(work, "artifact.txt"), "maxsize": 1 << 20, "blocksize": 4, "keepstamp": false}})
-	if up.String() != "built bytes" {
-		t.Errorf("uploaded %q", up.String())
-	}
+			os.WriteFile(filepath.Join(work, "artifact.txt"), []byte("built bytes"), 0o644)
+			var up bytes.Buffer
+			run(t, b, remote.Request{Name: "upload_file", Upload: &up, Args: map[string]any{
+				"path": filepath.Join(work, "artifact.txt"), "maxsize": 1 << 20, "blocksize": 4, "keepstamp": false}})
+			if up.String() != "built bytes" {
+				t.Errorf("uploaded %q", up.String())
+			}
 
-	run(t, b, remote.Request{Name: "download_file", Download: strings.NewReader("from the master"), Args: map[string]any{
-		"path": filepath.Join(work, "downloaded.txt"), "maxsize": 1 << 20, "blocksize": 5, "mode": 0o600}})
-	if got, _ := os.ReadFile(filepath.Join(work, "downloaded.txt")); string(got) != "from the master" {
-		t.Errorf("downloaded %q", got)
-	}
+			run(t, b, remote.Request{Name: "download_file", Download: strings.NewReader("from the master"), Args: map[string]any{
+				"path": filepath.Join(work, "downloaded.txt"), "maxsize": 1 << 20, "blocksize": 5, "mode": 0o600}})
+			if got, _ := os.ReadFile(filepath.Join(work, "downloaded.txt")); string(got) != "from the master" {
+				t.Errorf("downloaded %q", got)
+			}
 
-	// Keepalives at the slave's interval are answered: last seen moves on.
-	first, _ := om.m.State("bot-go")
-	deadline := time.Now().Add(10 * time.Second)
-	for st, _ := om.m.State("bot-go"); !st.LastSeen.After(first.LastSeen); st, _ = om.m.State("bot-go") {
-		if time.Now().After(deadline) {
-			t.Fatal("no keepalive answered within 10 s at a 100 ms interval")
-		}
-		time.Sleep(20 * time.Millisecond)
+			// Keepalives at the slave's interval are answered: last seen moves on.
+			first, _ := om.m.State("bot-go")
+			deadline := time.Now().Add(10 * time.Second)
+			for st, _ := om.m.State("bot-go"); !st.LastSeen.After(first.LastSeen); st, _ = om.m.State("bot-go") {
+				if time.Now().After(deadline) {
+					t.Fatal("no keepalive answered within 10 s at a 100 ms interval")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
 	}
 }
 
 func TestWrongPasswordIsRefusedWith401AndOneLogLine(t *testing.T) {
-	bot, _ := slave.New("bot-go", "sekrit")
-	om := startOurMaster(t, false, bot)
-	done := runSlave(t, client.Config{Master: om.addr, Name: "bot-go", Password: "not-it", MaxRefusals: 1})
-	select {
-	case err := <-done:
-		if !errors.Is(err, client.ErrRefused) {
-			t.Fatalf("Run = %v, want ErrRefused", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("slave with a wrong password was not refused")
-	}
-	lines := 0
-	for _, line := range strings.Split(om.log.String(), "\n") {
-		if strings.Contains(line, "refused") && strings.Contains(line, "slave=bot-go") && strings.Contains(line, "wrong password") {
-			lines++
-		}
-		if strings.Contains(line, "not-it") || strings.Contains(line, "sekrit") {
-			t.Errorf("log shows a password: %s", line)
-		}
-	}
-	if lines != 1 {
-		t.Errorf("%d refusal lines, want 1:\n%s", lines, om.log)
+	for _, proto := range protocols {
+		t.Run(proto, func(t *testing.T) {
+			bot, _ := slave.New("bot-go", "sekrit")
+			om := startOurMaster(t, false, proto, bot)
+			done := om.runSlave(t, client.Config{Name: "bot-go", Password: "not-it", MaxRefusals: 1})
+			select {
+			case err := <-done:
+				if !errors.Is(err, client.ErrRefused) {
+					t.Fatalf("Run = %v, want ErrRefused", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("slave with a wrong password was not refused")
+			}
+			lines := 0
+			for _, line := range strings.Split(om.log.String(), "\n") {
+				if strings.Contains(line, "refused") && strings.Contains(line, "slave=bot-go") && strings.Contains(line, "wrong password") {
+					lines++
+				}
+				if strings.Contains(line, "not-it") || strings.Contains(line, "sekrit") {
+					t.Errorf("log shows a password: %s", line)
+				}
+			}
+			if lines != 1 {
+				t.Errorf("%d refusal lines, want 1:\n%s", lines, om.log)
+			}
+		})
 	}
 }
 
 func TestGracefulShutdownEndsTheSlave(t *testing.T) {
-	bot, _ := slave.New("bot-go", "sekrit")
-	om := startOurMaster(t, false, bot)
-	done := runSlave(t, client.Config{Master: om.addr, Name: "bot-go", Password: "sekrit"})
-	b := acquire(t, om.m, "bot-go")
-	if err := om.m.GracefulShutdown("bot-go"); err != nil {
-		t.Fatal(err)
-	}
-	b.Release()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run after shutdown = %v, want nil", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("slave did not shut down")
+	for _, proto := range protocols {
+		t.Run(proto, func(t *testing.T) {
+			bot, _ := slave.New("bot-go", "sekrit")
+			om := startOurMaster(t, false, proto, bot)
+			done := om.runSlave(t, client.Config{Name: "bot-go", Password: "sekrit"})
+			b := acquire(t, om.m, "bot-go")
+			if err := om.m.GracefulShutdown("bot-go"); err != nil {
+				t.Fatal(err)
+			}
+			b.Release()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("Run after shutdown = %v, want nil", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("slave did not shut down")
+			}
+		})
 	}
 }
 
 func TestGoSlaveVerifiesOurMastersCertificate(t *testing.T) {
 	bot, _ := slave.New("bot-tls", "sekrit")
-	om := startOurMaster(t, true, bot)
-	runSlave(t, client.Config{Master: om.addr, Name: "bot-tls", Password: "sekrit", TLS: true, RootCAs: om.ca})
+	om := startOurMaster(t, true, client.Msgpack, bot)
+	om.runSlave(t, client.Config{Name: "bot-tls", Password: "sekrit", TLS: true, RootCAs: om.ca})
 	b := acquire(t, om.m, "bot-tls")
 	if out, rc := run(t, b, remote.Request{Name: "shell", Args: map[string]any{"workdir": t.TempDir(), "command": "echo over-tls"}}); rc != 0 || out != "over-tls\n" {
 		t.Errorf("rc %d stdout %q", rc, out)
@@ -231,7 +260,7 @@ func TestGoSlaveVerifiesOurMastersCertificate(t *testing.T) {
 	// A slave that does not trust the certificate never attaches.
 	untrusting, _ := slave.New("bot-untrusting", "sekrit")
 	om.m.Reconfigure(bot, untrusting)
-	done := runSlave(t, client.Config{Master: om.addr, Name: "bot-untrusting", Password: "sekrit", TLS: true, MaxRefusals: 1})
+	done := om.runSlave(t, client.Config{Name: "bot-untrusting", Password: "sekrit", TLS: true, MaxRefusals: 1})
 	time.Sleep(200 * time.Millisecond) // several dial attempts at 10-50 ms back-off
 	if st, _ := om.m.State("bot-untrusting"); st.Attached {
 		t.Error("slave attached without trusting the master's certificate")
@@ -253,9 +282,9 @@ func BenchmarkCommandsAcross100Slaves(b *testing.B) {
 		names[i] = "bot-" + strconv.Itoa(i)
 		slaves[i], _ = slave.New(names[i], "pw", slave.MaxBuilds(1))
 	}
-	om := startOurMaster(b, false, slaves...)
+	om := startOurMaster(b, false, client.Msgpack, slaves...)
 	for _, name := range names {
-		runSlave(b, client.Config{Master: om.addr, Name: name, Password: "pw"})
+		om.runSlave(b, client.Config{Name: name, Password: "pw"})
 	}
 	work := b.TempDir()
 	var latencies []time.Duration

@@ -84,6 +84,21 @@ func (s *session) startCommand(req wire.Message) error {
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return err
 	}
+	return s.start(s.conn.Context(), id, name, args, &remoteCommand{conn: s.conn, id: id})
+}
+
+// commandLine is a running command's line to the master, whatever the
+// transport.
+type commandLine interface {
+	commands.Master
+	// complete tells the master the command is over; failure is nil on
+	// success.
+	complete(ctx context.Context, failure error) error
+}
+
+// start starts the named command on a goroutine of its own; it ends with
+// ctx, the connection's context.
+func (s *session) start(ctx context.Context, id, name string, args map[string]any, line commandLine) error {
 	cmd, err := commands.New(name, args)
 	if err != nil {
 		return err
@@ -101,22 +116,20 @@ func (s *session) startCommand(req wire.Message) error {
 	s.running[id] = cmd
 	settings := s.settings
 	s.log.Info("starting command", "id", id, "command", name)
-	s.wg.Go(func() { s.run(id, cmd, settings) })
+	s.wg.Go(func() { s.run(ctx, id, cmd, settings, line) })
 	return nil
 }
 
 // run runs one command and tells the master it completed.
-func (s *session) run(id string, cmd *commands.Command, settings commands.Settings) {
-	ctx := s.conn.Context()
-	r := &remoteCommand{conn: s.conn, id: id}
-	failure := cmd.Run(ctx, r, settings)
+func (s *session) run(ctx context.Context, id string, cmd *commands.Command, settings commands.Settings, line commandLine) {
+	failure := cmd.Run(ctx, line, settings)
 	s.mu.Lock()
 	delete(s.running, id)
 	s.mu.Unlock()
 	if failure != nil {
 		s.log.Warn("command failed", "id", id, "command", cmd.Name(), "err", failure)
 	}
-	if err := r.complete(ctx, failure); err != nil && ctx.Err() == nil {
+	if err := line.complete(ctx, failure); err != nil && ctx.Err() == nil {
 		s.log.Warn("could not report command completion", "id", id, "err", err)
 	}
 }
@@ -127,16 +140,21 @@ func (s *session) interruptCommand(req wire.Message) error {
 		return err
 	}
 	why, _ := req.String("why") // optional
+	s.interrupt(id, why)
+	return nil
+}
+
+// interrupt interrupts the command with the id, if it runs.
+func (s *session) interrupt(id, why string) {
 	s.mu.Lock()
 	cmd := s.running[id]
 	s.mu.Unlock()
 	if cmd == nil {
 		s.log.Info("asked to interrupt a command that is not running", "id", id)
-		return nil
+		return
 	}
 	s.log.Info("interrupting command", "id", id, "why", why)
 	cmd.Interrupt(why)
-	return nil
 }
 
 // interruptAll interrupts every running command.

@@ -2,14 +2,18 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/buildslave/buildslave/protocol/pb"
 	"github.com/buildslave/buildslave/protocol/wire"
 )
 
@@ -25,7 +29,9 @@ const shutdownGrace = 200 * time.Millisecond
 type Slave struct {
 	cfg  Config
 	url  string
-	dial func(ctx context.Context) (wire.Transport, error)
+	dial func(ctx context.Context) (wire.Transport, error) // msgpack
+	// dialTCP connects to a PB master.
+	dialTCP func(ctx context.Context) (net.Conn, error)
 }
 
 // New checks cfg and returns a slave ready to Run.
@@ -40,11 +46,25 @@ func New(cfg Config) (*Slave, error) {
 	}
 	d := &wire.Dialer{}
 	if strings.HasPrefix(url, "wss://") {
-		d.TLSConfig = cfg.tlsConfig()
+		d.TLSConfig = cfg.tlsConfig("")
 	}
 	s := &Slave{cfg: cfg, url: url}
 	s.dial = func(ctx context.Context) (wire.Transport, error) {
 		return d.Dial(ctx, url, cfg.Name, cfg.Password)
+	}
+	s.dialTCP = func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		nc, err := d.DialContext(ctx, "tcp", url)
+		if err != nil || !cfg.TLS {
+			return nc, err
+		}
+		host, _, _ := net.SplitHostPort(url)
+		tc := tls.Client(nc, cfg.tlsConfig(host))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, err
+		}
+		return tc, nil
 	}
 	return s, nil
 }
@@ -63,35 +83,32 @@ func (s *Slave) Run(ctx context.Context) error {
 	b := newBackoff(s.cfg.MinBackoff, s.cfg.MaxBackoff)
 	refusals := 0
 	for {
-		t, err := s.dial(ctx)
-		if err == nil {
-			refusals = 0
-			shutdown, attached, err := s.serve(ctx, t, log)
-			if shutdown {
-				return nil
-			}
-			if attached {
-				b.reset()
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			log.Warn("connection to master lost", "err", err)
+		var shutdown, attached bool
+		var err error
+		if s.cfg.Protocol == PB {
+			shutdown, attached, err = s.servePB(ctx, log)
 		} else {
-			if ctx.Err() != nil {
-				return ctx.Err()
+			shutdown, attached, err = s.serveMsgpack(ctx, log)
+		}
+		if shutdown {
+			return nil
+		}
+		if attached {
+			b.reset()
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var he *wire.HandshakeError
+		if errors.As(err, &he) && he.StatusCode == http.StatusUnauthorized || errors.Is(err, pb.ErrUnauthorized) {
+			refusals++
+			log.Error("master refused the slave's name or password", "refusals", refusals)
+			if s.cfg.MaxRefusals > 0 && refusals >= s.cfg.MaxRefusals {
+				return fmt.Errorf("%w (%d times)", ErrRefused, refusals)
 			}
-			var he *wire.HandshakeError
-			if errors.As(err, &he) && he.StatusCode == http.StatusUnauthorized {
-				refusals++
-				log.Error("master refused the slave's name or password", "refusals", refusals)
-				if s.cfg.MaxRefusals > 0 && refusals >= s.cfg.MaxRefusals {
-					return fmt.Errorf("%w (%d times)", ErrRefused, refusals)
-				}
-			} else {
-				refusals = 0
-				log.Warn("cannot connect to master", "err", err)
-			}
+		} else {
+			refusals = 0
+			log.Warn("connection to master ended", "err", err)
 		}
 		wait := b.wait()
 		log.Info("reconnecting later", "in", wait.Round(time.Millisecond))
@@ -105,15 +122,26 @@ func (s *Slave) Run(ctx context.Context) error {
 	}
 }
 
-// serve runs one connection until it ends; it says whether the master
-// asked for a shutdown and whether it had attached the slave.
-func (s *Slave) serve(ctx context.Context, t wire.Transport, log *slog.Logger) (shutdown, attached bool, err error) {
+// serveMsgpack makes one msgpack connection and serves it until it ends;
+// it says whether the master asked for a shutdown and whether it had
+// attached the slave.
+func (s *Slave) serveMsgpack(ctx context.Context, log *slog.Logger) (shutdown, attached bool, err error) {
+	t, err := s.dial(ctx)
+	if err != nil {
+		return false, false, fmt.Errorf("cannot connect: %w", err)
+	}
 	sess := newSession(s.cfg.Basedir, log)
 	conn := wire.NewConn(t, sess.handle)
 	sess.conn = conn
 	log.Info("connected to master")
 	served := make(chan error, 1)
 	go func() { served <- conn.Serve() }()
+	return sess.wait(ctx, conn, served)
+}
+
+// wait waits for a served connection to end: by itself, with ctx, or
+// after the master's shutdown request; then for the session's commands.
+func (sess *session) wait(ctx context.Context, conn io.Closer, served <-chan error) (shutdown, attached bool, err error) {
 	select {
 	case err = <-served:
 	case <-ctx.Done():

@@ -25,7 +25,7 @@ func startSlave(t *testing.T, m *mastertest.Master, cfg Config) (basedir string,
 	if cfg.Basedir == "" {
 		cfg.Basedir = t.TempDir()
 	}
-	cfg.Master, cfg.Name = m.Addr(), "bot"
+	cfg.Master, cfg.Protocol, cfg.Name = m.Addr(), Msgpack, "bot"
 	if cfg.Password == "" {
 		cfg.Password = "pw"
 	}

@@ -24,22 +24,13 @@ import (
 // downloaded file is empty, with the stock slave too: the check step only
 // looks for the file.)
 //
-// Buildbot 3.7 accepts only a bare port number for msgpack and listens on
-// all interfaces; the configuration narrows its dispatcher's port string to
-// the loopback interface.
+// The protocols block is %s: protocolsCfg's for the protocol under test.
 const masterCfg = `
 from buildbot.plugins import schedulers, steps, util, worker
-from buildbot.worker.protocols.manager import msgpack as msgpack_manager
-
-_dispatcher_init = msgpack_manager.Dispatcher.__init__
-def _loopback_dispatcher(self, config_portstr, portstr):
-    _dispatcher_init(self, config_portstr, portstr)
-    self.portstr = portstr + ':interface=127.0.0.1'
-msgpack_manager.Dispatcher.__init__ = _loopback_dispatcher
-
+%s
 c = BuildmasterConfig = {}
 c['workers'] = [worker.Worker('gobot', 'go-secret')]
-c['protocols'] = {'msgpack_experimental_v7': {'port': %d}}
+c['protocols'] = protocols
 c['schedulers'] = [schedulers.Periodic(name='now', builderNames=['hello'], periodicBuildTimer=3600)]
 f = util.BuildFactory()
 f.addStep(steps.ShellCommand(name='greet', command=['sh', '-c', 'echo hello from the Go slave; mkdir -p dist; echo artifact > dist/out.txt']))
@@ -54,9 +45,33 @@ c['db'] = {'db_url': 'sqlite:///state.sqlite'}
 c['buildbotNetUsageData'] = None
 `
 
+// protocolsCfg configures each protocol on port %d of the loopback
+// interface. PB is the stock master's default: nothing but its port.
+// Buildbot 3.7 accepts only a bare port number for msgpack and listens on
+// all interfaces; the configuration narrows its dispatcher's port string
+// to the loopback interface.
+var protocolsCfg = map[string]string{
+	client.PB: `protocols = {'pb': {'port': 'tcp:%d:interface=127.0.0.1'}}`,
+	client.Msgpack: `from buildbot.worker.protocols.manager import msgpack as msgpack_manager
+
+_dispatcher_init = msgpack_manager.Dispatcher.__init__
+def _loopback_dispatcher(self, config_portstr, portstr):
+    _dispatcher_init(self, config_portstr, portstr)
+    self.portstr = portstr + ':interface=127.0.0.1'
+msgpack_manager.Dispatcher.__init__ = _loopback_dispatcher
+protocols = {'msgpack_experimental_v7': {'port': %d}}`,
+}
+
 // TestStockBuildbotMaster runs a build on a stock Buildbot 3.7 master
-// (Debian package buildbot) with the Go slave and checks it succeeds.
+// (Debian package buildbot) with the Go slave, over each protocol, and
+// checks it succeeds.
 func TestStockBuildbotMaster(t *testing.T) {
+	for _, proto := range []string{client.PB, client.Msgpack} {
+		t.Run(proto, func(t *testing.T) { testStockBuildbotMaster(t, proto) })
+	}
+}
+
+func testStockBuildbotMaster(t *testing.T, proto string) {
 	bin := integration.Require(t, "buildbot")
 	home := t.TempDir()
 	dir := filepath.Join(home, "master")
@@ -70,7 +85,7 @@ func TestStockBuildbotMaster(t *testing.T) {
 		}
 	}
 	buildbot("create-master", "--quiet", dir)
-	if err := os.WriteFile(filepath.Join(dir, "master.cfg"), fmt.Appendf(nil, masterCfg, port), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "master.cfg"), fmt.Appendf(nil, masterCfg, fmt.Sprintf(protocolsCfg[proto], port)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	buildbot("start", dir)
@@ -82,7 +97,7 @@ func TestStockBuildbotMaster(t *testing.T) {
 		}
 	})
 
-	s, err := client.New(client.Config{Master: fmt.Sprintf("127.0.0.1:%d", port), Name: "gobot",
+	s, err := client.New(client.Config{Master: fmt.Sprintf("127.0.0.1:%d", port), Protocol: proto, Name: "gobot",
 		Password: "go-secret", Basedir: filepath.Join(home, "slave"), Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 		MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second})
 	if err != nil {

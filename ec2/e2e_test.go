@@ -45,7 +45,7 @@ func TestBuildOnAnEC2InstanceOverTheRealProtocol(t *testing.T) {
 					env[k] = v
 				}
 			}
-			s, err := client.New(client.Config{Master: env["BUILDSLAVE_MASTER"], Name: env["BUILDSLAVE_NAME"],
+			s, err := client.New(client.Config{Master: env["BUILDSLAVE_MASTER"], Protocol: client.Msgpack, Name: env["BUILDSLAVE_NAME"],
 				Password: env["BUILDSLAVE_PASSWORD"], Basedir: t.TempDir(), Logger: quiet, MinBackoff: 10 * time.Millisecond})
 			if err != nil {
 				t.Errorf("user data %q: %v", b.UserData, err)

@@ -218,7 +218,7 @@ func TestRealVM(t *testing.T) {
 	diskMark := "guest-mark-" + rand.Text()[:10]
 	const buildWait = 2 * time.Second
 	s := &startRecorder{LatentSlave: newSlave(t, name, clone, XML(domXML), BaseImage(base), BuildWaitTimeout(buildWait), GuestEnv(
-		"BUILDSLAVE_MASTER=10.0.2.2:"+portOf(ml.Addr()),
+		"BUILDSLAVE_MASTER=10.0.2.2:"+portOf(ml.Addr()), "BUILDSLAVE_PROTOCOL=msgpack",
 		"BUILDSLAVE_REPORT=10.0.2.2:"+portOf(reports.Addr()),
 		"BUILDSLAVE_DISK_MARK="+diskMark)), started: make(chan latent.StartRequest, 1)}
 	showConsole := func() {

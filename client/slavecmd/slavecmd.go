@@ -23,6 +23,7 @@ import (
 // The environment variables that configure the slave.
 const (
 	envMaster      = "BUILDSLAVE_MASTER"
+	envProtocol    = "BUILDSLAVE_PROTOCOL"
 	envName        = "BUILDSLAVE_NAME"
 	envPassword    = "BUILDSLAVE_PASSWORD"
 	envBasedir     = "BUILDSLAVE_BASEDIR"
@@ -84,6 +85,7 @@ func parse(args []string, lookup func(string) (string, bool), log *slog.Logger, 
 	fs.SetOutput(stderr)
 	cfg := client.Config{Logger: log}
 	fs.StringVar(&cfg.Master, "master", env(envMaster), "master `host:port` (or a ws:// or wss:// URL)")
+	fs.StringVar(&cfg.Protocol, "protocol", env(envProtocol), "`pb` (every Buildbot master's default) or msgpack (default: msgpack for a ws:// URL, else pb)")
 	fs.StringVar(&cfg.Name, "name", env(envName), "slave `name`")
 	fs.StringVar(&cfg.Password, "password", "", "slave password (visible in ps: prefer "+envPassword+")")
 	fs.StringVar(&cfg.Basedir, "basedir", env(envBasedir), "base `directory` (holds info/ and the builds)")

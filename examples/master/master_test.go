@@ -54,7 +54,7 @@ func startMaster(t *testing.T, cfg *config.Config) (*master, *testlog.Buffer) {
 // attachGoSlave runs our Go slave in-process as name until the test ends.
 func attachGoSlave(t *testing.T, m *master, name, password string) {
 	t.Helper()
-	s, err := client.New(client.Config{Master: m.protoAddr, Name: name, Password: password, Basedir: t.TempDir(),
+	s, err := client.New(client.Config{Master: m.protoAddr, Protocol: client.Msgpack, Name: name, Password: password, Basedir: t.TempDir(),
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

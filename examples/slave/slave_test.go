@@ -44,7 +44,7 @@ func startBinary(tb testing.TB, bin string, m *mastertest.Master) *session {
 	tb.Helper()
 	s := &session{log: &bytes.Buffer{}, basedir: tb.TempDir()}
 	s.cmd = exec.Command(bin)
-	s.cmd.Env = []string{"PATH=/usr/bin:/bin", "BUILDSLAVE_MASTER=" + m.Addr(), "BUILDSLAVE_NAME=bot",
+	s.cmd.Env = []string{"PATH=/usr/bin:/bin", "BUILDSLAVE_MASTER=" + m.Addr(), "BUILDSLAVE_PROTOCOL=msgpack", "BUILDSLAVE_NAME=bot",
 		"BUILDSLAVE_PASSWORD=" + password, "BUILDSLAVE_BASEDIR=" + s.basedir}
 	s.cmd.Stderr = s.log
 	start := time.Now()
@@ -122,7 +122,7 @@ func TestBinaryAttachesRunsAndShutsDown(t *testing.T) {
 
 func TestBinaryGivesUpWhenRefused(t *testing.T) {
 	m := mastertest.New(t, "bot", "another password", false)
-	cmd := exec.Command(buildSlave(t), "-master", m.Addr(), "-name", "bot", "-basedir", t.TempDir(), "-max-refusals", "2")
+	cmd := exec.Command(buildSlave(t), "-master", m.Addr(), "-protocol", "msgpack", "-name", "bot", "-basedir", t.TempDir(), "-max-refusals", "2")
 	cmd.Env = []string{"BUILDSLAVE_PASSWORD=" + password}
 	out, err := cmd.CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
@@ -150,7 +150,7 @@ func TestBinaryStopsOnSIGTERMDuringSilentHandshake(t *testing.T) {
 			accepted <- c
 		}
 	}()
-	cmd := exec.Command(bin, "-master", l.Addr().String(), "-name", "bot", "-basedir", t.TempDir())
+	cmd := exec.Command(bin, "-master", l.Addr().String(), "-protocol", "msgpack", "-name", "bot", "-basedir", t.TempDir())
 	cmd.Env = []string{"BUILDSLAVE_PASSWORD=" + password}
 	out := &bytes.Buffer{}
 	cmd.Stderr = out

@@ -369,7 +369,7 @@ func TestBuildWithTheGoSlave(t *testing.T) {
 	defer srv.Close()
 	basedir := t.TempDir()
 	d, err := local.New(local.Config{Slave: s, BuildWaitTimeout: 300 * time.Millisecond, Program: bin,
-		Master: ln.Addr().String(), Basedir: basedir, Output: os.Stderr, KillTimeout: 5 * time.Second})
+		Args: []string{"-protocol", "msgpack"}, Master: ln.Addr().String(), Basedir: basedir, Output: os.Stderr, KillTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

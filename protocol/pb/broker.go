@@ -490,6 +490,9 @@ func (r *Ref) Call(ctx context.Context, method string, args Tuple, kw map[string
 	}
 }
 
+// Broker is the connection the object is reached through.
+func (r *Ref) Broker() *Broker { return r.b }
+
 // Release tells the peer we no longer hold this reference.
 func (r *Ref) Release() error {
 	if r.root {

@@ -64,7 +64,11 @@ type failure struct {
 
 func (f *failure) Error() string { return f.text }
 
-// noSuchMethod is the failure of a call to a method an object lacks.
+// NoSuchMethod is the error an Object's Call returns for a method it
+// lacks: the peer sees Twisted's NoSuchMethod, which Buildbot's masters
+// take as "try the older name".
+func NoSuchMethod(method string) error { return noSuchMethod(method) }
+
 func noSuchMethod(method string) *failure {
 	return &failure{parents: excNoSuchMethod, text: "No such method: remote_" + method}
 }
