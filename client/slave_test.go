@@ -209,43 +209,48 @@ func TestNewRejectsBadConfig(t *testing.T) {
 }
 
 // TestRunStopsDuringSilentHandshake: a master that accepts the connection
-// and never answers the upgrade does not hold Run after its context ends
-// (it held it for the handshake timeout, 30 s).
+// and never answers the upgrade (msgpack) or the login (PB) does not hold
+// Run after its context ends (over msgpack it held it for the handshake
+// timeout, 30 s).
 func TestRunStopsDuringSilentHandshake(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := l.Accept()
-		if err == nil {
-			accepted <- c
-		}
-	}()
-	t.Cleanup(func() { l.Close() })
-	s, err := New(Config{Master: l.Addr().String(), Name: "bot", Password: "pw", Basedir: t.TempDir(),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	finished := make(chan error, 1)
-	go func() { finished <- s.Run(ctx) }()
-	deadline := time.After(10 * time.Second)
-	select {
-	case c := <-accepted:
-		defer c.Close()
-	case <-deadline:
-		t.Fatal("the slave did not connect within 10 s")
-	}
-	cancel()
-	select {
-	case err := <-finished:
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("Run = %v, want context.Canceled", err)
-		}
-	case <-deadline:
-		t.Fatal("Run did not return within 10 s of its context's end")
+	for _, protocol := range []string{Msgpack, PB} {
+		t.Run(protocol, func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			accepted := make(chan net.Conn, 1)
+			go func() {
+				c, err := l.Accept()
+				if err == nil {
+					accepted <- c
+				}
+			}()
+			t.Cleanup(func() { l.Close() })
+			s, err := New(Config{Master: l.Addr().String(), Protocol: protocol, Name: "bot", Password: "pw",
+				Basedir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			finished := make(chan error, 1)
+			go func() { finished <- s.Run(ctx) }()
+			deadline := time.After(10 * time.Second)
+			select {
+			case c := <-accepted:
+				defer c.Close()
+			case <-deadline:
+				t.Fatal("the slave did not connect within 10 s")
+			}
+			cancel()
+			select {
+			case err := <-finished:
+				if !errors.Is(err, context.Canceled) {
+					t.Errorf("Run = %v, want context.Canceled", err)
+				}
+			case <-deadline:
+				t.Fatal("Run did not return within 10 s of its context's end")
+			}
+		})
 	}
 }

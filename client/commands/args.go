@@ -55,6 +55,9 @@ func (a argMap) int(key string, def int) (int, error) {
 	if !ok || f != math.Trunc(f) {
 		return 0, fmt.Errorf("argument %q: want an integer, got %v", key, v)
 	}
+	if f < math.MinInt64 || f >= math.MaxInt64 { // beyond, int(f) is undefined
+		return 0, fmt.Errorf("argument %q: %v is out of range", key, v)
+	}
 	return int(f), nil
 }
 
@@ -67,6 +70,9 @@ func (a argMap) seconds(key string) (time.Duration, error) {
 	f, ok := asFloat(v)
 	if !ok || f < 0 {
 		return 0, fmt.Errorf("argument %q: want a number of seconds, got %v", key, v)
+	}
+	if f >= math.MaxInt64/float64(time.Second) {
+		return 0, fmt.Errorf("argument %q: %v seconds is out of range", key, v)
 	}
 	return time.Duration(f * float64(time.Second)), nil
 }

@@ -2,6 +2,7 @@ package commands
 
 import (
 	"errors"
+	"fmt"
 	"io"
 )
 
@@ -43,6 +44,9 @@ func copyBlocks(j *job, maxsize int64, blocksize int, read func(n int) ([]byte, 
 		data, err := read(int(n))
 		if err != nil || len(data) == 0 {
 			return err
+		}
+		if len(data) > int(n) {
+			return fmt.Errorf("the master sent %d bytes for a read of %d", len(data), n)
 		}
 		if err := write(data); err != nil {
 			return err

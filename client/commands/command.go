@@ -68,14 +68,21 @@ type Command struct {
 	why         string
 }
 
-// New checks the command name and its args; an error is what the master
-// should get as the start_command exception.
-func New(name string, args map[string]any) (*Command, error) {
+// New is Limits.New with the default limits.
+func New(name string, args map[string]any) (*Command, error) { return Limits{}.New(name, args) }
+
+// New checks the command name and its args, which must keep within l; an
+// error is what the master should get as the start_command exception.
+func (l Limits) New(name string, args map[string]any) (*Command, error) {
 	parse, ok := parsers[name]
 	if !ok {
 		return nil, fmt.Errorf("unrecognized WorkerCommand '%s'", name)
 	}
-	r, err := parse(argMap(args))
+	err := l.withDefaults().checkArgs(argMap(args))
+	var r runner
+	if err == nil {
+		r, err = parse(argMap(args))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}

@@ -21,9 +21,13 @@ type Settings struct {
 	MaxLineLength int           // longer lines are split (in characters)
 }
 
+// ParseSettings is Limits.ParseSettings with the default limits.
+func ParseSettings(args map[string]any) (Settings, error) { return Limits{}.ParseSettings(args) }
+
 // ParseSettings reads the args of a set_worker_settings request; all four
-// settings are required, as in the stock slave.
-func ParseSettings(args map[string]any) (Settings, error) {
+// settings are required, as in the stock slave, and buffer_size and
+// max_line_length must keep within l.
+func (l Limits) ParseSettings(args map[string]any) (Settings, error) {
 	var s Settings
 	for _, k := range []string{"buffer_size", "buffer_timeout", "newline_re", "max_line_length"} {
 		if _, ok := args[k]; !ok {
@@ -36,7 +40,7 @@ func ParseSettings(args map[string]any) (Settings, error) {
 	re, err3 := a.string("newline_re", "")
 	maxLine, err4 := a.int("max_line_length", 0)
 	s = Settings{BufferSize: size, BufferTimeout: timeout, NewlineRE: re, MaxLineLength: maxLine}
-	if err := firstErr(err1, err2, err3, err4); err != nil {
+	if err := firstErr(err1, err2, err3, err4, l.withDefaults().checkSettings(s)); err != nil {
 		return s, err
 	}
 	_, err := s.withDefaults().compile()

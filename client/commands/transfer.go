@@ -29,6 +29,9 @@ func parseTransfer(a argMap) (transfer, error) {
 	if blocksize <= 0 {
 		return transfer{}, fmt.Errorf("blocksize %d is not positive", blocksize)
 	}
+	if maxsize < -1 {
+		return transfer{}, fmt.Errorf("maxsize %d is negative", maxsize)
+	}
 	return transfer{path: path, maxsize: int64(maxsize), blocksize: blocksize}, nil
 }
 
