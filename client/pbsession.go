@@ -110,7 +110,7 @@ func messageArg(args pb.Tuple, kw map[string]any) string {
 	if len(args) > 0 {
 		v = args[0]
 	}
-	msg, _ := plain(v).(string)
+	msg, _ := pb.Plain(v).(string)
 	return msg
 }
 
@@ -129,8 +129,8 @@ func (bot *pbBot) setBuilderList(args pb.Tuple) (any, error) {
 		if len(pair) != 2 {
 			return nil, errors.New("setBuilderList takes a list of (name, builddir)")
 		}
-		name, _ := plain(pair[0]).(string)
-		builddir, _ := plain(pair[1]).(string)
+		name, _ := pb.Plain(pair[0]).(string)
+		builddir, _ := pb.Plain(pair[1]).(string)
 		if name == "" || builddir == "" || !filepath.IsLocal(builddir) {
 			return nil, fmt.Errorf("setBuilderList: bad builder %q in directory %q", name, builddir)
 		}
@@ -170,9 +170,9 @@ func (b *pbBuilder) Call(method string, args pb.Tuple, kw map[string]any) (any, 
 			return nil, errors.New("startCommand takes (command, id, name, args)")
 		}
 		ref, ok := args[0].(*pb.Ref)
-		id, _ := plain(args[1]).(string)
-		name, _ := plain(args[2]).(string)
-		cmdArgs, ok2 := plain(args[3]).(map[string]any)
+		id, _ := pb.Plain(args[1]).(string)
+		name, _ := pb.Plain(args[2]).(string)
+		cmdArgs, ok2 := pb.Plain(args[3]).(map[string]any)
 		if !ok || !ok2 || id == "" || name == "" {
 			return nil, errors.New("startCommand takes (command, id, name, args)")
 		}
@@ -187,8 +187,8 @@ func (b *pbBuilder) Call(method string, args pb.Tuple, kw map[string]any) (any, 
 		if len(args) < 1 {
 			return nil, errors.New("interruptCommand takes (id, why)")
 		}
-		id, _ := plain(args[0]).(string)
-		why, _ := plain(argAt(args, 1)).(string)
+		id, _ := pb.Plain(args[0]).(string)
+		why, _ := pb.Plain(argAt(args, 1)).(string)
 		s.interrupt(id, why)
 		return nil, nil
 	case "shutdown": // how masters before 0.8.3 ask
@@ -287,30 +287,6 @@ func expandUser(p string) string {
 		return p
 	}
 	return home + p[1:]
-}
-
-// plain turns what PB delivers into what the commands read: bytes (how
-// Python 2 masters send text) become strings, tuples lists, recursively.
-func plain(v any) any {
-	switch v := v.(type) {
-	case []byte:
-		return string(v)
-	case pb.Tuple:
-		return plain([]any(v))
-	case []any:
-		l := make([]any, len(v))
-		for i, e := range v {
-			l[i] = plain(e)
-		}
-		return l
-	case map[string]any:
-		m := make(map[string]any, len(v))
-		for k, e := range v {
-			m[k] = plain(e)
-		}
-		return m
-	}
-	return v
 }
 
 // pbLine is a running command's line to a PB master: the master's command

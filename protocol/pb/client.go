@@ -55,6 +55,31 @@ func (b *Broker) Login(ctx context.Context, name, password string, mind Object) 
 	return perspective, nil
 }
 
+// Plain turns jelly's values into the plain ones Go code reads: bytes
+// (how Python 2 peers, such as Buildbot 0.8 slaves, send text) become
+// strings and tuples lists, recursively.
+func Plain(v any) any {
+	switch v := v.(type) {
+	case []byte:
+		return string(v)
+	case Tuple:
+		return Plain([]any(v))
+	case []any:
+		l := make([]any, len(v))
+		for i, e := range v {
+			l[i] = Plain(e)
+		}
+		return l
+	case map[string]any:
+		m := make(map[string]any, len(v))
+		for k, e := range v {
+			m[k] = Plain(e)
+		}
+		return m
+	}
+	return v
+}
+
 // AsList returns the elements of a list or a tuple, nil for anything else.
 func AsList(v any) []any {
 	switch l := v.(type) {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strconv"
+	"strings"
 
 	"github.com/buildslave/buildslave/protocol/remote"
 )
@@ -33,7 +35,7 @@ func (c *Conn) Start(ctx context.Context, req remote.Request) (*remote.Command, 
 		return nil, err
 	}
 	pc := &pbCommand{c: c, id: cmd.ID, progress: progress}
-	name, args, err := pbArgs(req, pc)
+	name, args, err := pbArgs(req, pc, c.info.Commands)
 	if err != nil {
 		return nil, err
 	}
@@ -70,8 +72,10 @@ func (c *Conn) forget(id string) bool {
 // pbArgs turns a request into PB's command name and arguments: PB slaves
 // take the older names and join relative paths to the builder's
 // directory, which leaves absolute paths as they are. Uploads get a writer
-// object and downloads a reader object, which the slave calls.
-func pbArgs(req remote.Request, pc *pbCommand) (string, map[string]any, error) {
+// object and downloads a reader object, which the slave calls. Slaves
+// whose transfer commands are older than version 3.0 (Buildbot 0.8) name
+// the file slavesrc or slavedest, as Buildbot's masters know.
+func pbArgs(req remote.Request, pc *pbCommand, versions map[string]string) (string, map[string]any, error) {
 	args := maps.Clone(req.Args)
 	if args == nil {
 		args = map[string]any{}
@@ -109,17 +113,25 @@ func pbArgs(req remote.Request, pc *pbCommand) (string, map[string]any, error) {
 		rename("from_path", "fromdir")
 		rename("to_path", "todir")
 	case "upload_file", "upload_directory":
-		rename("path", "workersrc")
+		name = map[string]string{"upload_file": "uploadFile", "upload_directory": "uploadDirectory"}[name]
+		rename("path", map[bool]string{false: "workersrc", true: "slavesrc"}[olderThan3(versions[name])])
 		args["workdir"] = ""
 		args["writer"] = &pbWriter{pc}
-		name = map[string]string{"upload_file": "uploadFile", "upload_directory": "uploadDirectory"}[name]
 	case "download_file":
-		rename("path", "workerdest")
+		name = "downloadFile"
+		rename("path", map[bool]string{false: "workerdest", true: "slavedest"}[olderThan3(versions[name])])
 		args["workdir"] = ""
 		args["reader"] = &pbReader{pc}
-		name = "downloadFile"
 	}
 	return name, args, nil
+}
+
+// olderThan3 reports whether a command version such as "2.15" is before
+// 3.0, the version that renamed slave to worker in Buildbot's arguments.
+func olderThan3(version string) bool {
+	major, _, _ := strings.Cut(version, ".")
+	n, err := strconv.Atoi(major)
+	return err == nil && n < 3
 }
 
 // pbCommand is the master's object for one command (Buildbot's

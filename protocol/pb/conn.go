@@ -311,7 +311,7 @@ func (c *Conn) workerInfo(ctx context.Context) (slave.Info, error) {
 	if err != nil {
 		return slave.Info{}, err
 	}
-	return remote.ParseInfo(result)
+	return remote.ParseInfo(Plain(result))
 }
 
 func (c *Conn) slaveInfo(ctx context.Context) (any, error) {
@@ -332,17 +332,14 @@ func (c *Conn) slaveInfo(ctx context.Context) (any, error) {
 		info["worker_commands"] = cmds
 		return info, nil
 	}
-	for method, key := range map[string]string{"getCommands": "worker_commands", "getVersion": "version"} {
-		v, err := c.mind.Call(ctx, method, nil, nil)
+	for _, q := range []struct{ method, key string }{{"getCommands", "worker_commands"}, {"getVersion", "version"}} {
+		v, err := c.mind.Call(ctx, q.method, nil, nil)
 		switch {
 		case IsNoSuchMethod(err):
 		case err != nil:
 			return nil, err
 		default:
-			if b, ok := v.([]byte); ok {
-				v = string(b)
-			}
-			info[key] = v
+			info[q.key] = v
 		}
 	}
 	return info, nil
