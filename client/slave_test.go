@@ -208,6 +208,27 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 }
 
+// TestMasterSentSizesOverLimits: a master asking for a block of 1 TiB or
+// a buffer of 1 TiB gets an exception naming the limit, and the slave stays
+// attached (it ran out of memory).
+func TestMasterSentSizesOverLimits(t *testing.T) {
+	m := mastertest.New(t, "bot", "pw", false)
+	basedir, _ := startSlave(t, m, Config{})
+	mc := m.Next(t)
+	mc.Attach(t, basedir)
+	_, err := mc.Wire.Call(t.Context(), "start_command", map[string]any{"command_id": "big", "command_name": "upload_file",
+		"args": map[string]any{"path": filepath.Join(basedir, "f"), "blocksize": int64(1) << 40, "maxsize": nil}})
+	if re := new(wire.RemoteError); !errors.As(err, &re) || !strings.Contains(re.Message, "commands.Limits.BlockSize") {
+		t.Errorf("start_command with a 1 TiB blocksize: %v", err)
+	}
+	_, err = mc.Wire.Call(t.Context(), "set_worker_settings", map[string]any{"args": map[string]any{
+		"buffer_size": int64(1) << 40, "buffer_timeout": 5, "newline_re": "\n", "max_line_length": 4096}})
+	if re := new(wire.RemoteError); !errors.As(err, &re) || !strings.Contains(re.Message, "commands.Limits.BufferSize") {
+		t.Errorf("set_worker_settings with a 1 TiB buffer: %v", err)
+	}
+	mc.Call(t, "keepalive", nil)
+}
+
 // TestRunStopsDuringSilentHandshake: a master that accepts the connection
 // and never answers the upgrade (msgpack) or the login (PB) does not hold
 // Run after its context ends (over msgpack it held it for the handshake
