@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -95,15 +98,40 @@ func newWorstFrameRun(t testing.TB) *worstFrameRun {
 	return r
 }
 
+// attackCost is what an attack cost the test process, in bytes.
+type attackCost struct {
+	heap      uint64 // peak growth of the heap's objects, sampled every millisecond
+	rss       uint64 // peak growth of the resident size; 0 where Linux's /proc is missing
+	allocated uint64
+}
+
+// procStatus reads a field of /proc/self/status, in bytes.
+func procStatus(field string) (uint64, bool) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10, err == nil
+		}
+	}
+	return 0, false
+}
+
 // attack sends frame from every slave at once and waits until the master
-// has dropped them all and logged why. It returns the peak growth of the
-// heap's objects over the run (sampled every millisecond) and the bytes
-// allocated.
-func (r *worstFrameRun) attack(t testing.TB, frame []byte) (peak, allocated uint64) {
+// has dropped them all and logged why.
+func (r *worstFrameRun) attack(t testing.TB, frame []byte) attackCost {
 	t.Helper()
 	runtime.GC()
+	debug.FreeOSMemory()
+	rss, rssOK := procStatus("VmRSS")
+	// Writing 5 resets the peak resident size, VmHWM.
+	rssOK = rssOK && os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
+	var cost attackCost
 	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
 	metrics.Read(sample)
 	base := sample[0].Value.Uint64()
@@ -114,7 +142,7 @@ func (r *worstFrameRun) attack(t testing.TB, frame []byte) (peak, allocated uint
 		defer tick.Stop()
 		for {
 			metrics.Read(sample)
-			peak = max(peak, sample[0].Value.Uint64()-min(base, sample[0].Value.Uint64()))
+			cost.heap = max(cost.heap, sample[0].Value.Uint64()-min(base, sample[0].Value.Uint64()))
 			select {
 			case <-stop:
 				return
@@ -148,7 +176,11 @@ func (r *worstFrameRun) attack(t testing.TB, frame []byte) (peak, allocated uint
 	close(stop)
 	sampler.Wait()
 	runtime.ReadMemStats(&after)
-	return peak, after.TotalAlloc - before.TotalAlloc
+	cost.allocated = after.TotalAlloc - before.TotalAlloc
+	if hwm, ok := procStatus("VmHWM"); ok && rssOK {
+		cost.rss = hwm - min(rss, hwm)
+	}
+	return cost
 }
 
 // TestWorstFramesFromManySlaves: hostileSlaves authenticated slaves each
@@ -159,13 +191,14 @@ func TestWorstFramesFromManySlaves(t *testing.T) {
 	for name, frame := range worstFrames {
 		t.Run(name, func(t *testing.T) {
 			r := newWorstFrameRun(t)
-			peak, allocated := r.attack(t, frame)
-			t.Logf("%d slaves × %d-byte frame: heap peak +%.1f MB, %.1f MB allocated", hostileSlaves, len(frame), float64(peak)/1e6, float64(allocated)/1e6)
+			cost := r.attack(t, frame)
+			t.Logf("%d slaves × %d-byte frame: heap peak +%.1f MB, resident peak +%.1f MB, %.1f MB allocated",
+				hostileSlaves, len(frame), float64(cost.heap)/1e6, float64(cost.rss)/1e6, float64(cost.allocated)/1e6)
 			// Each connection holds its frame (read into a buffer grown by
 			// doubling) and at most the decoding budget.
 			perSlave := uint64(3*len(frame) + wire.DefaultAllocFactor*len(frame) + wire.DefaultAllocBase)
-			if bound := hostileSlaves*perSlave + 16<<20; peak > bound {
-				t.Errorf("heap grew by %d bytes, over %d", peak, bound)
+			if bound := hostileSlaves*perSlave + 16<<20; cost.heap > bound {
+				t.Errorf("heap grew by %d bytes, over %d", cost.heap, bound)
 			}
 			lines := r.logs.Matching("slave sent bad input; connection dropped", "DecodeLimits")
 			if len(lines) != hostileSlaves {
@@ -175,21 +208,24 @@ func TestWorstFramesFromManySlaves(t *testing.T) {
 	}
 }
 
-// BenchmarkWorstFrames reports the master's peak heap growth while
-// hostileSlaves authenticated slaves each send a worst frame at once.
+// BenchmarkWorstFrames reports the growth of the master's heap and
+// resident size at their peak while hostileSlaves authenticated slaves each
+// send a worst frame at once (the slaves run in the same process, but cost
+// little: they share one encoded frame).
 func BenchmarkWorstFrames(b *testing.B) {
 	for name, frame := range worstFrames {
 		b.Run(strings.ReplaceAll(name, " ", "_"), func(b *testing.B) {
-			var peak, allocated uint64
+			var worst attackCost
 			for b.Loop() {
 				b.StopTimer()
 				r := newWorstFrameRun(b)
 				b.StartTimer()
-				p, a := r.attack(b, frame)
-				peak, allocated = max(peak, p), max(allocated, a)
+				cost := r.attack(b, frame)
+				worst = attackCost{max(worst.heap, cost.heap), max(worst.rss, cost.rss), max(worst.allocated, cost.allocated)}
 			}
-			b.ReportMetric(float64(peak)/1e6, "peak-heap-MB")
-			b.ReportMetric(float64(allocated)/1e6, "alloc-MB")
+			b.ReportMetric(float64(worst.heap)/1e6, "peak-heap-MB")
+			b.ReportMetric(float64(worst.rss)/1e6, "peak-RSS-MB")
+			b.ReportMetric(float64(worst.allocated)/1e6, "alloc-MB")
 		})
 	}
 }
