@@ -156,7 +156,8 @@ func appendMapHeader(b []byte, n int) []byte   { return appendHeader(b, n, 0x80,
 // Defaults for the zero fields of DecodeLimits.
 const (
 	// DefaultMaxValues is the default bound on the values in one message:
-	// a batch of 64 KiB of output lines holds some 8,000.
+	// a batch of 64 KiB of output holds at most some 131,000 (for 65,536
+	// empty lines, an offset and a time each).
 	DefaultMaxValues = 1 << 18
 	// DefaultAllocFactor and DefaultAllocBase make the default bound on
 	// the memory one decoded message takes: 8 bytes per byte of the
