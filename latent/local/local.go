@@ -63,11 +63,20 @@ type Config struct {
 
 // Driver runs one local latent slave. It implements latent.LatentSlave,
 // latent.Lister and latent.Checker.
+//
+// An instance is the process group Start makes; its id is the group's id,
+// the pid of the program Start ran. Every process of it carries
+// EnvMasterID in its environment, and it holds a lock on PidFile in the
+// basedir for as long as any of its processes runs: so a master that was
+// killed and restarted finds what it left behind (List), stops it (Stop)
+// and never starts a second slave on a basedir still in use.
 type Driver struct {
 	cfg Config
 
 	mu    sync.Mutex
 	procs map[string]*process // by instance id: started and not stopped
+
+	pidFile sync.Mutex // serializes Start's lock with List's look at it
 }
 
 var (
@@ -119,6 +128,8 @@ func (d *Driver) BuildWaitTimeout() time.Duration { return d.cfg.BuildWaitTimeou
 
 // Start starts the slave program in a process group of its own, with
 // req's password in its environment. The instance id is the process id.
+// It fails with an error wrapping ErrBasedirInUse while a process started
+// on the basedir earlier, by this master or another, still runs.
 func (d *Driver) Start(ctx context.Context, req latent.StartRequest) (latent.Instance, error) {
 	if err := ctx.Err(); err != nil {
 		return latent.Instance{}, err
@@ -126,6 +137,13 @@ func (d *Driver) Start(ctx context.Context, req latent.StartRequest) (latent.Ins
 	if err := os.MkdirAll(d.cfg.Basedir, 0o750); err != nil {
 		return latent.Instance{}, fmt.Errorf("local: basedir: %w", err)
 	}
+	d.pidFile.Lock()
+	defer d.pidFile.Unlock()
+	lock, err := lockBasedir(d.cfg.Basedir)
+	if err != nil {
+		return latent.Instance{}, err
+	}
+	defer lock.Close() // the slave's copy keeps the lock
 	args := append(slices.Clone(d.cfg.Args), "-master", d.cfg.Master, "-name", req.Name, "-basedir", d.cfg.Basedir)
 	cmd := exec.Command(d.cfg.Program, args...)
 	cmd.Env = append(environ(d.cfg.Env),
@@ -138,6 +156,7 @@ func (d *Driver) Start(ctx context.Context, req latent.StartRequest) (latent.Ins
 	cmd.Dir = d.cfg.Basedir
 	cmd.Stdout, cmd.Stderr = d.cfg.Output, d.cfg.Output
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.ExtraFiles = []*os.File{lock} // inherited by every process of the instance
 	if err := cmd.Start(); err != nil {
 		return latent.Instance{}, fmt.Errorf("local: start %s: %w", d.cfg.Program, err)
 	}
@@ -150,6 +169,11 @@ func (d *Driver) Start(ctx context.Context, req latent.StartRequest) (latent.Ins
 		p.err = cmd.Wait()
 		close(p.exited)
 	}()
+	if err := writePidFile(lock, p.inst); err != nil {
+		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+		<-p.exited
+		return latent.Instance{}, err
+	}
 	d.mu.Lock()
 	d.procs[p.inst.ID] = p
 	d.mu.Unlock()
@@ -163,34 +187,85 @@ func environ(extra []string) []string {
 	return append(env, extra...)
 }
 
-// Stop sends SIGTERM to the process group, then SIGKILL after
-// KillTimeout (or at ctx's end), waits for the program to exit and kills
-// what is left of its group. An instance already gone is not an error.
+// Stop sends SIGTERM to the instance's process groups (the one Start
+// made, and those its processes made since), then SIGKILL after
+// KillTimeout (or at ctx's end), and waits for their processes to exit. It
+// stops an instance this Driver did not start, such as one a crashed
+// master left behind, only if its processes still carry inst's master id.
+// An instance already gone is not an error.
 func (d *Driver) Stop(ctx context.Context, inst latent.Instance) error {
+	pgid, err := strconv.Atoi(inst.ID)
+	if err != nil || pgid <= 1 {
+		return fmt.Errorf("local: %q is not a process group id", inst.ID)
+	}
 	d.mu.Lock()
 	p := d.procs[inst.ID]
 	d.mu.Unlock()
-	if p == nil {
-		return nil
+	found, err := d.find(inst.MasterID)
+	t := found[inst.ID]
+	switch {
+	case p == nil && t == nil && err != nil:
+		return fmt.Errorf("local: stop process group %d: %w", pgid, err)
+	case p == nil && t == nil:
+		return nil // gone, or not one of ours
 	}
-	_ = syscall.Kill(-p.pid, syscall.SIGTERM) // ESRCH: the group is gone
-	t := time.NewTimer(d.cfg.KillTimeout)
-	defer t.Stop()
-	select {
-	case <-p.exited:
-	case <-t.C:
-	case <-ctx.Done():
+	groups := []int{pgid}
+	if t != nil {
+		own := syscall.Getpgrp() // never init's group or the master's own
+		groups = slices.DeleteFunc(slices.Clone(t.groups), func(g int) bool { return g <= 1 || g == own })
 	}
-	_ = syscall.Kill(-p.pid, syscall.SIGKILL) // children that outlived the slave too
-	select {
-	case <-p.exited:
-	case <-ctx.Done():
-		return fmt.Errorf("local: process %d did not exit after SIGKILL: %w", p.pid, context.Cause(ctx))
+	signal(groups, syscall.SIGTERM) // ESRCH: the group is gone
+	kill := time.NewTimer(d.cfg.KillTimeout)
+	defer kill.Stop()
+	exited := awaitExit(ctx, kill.C, p, groups)
+	signal(groups, syscall.SIGKILL) // children that outlived the slave too
+	if !exited && !awaitExit(ctx, nil, p, groups) {
+		return fmt.Errorf("local: process group %d did not exit after SIGKILL: %w", pgid, context.Cause(ctx))
 	}
-	d.mu.Lock()
-	delete(d.procs, inst.ID)
-	d.mu.Unlock()
+	if p != nil {
+		d.mu.Lock()
+		delete(d.procs, inst.ID)
+		d.mu.Unlock()
+	}
 	return nil
+}
+
+// pollInterval is how often Stop looks whether the processes of an
+// instance have exited.
+const pollInterval = 50 * time.Millisecond
+
+// awaitExit waits until the instance has exited (p, if this Driver started
+// it, and every process of groups: until then the basedir stays locked),
+// limit fires or ctx ends, and reports whether it has exited.
+func awaitExit(ctx context.Context, limit <-chan time.Time, p *process, groups []int) bool {
+	if p != nil {
+		select {
+		case <-p.exited:
+		case <-limit:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for groupsAlive(groups) {
+		select {
+		case <-tick.C:
+		case <-limit:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+// signal sends sig to each process group.
+func signal(groups []int, sig syscall.Signal) {
+	for _, g := range groups {
+		_ = syscall.Kill(-g, sig)
+	}
 }
 
 // Check returns nil while the process runs, and its exit status once it
@@ -213,20 +288,29 @@ func (d *Driver) Check(ctx context.Context, inst latent.Instance) error {
 	}
 }
 
-// List returns the processes this Driver started for masterID that are
-// still running.
+// List returns the instances tagged with masterID that still run: those
+// this Driver started, and those a master with that id started before it
+// crashed or was killed, found by their tag (on Linux, every process whose
+// environment carries EnvMasterID, of any slave) and by the PidFile in the
+// basedir. It lists what it found along with any error.
 func (d *Driver) List(ctx context.Context, masterID string) ([]latent.Instance, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	found, err := d.find(masterID)
 	var out []latent.Instance
+	d.mu.Lock()
 	for _, p := range d.procs {
 		select {
 		case <-p.exited:
 		default:
 			if p.inst.MasterID == masterID {
 				out = append(out, p.inst)
+				delete(found, p.inst.ID)
 			}
 		}
 	}
-	return out, nil
+	d.mu.Unlock()
+	for _, t := range found {
+		out = append(out, t.inst)
+	}
+	slices.SortFunc(out, func(a, b latent.Instance) int { return strings.Compare(a.ID, b.ID) })
+	return out, err
 }

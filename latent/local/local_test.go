@@ -4,6 +4,7 @@ package local_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +45,10 @@ func TestMain(m *testing.M) {
 		os.Exit(3)
 	case "ignore-term":
 		signal.Ignore(syscall.SIGTERM)
+		time.Sleep(time.Hour)
+	case "tree":
+		os.Exit(helperTree())
+	case "sleep":
 		time.Sleep(time.Hour)
 	default:
 		os.Exit(helperSlave())
@@ -79,6 +85,32 @@ func helperSlave() int {
 			return 0
 		}
 	}
+	return 0
+}
+
+// helperTree is a slave that runs a build command in a process group of
+// its own, as the Go slave does: it records its pid and the command's in
+// its basedir, then waits.
+func helperTree() int {
+	basedir := os.Getenv(local.EnvBasedir)
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), helperEnv+"=sleep")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	pids := fmt.Sprintf("%d %d", os.Getpid(), cmd.Process.Pid)
+	tmp := filepath.Join(basedir, "pids.tmp")
+	if err := os.WriteFile(tmp, []byte(pids), 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := os.Rename(tmp, filepath.Join(basedir, "pids")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	_ = cmd.Wait()
 	return 0
 }
 
@@ -409,4 +441,150 @@ func TestBuildWithTheGoSlave(t *testing.T) {
 	if err := lc.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// running reports whether pid runs: on Linux a zombie, which an init
+// that does not reap may keep, does not count.
+func running(pid int) bool {
+	if runtime.GOOS != "linux" {
+		return alive(pid)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
+}
+
+// TestOrphansOfAKilledMasterAreReaped starts a slave through a wrapper
+// shell that forks it, and the slave a command in a process group of its
+// own; then the master is gone without stopping anything, as after kill
+// -9. A restarted master with the same id finds the instance by its tag,
+// refuses to start a second slave on the basedir, and its reaper stops the
+// whole tree; a master with another id never sees it.
+func TestOrphansOfAKilledMasterAreReaped(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSlave(t)
+	basedir := t.TempDir()
+	wrapped := func() *local.Driver {
+		d, err := local.New(local.Config{
+			Slave:       s,
+			Program:     "sh",
+			Args:        []string{"-c", `"$0" "$@"; exit $?`, exe}, // forks the slave and waits
+			Master:      "127.0.0.1:1",
+			Basedir:     basedir,
+			Env:         []string{helperEnv + "=tree"},
+			Output:      os.Stderr,
+			KillTimeout: 5 * time.Second,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	const masterID = "master-killed"
+	req := latent.StartRequest{Name: "local-bot", Password: "pw", MasterID: masterID}
+	inst, err := wrapped().Start(t.Context(), req) // its master never stops it
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids := started(t, basedir, inst)
+	for _, pid := range pids {
+		if !running(pid) {
+			t.Fatalf("process %d of the orphan is not running", pid)
+		}
+	}
+
+	d := wrapped() // the restarted master's
+	_, err = d.Start(t.Context(), req)
+	if !errors.Is(err, local.ErrBasedirInUse) || !strings.Contains(err.Error(), "process group "+inst.ID) || !strings.Contains(err.Error(), masterID) {
+		t.Fatalf("Start on a basedir in use = %v, want ErrBasedirInUse naming process group %s and %s", err, inst.ID, masterID)
+	}
+	if list, err := d.List(t.Context(), "another-master"); err != nil || len(list) != 0 {
+		t.Fatalf("another master lists %v, %v", list, err)
+	}
+	if err := d.Stop(t.Context(), latent.Instance{ID: inst.ID, Slave: "local-bot", MasterID: "another-master"}); err != nil || !running(pids[0]) {
+		t.Fatalf("Stop with another master's id = %v, running %v: it must not touch the orphan", err, running(pids[0]))
+	}
+	list, err := d.List(t.Context(), masterID)
+	if err != nil || len(list) != 1 || list[0].ID != inst.ID || list[0].Slave != "local-bot" || list[0].MasterID != masterID {
+		t.Fatalf("List = %v, %v; want the orphan %s", list, err, inst.ID)
+	}
+
+	m, err := slave.NewManager(slave.Config{}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var reaped []string
+	lc, err := latent.New(m, latent.Config{MasterID: masterID, ReapInterval: -1, Observe: func(ev latent.Event) {
+		if ev.Reaped {
+			reaped = append(reaped, ev.Instance)
+		}
+	}}, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	if len(reaped) != 1 || reaped[0] != inst.ID { // New reaps before it returns
+		t.Fatalf("reaped %v, want %s", reaped, inst.ID)
+	}
+	for _, pid := range pids {
+		if running(pid) {
+			t.Errorf("process %d of the orphan survived the reaper", pid)
+		}
+	}
+	if list, err := d.List(t.Context(), masterID); err != nil || len(list) != 0 {
+		t.Errorf("List after the reap = %v, %v", list, err)
+	}
+	if err := os.Remove(filepath.Join(basedir, "pids")); err != nil {
+		t.Fatal(err)
+	}
+	next, err := d.Start(t.Context(), req)
+	if err != nil {
+		t.Fatalf("Start once the orphan is gone: %v", err)
+	}
+	pids = started(t, basedir, next) // Stop before the command started could leave it to the next reap
+	if err := d.Stop(t.Context(), next); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range pids {
+		if running(pid) {
+			t.Errorf("process %d survived Stop", pid)
+		}
+	}
+}
+
+// started waits for the tree of a "tree" helper started through a wrapper
+// shell, and returns the pids Stop must end: the shell's, the slave's and,
+// on Linux, which finds the command's own process group by its tag, the
+// command's. If the test fails, its cleanup kills those it started.
+func started(t *testing.T, basedir string, inst latent.Instance) []int {
+	t.Helper()
+	var pids []int
+	eventually(t, "the slave and its command started", func() bool {
+		b, _ := os.ReadFile(filepath.Join(basedir, "pids"))
+		var slavePID, cmdPID int
+		if n, _ := fmt.Sscan(string(b), &slavePID, &cmdPID); n != 2 {
+			return false
+		}
+		shPID, _ := strconv.Atoi(inst.ID)
+		pids = []int{shPID, slavePID, cmdPID}
+		return true
+	})
+	t.Cleanup(func() {
+		for _, pid := range pids {
+			if t.Failed() && running(pid) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	if runtime.GOOS != "linux" {
+		return pids[:2]
+	}
+	return pids
 }
