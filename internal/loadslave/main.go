@@ -1,7 +1,13 @@
 // Command loadslave is the load generator of the bench: it runs many minimal
 // slaves in one process against a master, stock Buildbot or ours.
 //
-// The bench and protocol's attach-storm benchmark use it. A slave whose
+// The bench and the attach-storm benchmarks of protocol and protocol/pb
+// use it. With -protocol msgpack (the default) each slave speaks
+// msgpack_experimental_v7 over a WebSocket (-url ws://HOST:PORT/) and
+// counts as attached at the master's second print "attached"; with
+// -protocol pb it speaks Perspective Broker over TCP (-url HOST:PORT) and
+// counts as attached when its login is answered, which both our master and
+// the stock one do only after the whole attach sequence. A slave whose
 // dial or connection fails before it attached dials again until the
 // deadline (a stock master's accept backlog overflows in a storm); every
 // slave reports worker_commands, so a stock master lets it run steps; with
@@ -52,6 +58,7 @@ func init() {
 
 type slaves struct {
 	url, prefix, password, basedir string
+	pb                             bool // -protocol pb
 	exec                           bool
 	n                              int
 	deadline                       time.Time
@@ -68,7 +75,8 @@ type slaves struct {
 
 func main() {
 	s := &slaves{allAttached: make(chan struct{})}
-	flag.StringVar(&s.url, "url", "", "master's ws:// URL")
+	flag.StringVar(&s.url, "url", "", "the master: ws://HOST:PORT/ for msgpack, HOST:PORT for pb")
+	protocol := flag.String("protocol", "msgpack", "msgpack (msgpack_experimental_v7 over a WebSocket) or pb (Perspective Broker over TCP)")
 	flag.IntVar(&s.n, "n", 1000, "number of slaves")
 	flag.StringVar(&s.prefix, "prefix", "s", "slave name prefix: slaves are PREFIX0 ... PREFIX(n-1)")
 	flag.StringVar(&s.basedir, "basedir", "", "with -exec: the directory under which each slave has its base directory")
@@ -79,6 +87,15 @@ func main() {
 	s.password = os.Getenv("LOADSLAVE_PASSWORD")
 	if s.url == "" || s.n <= 0 || (s.exec && s.basedir == "") {
 		fmt.Fprintln(os.Stderr, "loadslave: need -url, -n > 0, and -basedir with -exec")
+		os.Exit(2)
+	}
+	switch *protocol {
+	case "msgpack":
+	case "pb":
+		s.pb = true
+		s.url = hostPort(s.url)
+	default:
+		fmt.Fprintf(os.Stderr, "loadslave: -protocol %q: want msgpack or pb\n", *protocol)
 		os.Exit(2)
 	}
 
@@ -138,7 +155,11 @@ func (s *slaves) run(name string) {
 			var once sync.Once
 			release = func() { once.Do(func() { <-s.slots }) }
 		}
-		if err := s.session(name, &attachedOnce, release); err != nil {
+		session := s.session
+		if s.pb {
+			session = s.pbSession
+		}
+		if err := session(name, &attachedOnce, release); err != nil {
 			s.dialErrors.Add(1)
 			s.errMu.Lock()
 			s.errs[addrs.ReplaceAllString(err.Error(), "ADDR")]++
@@ -175,10 +196,7 @@ func (s *slaves) session(name string, attachedOnce *atomic.Bool, release func())
 		case "print":
 			if prints.Add(1) == 2 && attachedOnce.CompareAndSwap(false, true) {
 				release()
-				s.lastAttach.Store(time.Now().UnixNano())
-				if s.attached.Add(1) == int64(s.n) {
-					close(s.allAttached)
-				}
+				s.didAttach()
 			}
 		case "get_worker_info":
 			return map[string]any{"basedir": base, "system": "posix", "version": "loadslave",
@@ -198,6 +216,14 @@ func (s *slaves) session(name string, attachedOnce *atomic.Bool, release func())
 		return fmt.Errorf("connection lost before attach: %v", context.Cause(c.Context()))
 	}
 	return nil
+}
+
+// didAttach counts one more slave attached.
+func (s *slaves) didAttach() {
+	s.lastAttach.Store(time.Now().UnixNano())
+	if s.attached.Add(1) == int64(s.n) {
+		close(s.allAttached)
+	}
 }
 
 // command answers one remote command: listdir finds every builder directory
@@ -221,7 +247,7 @@ func (s *slaves) command(c *wire.Conn, id, name string, args map[string]any) {
 	case "shell":
 		if s.exec {
 			rc = shell(args)
-			defer s.builds.Add(1)
+			s.builds.Add(1) // before the master hears of it, so a count after the build sees it
 		}
 	}
 	updates = append(updates, []any{"rc", rc})
