@@ -1,7 +1,6 @@
 package pb
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -93,7 +92,7 @@ func newBroker(conn net.Conn, cfg BrokerConfig, root Object) *Broker {
 	b := &Broker{conn: conn, cfg: cfg, root: root,
 		objects: map[int64]*local{}, numbers: map[Object]int64{}, pending: map[int64]chan reply{}}
 	b.ctx, b.cancel = context.WithCancelCause(context.Background())
-	b.dec = decoder{reader: &reader{r: bufio.NewReaderSize(conn, 4<<10), lim: cfg.Limits.withDefaults()}, res: b, refs: map[int64]any{}}
+	b.dec = decoder{reader: newReader(conn, cfg.Limits), res: b, refs: map[int64]any{}}
 	return b
 }
 
@@ -216,6 +215,7 @@ func (b *Broker) Serve() error {
 			break
 		}
 	}
+	b.dec.drop()
 	b.later.Wait()
 	b.failPending()
 	return context.Cause(b.ctx)

@@ -112,6 +112,7 @@ func (d *decoder) message() ([]any, error) {
 		}
 		msg = append(msg, v)
 	}
+	d.idle()
 	return msg, nil
 }
 
