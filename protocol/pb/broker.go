@@ -206,7 +206,11 @@ func checkVersion(msg []any) error {
 // Server runs it for each connection; a client runs it after Connect.
 func (b *Broker) Serve() error {
 	for {
-		msg, err := b.dec.message()
+		err := b.dec.await()
+		var msg []any
+		if err == nil {
+			msg, err = b.dec.message()
+		}
 		if err == nil {
 			err = b.dispatch(msg)
 		}

@@ -144,8 +144,14 @@ func (c *Conn) serve() {
 	}
 	login.Stop()
 	c.end(cause)
+	c.logEnd(cause)
+}
 
-	log := s.logger().With("remote", c.RemoteAddr())
+// logEnd logs one line if the connection failed or misbehaved. It is not
+// part of serve, so that serve's frame stays small on the stack of every
+// idle connection.
+func (c *Conn) logEnd(cause error) {
+	log := c.s.logger().With("remote", c.RemoteAddr())
 	if c.name != "" {
 		log = log.With("slave", c.name)
 	}
