@@ -12,6 +12,7 @@ import (
 // attach runs the sequence the stock master runs before a slave takes
 // builds, then registers the connection with the manager.
 func (c *Conn) attach() error {
+	defer c.endLogin() // if the sequence fails before Attach
 	h := c.h
 	ctx, cancel := context.WithTimeoutCause(c.Context(), orDefault(h.AttachTimeout, DefaultAttachTimeout),
 		fmt.Errorf("attach sequence took longer than %v", orDefault(h.AttachTimeout, DefaultAttachTimeout)))
@@ -38,7 +39,9 @@ func (c *Conn) attach() error {
 	if err := c.makeBuilderDirs(ctx); err != nil {
 		return err
 	}
-	if err := h.Manager.Attach(ctx, c.name, c); err != nil {
+	err := h.Manager.Attach(ctx, c.name, c)
+	c.endLogin()
+	if err != nil {
 		return &refusedError{err}
 	}
 	return c.step(ctx, `print "attached"`, func(ctx context.Context) error { return c.Print(ctx, "attached") })

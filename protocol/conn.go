@@ -18,16 +18,19 @@ type Conn struct {
 	name string
 	w    *wire.Conn
 	info slave.Info // set before the connection is attached, then read-only
+	// endLogin ends the manager's hold on the name (Manager.Login) once
+	// the attach is over; a no-op for a connection that did not log in.
+	endLogin func()
 
 	mu       sync.Mutex
 	commands map[string]command // running commands by command_id
-	ended    bool                // the connection is over: no new commands
+	ended    bool               // the connection is over: no new commands
 }
 
 var _ slave.Conn = (*Conn)(nil)
 
 func newConn(h *Handler, name string, t wire.Transport) *Conn {
-	c := &Conn{h: h, name: name}
+	c := &Conn{h: h, name: name, endLogin: func() {}}
 	c.w = wire.NewConn(t, c.handle)
 	return c
 }

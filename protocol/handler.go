@@ -15,9 +15,9 @@ import (
 // Manager is what a Handler needs of the slave manager; *slave.Manager
 // implements it.
 type Manager interface {
-	// Authenticate checks a login; any error refuses it. It logs the
-	// refusal itself.
-	Authenticate(name, password, remoteAddr string) error
+	// Login checks a login and holds the name until ctx is done; any
+	// error refuses it. It logs the refusal itself.
+	Login(ctx context.Context, name string, proof slave.Proof, remoteAddr string) error
 	// Attach registers an authenticated, set-up connection; an error
 	// refuses it.
 	Attach(ctx context.Context, name string, c slave.Conn) error
@@ -125,17 +125,29 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log := h.logger()
 	if r.Header.Get("Authorization") == "" {
 		log.Warn("slave connection refused", "remote", r.RemoteAddr, "reason", "no Authorization header")
-		http.Error(w, "authorization required", http.StatusUnauthorized)
+		refuse(w, http.StatusUnauthorized, "authorization required")
 		return
 	}
 	name, password, ok := r.BasicAuth()
 	if !ok {
 		log.Warn("slave connection refused", "remote", r.RemoteAddr, "reason", "unparsable Authorization header")
-		http.Error(w, "bad authorization header", http.StatusBadRequest)
+		refuse(w, http.StatusBadRequest, "bad authorization header")
 		return
 	}
-	if err := h.Manager.Authenticate(name, password, r.RemoteAddr); err != nil {
-		http.Error(w, "unauthorized", http.StatusUnauthorized)
+	// The manager holds the name from here until the attach is over.
+	login, endLogin := context.WithCancel(context.Background())
+	if err := h.Manager.Login(login, name, slave.Password(password), r.RemoteAddr); err != nil {
+		endLogin()
+		switch {
+		case errors.Is(err, slave.ErrTooManyRefusals):
+			refuse(w, http.StatusTooManyRequests, "too many refused logins; try again later")
+		case errors.Is(err, slave.ErrAttaching):
+			refuse(w, http.StatusConflict, "another connection under this name is still attaching")
+		case errors.Is(err, slave.ErrClosed):
+			refuse(w, http.StatusServiceUnavailable, "master shutting down")
+		default:
+			refuse(w, http.StatusUnauthorized, "unauthorized")
+		}
 		return
 	}
 	h.mu.Lock()
@@ -145,17 +157,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.mu.Unlock()
 	if closed {
+		endLogin()
 		http.Error(w, "master shutting down", http.StatusServiceUnavailable)
 		return
 	}
 	up := wire.Upgrader{WebSocketConfig: h.WebSocket}
 	t, err := up.Upgrade(w, r)
 	if err != nil {
+		endLogin()
 		log.Warn("slave connection failed", "slave", name, "remote", r.RemoteAddr, "reason", err.Error())
 		h.leave()
 		return
 	}
 	c := newConn(h, name, t)
+	c.endLogin = endLogin
 	if !h.track(c) {
 		c.w.CloseWithCause(errHandlerClosed)
 	}
@@ -168,6 +183,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer h.untrack(c)
 		c.serve()
 	}()
+}
+
+// refuse answers a refused login and closes the connection after the
+// answer, so that a guesser cannot reuse it for its next guess.
+func refuse(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Connection", "close")
+	http.Error(w, msg, status)
 }
 
 // leave ends an upgrade that failed or a connection that ended.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -259,7 +260,7 @@ func TestUploadAndDownload(t *testing.T) {
 
 func TestAuthentication(t *testing.T) {
 	ms := newMaster(t, nil)
-	for _, tc := range []struct {
+	for i, tc := range []struct {
 		name, header string
 		status       int
 		logged       string
@@ -270,6 +271,8 @@ func TestAuthentication(t *testing.T) {
 		{"wrong password", wire.BasicAuth("s1", "secret-wrong"), http.StatusUnauthorized, "wrong password"},
 		{"unknown name", wire.BasicAuth("nobody", "pw"), http.StatusUnauthorized, "unknown slave"},
 	} {
+		// Each from an address of its own: a second refusal from one address would be summarised.
+		client := clientFrom(t, fmt.Sprintf("127.0.0.%d", 10+i))
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(ms.logs.Matching(tc.logged))
 			req, _ := http.NewRequest("GET", "http"+strings.TrimPrefix(ms.url, "ws")+"/", nil)
@@ -280,13 +283,13 @@ func TestAuthentication(t *testing.T) {
 			if tc.header != "" {
 				req.Header.Set("Authorization", tc.header)
 			}
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := client.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
 			resp.Body.Close()
-			if resp.StatusCode != tc.status {
-				t.Errorf("status %d, want %d", resp.StatusCode, tc.status)
+			if resp.StatusCode != tc.status || !resp.Close {
+				t.Errorf("status %d, closing %v; want %d, closing", resp.StatusCode, resp.Close, tc.status)
 			}
 			if n := len(ms.logs.Matching(tc.logged)) - before; n != 1 {
 				t.Errorf("%d log lines with %q, want 1", n, tc.logged)

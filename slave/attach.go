@@ -60,41 +60,8 @@ type Password string
 // Proves compares the passwords in constant time.
 func (p Password) Proves(password string) bool { return PasswordsEqual(string(p), password) }
 
-// Authenticate checks a login with a plain password: Verify with
-// Password(password).
-func (m *Manager) Authenticate(name, password, remoteAddr string) error {
-	return m.Verify(name, Password(password), remoteAddr)
-}
-
-// Verify checks a login. An unknown name or a proof that does not match
-// is refused with an error wrapping ErrUnknownSlave or ErrBadPassword, and
-// one log line names the remote address, the slave and the reason, never
-// the password. The check takes the same time whatever the proof.
-func (m *Manager) Verify(name string, proof Proof, remoteAddr string) error {
-	m.mu.Lock()
-	var cfg *Slave
-	if e := m.slaves[name]; e != nil && !e.removed {
-		cfg = e.cfg
-	}
-	m.mu.Unlock()
-	if cfg == nil {
-		proof.Proves(name) // spend the same time as a real check
-		return m.refuse(remoteAddr, name, ErrUnknownSlave)
-	}
-	if c := m.controller(name); c != nil {
-		if err := c.Admit(name, proof); err != nil {
-			return m.refuse(remoteAddr, name, err)
-		}
-		return nil
-	}
-	if !cfg.Accepts(proof) {
-		return m.refuse(remoteAddr, name, ErrBadPassword)
-	}
-	return nil
-}
-
-// refuse logs one line for a refused connection, publishes it and returns
-// the error.
+// refuse logs one line for a refused attach, publishes it and returns the
+// error.
 func (m *Manager) refuse(remoteAddr, name string, reason error) error {
 	if len(name) > maxLoggedName {
 		name = name[:maxLoggedName] + "..."

@@ -15,17 +15,17 @@ func TestRefusedLoginsLogOneLineAndNeverThePassword(t *testing.T) {
 	attached := slavetest.Attach(t, f.m, "bot2", "other", slave.Info{})
 
 	for _, tc := range []struct {
-		name, password, reason string
-		want                   error
-	}{
-		{"nobody", "guess-one", "unknown slave name", slave.ErrUnknownSlave},
-		{"bot1", "guess-two", "wrong password", slave.ErrBadPassword},
+		name, password, remote, reason string
+		want                           error
+	}{ // from two addresses: a second refusal from one address would be summarised (guesses_test.go)
+		{"nobody", "guess-one", "127.0.0.9:4242", "unknown slave name", slave.ErrUnknownSlave},
+		{"bot1", "guess-two", "127.0.0.10:4242", "wrong password", slave.ErrBadPassword},
 	} {
-		err := f.m.Authenticate(tc.name, tc.password, "127.0.0.9:4242")
+		err := f.m.Authenticate(tc.name, tc.password, tc.remote)
 		if !errors.Is(err, tc.want) {
 			t.Fatalf("Authenticate(%q) = %v, want %v", tc.name, err, tc.want)
 		}
-		lines := f.log.Matching("refused", "remote=127.0.0.9:4242", "slave="+tc.name)
+		lines := f.log.Matching("refused", "remote="+tc.remote, "slave="+tc.name)
 		if len(lines) != 1 || !strings.Contains(lines[0], tc.reason) {
 			t.Errorf("want one log line for %q with reason %q, got %q", tc.name, tc.reason, lines)
 		}

@@ -8,6 +8,13 @@ var (
 	ErrUnknownSlave = errors.New("unknown slave name")
 	// ErrBadPassword: the password does not match the slave's.
 	ErrBadPassword = errors.New("wrong password")
+	// ErrTooManyRefusals: the remote address has had too many logins
+	// refused lately, so this one was refused without a check (see
+	// Config.RefusalBurst).
+	ErrTooManyRefusals = errors.New("too many refused logins from this address; refused unchecked, try again later")
+	// ErrAttaching: another connection under that name has logged in and
+	// is still attaching (see Manager.Login).
+	ErrAttaching = errors.New("another connection under this name is still attaching")
 	// ErrDuplicate: a connection under that name is attached and alive.
 	ErrDuplicate = errors.New("slave is already attached and answered a ping")
 	// ErrSlaveLost is the cause of a build's context when its slave's

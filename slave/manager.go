@@ -21,8 +21,10 @@ const DefaultDuplicatePingTimeout = 10 * time.Second
 
 // Config holds a Manager's settings. The zero value means defaults.
 type Config struct {
-	// Logger receives one line per refusal, attach, detach and missing
-	// slave. Nil means slog.Default().
+	// Logger receives one line per attach, detach and missing slave, and
+	// about refused logins: the first from a remote address at once, with
+	// its reason, and the ones that follow it within a minute as one line
+	// at the minute's end. Nil means slog.Default().
 	Logger *slog.Logger
 	// Notifier is told when a slave with notify_on_missing goes missing.
 	// Nil means notify.Default(): missing-slave mail still goes out, as
@@ -36,6 +38,25 @@ type Config struct {
 	// KeepaliveTimeout bounds the wait for a keepalive's reply. Zero means
 	// keepalive.DefaultTimeout of each slave's interval.
 	KeepaliveTimeout time.Duration
+
+	// RefusalBurst is how many refused logins one remote address (an IP
+	// address; for IPv6 its /64) may make in a row. Then it earns one
+	// more per RefusalInterval, and while it has none left its logins are
+	// refused at once, without a check, with ErrTooManyRefusals: the
+	// first time for RefusalInterval, then for twice as long each time it
+	// runs out again, up to RefusalBackoff, until it has its whole burst
+	// back. DefaultRefusalBurst if 0; negative turns the limit off (for a
+	// master whose slaves all come through one proxy).
+	RefusalBurst int
+	// RefusalInterval is how often an address earns back a refused login,
+	// and its first back-off. DefaultRefusalInterval if 0.
+	RefusalInterval time.Duration
+	// RefusalBackoff caps the back-off. DefaultRefusalBackoff if 0.
+	RefusalBackoff time.Duration
+	// RefusalAddresses caps how many remote addresses the manager keeps a
+	// count of; beyond it, the least recently seen one is forgotten.
+	// DefaultRefusalAddresses if 0.
+	RefusalAddresses int
 }
 
 // Manager owns the known slaves and their attached connections: it
@@ -50,6 +71,7 @@ type Manager struct {
 	cfg      Config
 	log      *slog.Logger
 	notifier notify.Notifier // cfg.Notifier, with retries
+	refusals *refusals
 
 	ctx    context.Context // cancelled by Close: ends pending notifications
 	cancel context.CancelFunc
@@ -58,6 +80,7 @@ type Manager struct {
 	mu      sync.Mutex
 	slaves  map[string]*entry
 	subs    map[*subscriber]struct{}
+	logins  map[string]*login // names held by Login until their attach is over
 	ctl     Controller
 	running int           // builds holding a slot, across all slaves
 	drained chan struct{} // closed when running drops to zero during Shutdown
@@ -110,6 +133,7 @@ func NewManager(cfg Config, slaves ...*Slave) (*Manager, error) {
 		notifier: notifier,
 		slaves:   make(map[string]*entry),
 		subs:     make(map[*subscriber]struct{}),
+		refusals: newRefusals(cfg, cfg.Logger),
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	if err := m.Reconfigure(slaves...); err != nil {
@@ -262,6 +286,8 @@ func (m *Manager) Close() error {
 	m.mu.Unlock()
 	m.cancel()
 	m.disconnectAll(ErrClosed)
+	m.refusals.close()
+	m.endLogins()
 	m.wg.Wait()
 	m.mu.Lock()
 	for s := range m.subs { // after the last detach, so subscribers see it
