@@ -1,10 +1,12 @@
 // Command bench runs the same load against a stock Buildbot 3.7 master
-// (Debian package buildbot) and our example master, side by side: an
+// (Debian package buildbot) and our example master, side by side, over
+// each slave protocol (Perspective Broker and msgpack_experimental_v7): an
 // attach storm of N slaves (time until all attached, master RSS before and
 // after, master CPU time) and the build throughput of K slaves running
 // `true`. See README.md for the figures and how they were made.
 //
 //	go run ./bench -n 100,1000,10000
+//	go run ./bench -protocol pb -n 100,1000 -skip-builds
 //
 // Every master and load generator is a child process in a process group of
 // its own, and every one is stopped before the bench exits, on an
@@ -35,6 +37,7 @@ import (
 )
 
 type options struct {
+	protocols     []string
 	ns            []int
 	concs         []int
 	stockMax      int
@@ -49,6 +52,7 @@ type options struct {
 
 func main() {
 	var o options
+	plist := flag.String("protocol", "pb,msgpack", "slave protocols, comma-separated: pb (Perspective Broker), msgpack (msgpack_experimental_v7)")
 	nlist := flag.String("n", "100,1000,10000", "attach storm sizes, comma-separated")
 	clist := flag.String("concurrency", "0,50", "attach storms: how many slaves dial and attach at once, comma-separated; 0 = all N at once")
 	flag.IntVar(&o.stockMax, "stock-max", 1000, "run the stock master only for N up to this (10,000 takes it ~5 min); 0 = never")
@@ -62,6 +66,15 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (logs, configs, the stock masters' twistd.log)")
 	flag.Parse()
 	o.ns, o.concs = ints("n", *nlist, 1), ints("concurrency", *clist, 0)
+	for _, p := range strings.Split(*plist, ",") {
+		switch p = strings.TrimSpace(p); p {
+		case benchcfg.PB, benchcfg.Msgpack:
+			o.protocols = append(o.protocols, p)
+		default:
+			fmt.Fprintf(os.Stderr, "bench: bad -protocol %q: want pb or msgpack\n", p)
+			os.Exit(2)
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	err := bench(ctx, o)
@@ -119,8 +132,14 @@ func bench(ctx context.Context, o options) (err error) {
 	machine()
 	password := secret()
 
-	var rows []stormRow
-	if !o.skipStorm {
+	if bins.oursMissing != "" {
+		logf("our master is not run: %s", bins.oursMissing)
+	}
+	for _, proto := range o.protocols {
+		if o.skipStorm {
+			break
+		}
+		var rows []stormRow
 		for _, n := range o.ns {
 			for _, conc := range o.concs {
 				timeout := o.attachTimeout
@@ -129,30 +148,37 @@ func bench(ctx context.Context, o options) (err error) {
 				}
 				r := stormRow{n: n, conc: conc}
 				if n <= o.stockMax {
-					r.stock, err = storm(ctx, work, "stock", n, conc, timeout, o.settle, bins, password)
+					r.stock, err = storm(ctx, work, "stock", proto, n, conc, timeout, o.settle, bins, password)
 					if err != nil {
 						return err
 					}
 				}
-				r.ours, err = storm(ctx, work, "ours", n, conc, timeout, o.settle, bins, password)
-				if err != nil {
-					return err
+				if bins.oursMissing == "" {
+					r.ours, err = storm(ctx, work, "ours", proto, n, conc, timeout, o.settle, bins, password)
+					if err != nil {
+						return err
+					}
 				}
 				rows = append(rows, r)
 			}
 		}
-		printStorm(os.Stdout, rows)
+		printStorm(os.Stdout, proto, rows)
 	}
-	if !o.skipBuilds {
-		stock, err := throughput(ctx, work, "stock", o, bins, password)
+	for _, proto := range o.protocols {
+		if o.skipBuilds {
+			break
+		}
+		stock, err := throughput(ctx, work, "stock", proto, o, bins, password)
 		if err != nil {
 			return err
 		}
-		ours, err := throughput(ctx, work, "ours", o, bins, password)
-		if err != nil {
-			return err
+		var ours throughputResult
+		if bins.oursMissing == "" {
+			if ours, err = throughput(ctx, work, "ours", proto, o, bins, password); err != nil {
+				return err
+			}
 		}
-		printThroughput(os.Stdout, o, stock, ours)
+		printThroughput(os.Stdout, proto, o, stock, ours)
 	}
 	logf("load average at the end: %s", loadavg())
 	return nil
@@ -161,6 +187,9 @@ func bench(ctx context.Context, o options) (err error) {
 // binaries are the programs the bench built.
 type binaries struct {
 	loadslave, ours string
+	// oursMissing says why our master cannot run the bench: it predates
+	// the PB listener ([master] listen for PB, listen_msgpack for msgpack).
+	oursMissing string
 }
 
 func build(ctx context.Context, work string) (binaries, error) {
@@ -177,6 +206,12 @@ func build(ctx context.Context, work string) (binaries, error) {
 		if o, err := cmd.CombinedOutput(); err != nil {
 			return b, fmt.Errorf("go build %s: %v\n%s", pkg, err, o)
 		}
+	}
+	// The generated configuration names both listeners; a master from
+	// before the PB listener refuses listen_msgpack as an unknown key.
+	help, _ := exec.CommandContext(ctx, b.ours, "-h").CombinedOutput()
+	if !strings.Contains(string(help), "listen-msgpack") {
+		b.oursMissing = "examples/master has no PB listener yet (no -listen-msgpack flag, so no [master] listen_msgpack key)"
 	}
 	return b, nil
 }
@@ -208,22 +243,22 @@ type stormRow struct {
 }
 
 // storm starts one master with n slaves, lets the load generator attach
-// them all, and stops everything.
-func storm(ctx context.Context, work, which string, n, conc int, timeout, settle time.Duration, bins binaries, password string) (r stormResult, err error) {
-	dir := filepath.Join(work, fmt.Sprintf("storm-%s-%d-%d", which, n, conc))
+// them all over proto, and stops everything.
+func storm(ctx context.Context, work, which, proto string, n, conc int, timeout, settle time.Duration, bins binaries, password string) (r stormResult, err error) {
+	dir := filepath.Join(work, fmt.Sprintf("storm-%s-%s-%d-%d", proto, which, n, conc))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return r, err
 	}
-	logf("storm %s N=%d: starting the master", which, n)
+	logf("storm %s %s N=%d: starting the master", proto, which, n)
 	var m master
 	if which == "stock" {
-		m, err = startStock(ctx, dir, benchcfg.StockStorm, n, password)
+		m, err = startStock(ctx, dir, benchcfg.StockStorm, proto, n, password)
 	} else {
 		pw := filepath.Join(dir, "slave.password")
 		if err := os.WriteFile(pw, []byte(password+"\n"), 0o600); err != nil {
 			return r, err
 		}
-		m, err = startOurs(ctx, bins.ours, dir, func(l, h string) benchcfg.Config { return benchcfg.Storm(l, h, n, pw) })
+		m, err = startOurs(ctx, bins.ours, dir, proto, func(a benchcfg.Addrs) benchcfg.Config { return benchcfg.Storm(a, n, pw) })
 	}
 	if err != nil {
 		return r, err
@@ -234,13 +269,13 @@ func storm(ctx context.Context, work, which string, n, conc int, timeout, settle
 		return r, err
 	}
 	cpu0, _ := cpuSeconds(m.PID())
-	lg, err := startLoadgen(bins.loadslave, filepath.Join(dir, "loadslave.log"), password,
+	lg, err := startLoadgen(bins.loadslave, filepath.Join(dir, "loadslave.log"), password, "-protocol", proto,
 		"-url", m.URL(), "-n", strconv.Itoa(n), "-prefix", benchcfg.Prefix, "-timeout", timeout.String(), "-concurrency", strconv.Itoa(conc))
 	if err != nil {
 		return r, err
 	}
 	defer lg.close()
-	logf("storm %s N=%d concurrency=%d: go (deadline %v)", which, n, conc, timeout)
+	logf("storm %s %s N=%d concurrency=%d: go (deadline %v)", proto, which, n, conc, timeout)
 	if err := lg.send("go"); err != nil {
 		return r, err
 	}
@@ -261,10 +296,10 @@ func storm(ctx context.Context, work, which string, n, conc int, timeout, settle
 	cpu1, _ := cpuSeconds(m.PID())
 	r.cpuSeconds = cpu1 - cpu0
 	r.ran, r.timeout = true, timeout
-	logf("storm %s N=%d concurrency=%d: %d/%d attached in %.2f s; RSS %d → %d kB; CPU %.1f s", which, n, conc, r.attached, r.n, r.seconds,
+	logf("storm %s %s N=%d concurrency=%d: %d/%d attached in %.2f s; RSS %d → %d kB; CPU %.1f s", proto, which, n, conc, r.attached, r.n, r.seconds,
 		r.rssBefore, r.rssAfter, r.cpuSeconds)
 	if r.errors > 0 {
-		logf("storm %s N=%d concurrency=%d: %d failed dials or connections (see %s)", which, n, conc, r.errors, filepath.Join(dir, "loadslave.log"))
+		logf("storm %s %s N=%d concurrency=%d: %d failed dials or connections (see %s)", proto, which, n, conc, r.errors, filepath.Join(dir, "loadslave.log"))
 	}
 	lg.close()
 	return r, nil
@@ -272,6 +307,7 @@ func storm(ctx context.Context, work, which string, n, conc int, timeout, settle
 
 // throughputResult is one master's build throughput.
 type throughputResult struct {
+	ran        bool
 	builds     int
 	seconds    float64
 	cpuSeconds float64
@@ -284,30 +320,30 @@ type throughputResult struct {
 // stock master's builds trigger their own successors (see
 // benchcfg.StockThroughput); ours are forced with POST /force, keeping 4
 // builds per slave forced and not yet run.
-func throughput(ctx context.Context, work, which string, o options, bins binaries, password string) (r throughputResult, err error) {
-	dir := filepath.Join(work, "builds-"+which)
+func throughput(ctx context.Context, work, which, proto string, o options, bins binaries, password string) (r throughputResult, err error) {
+	dir := filepath.Join(work, "builds-"+proto+"-"+which)
 	slaves := filepath.Join(dir, "slaves")
 	if err := os.MkdirAll(slaves, 0o700); err != nil {
 		return r, err
 	}
-	logf("builds %s K=%d: starting the master", which, o.k)
+	logf("builds %s %s K=%d: starting the master", proto, which, o.k)
 	var m master
 	var ours *ourMaster
 	if which == "stock" {
-		m, err = startStock(ctx, dir, benchcfg.StockThroughput, o.k, password)
+		m, err = startStock(ctx, dir, benchcfg.StockThroughput, proto, o.k, password)
 	} else {
 		pw := filepath.Join(dir, "slave.password")
 		if err := os.WriteFile(pw, []byte(password+"\n"), 0o600); err != nil {
 			return r, err
 		}
-		ours, err = startOurs(ctx, bins.ours, dir, func(l, h string) benchcfg.Config { return benchcfg.Throughput(l, h, o.k, pw) })
+		ours, err = startOurs(ctx, bins.ours, dir, proto, func(a benchcfg.Addrs) benchcfg.Config { return benchcfg.Throughput(a, o.k, pw) })
 		m = ours
 	}
 	if err != nil {
 		return r, err
 	}
 	defer m.Stop()
-	lg, err := startLoadgen(bins.loadslave, filepath.Join(dir, "loadslave.log"), password,
+	lg, err := startLoadgen(bins.loadslave, filepath.Join(dir, "loadslave.log"), password, "-protocol", proto,
 		"-url", m.URL(), "-n", strconv.Itoa(o.k), "-prefix", benchcfg.Prefix, "-exec", "-basedir", slaves, "-timeout", "2m")
 	if err != nil {
 		return r, err
@@ -321,7 +357,7 @@ func throughput(ctx context.Context, work, which string, o options, bins binarie
 		return r, err
 	}
 	if f[0] != f[1] {
-		return r, fmt.Errorf("builds %s: only %s of %s slaves attached", which, f[0], f[1])
+		return r, fmt.Errorf("builds %s %s: only %s of %s slaves attached", proto, which, f[0], f[1])
 	}
 
 	var wg sync.WaitGroup
@@ -376,7 +412,8 @@ func throughput(ctx context.Context, work, which string, o options, bins binarie
 	}
 	r.builds, r.seconds, r.cpuSeconds, r.failures = c1-c0, t1.Sub(t0).Seconds(), cpu1-cpu0, failures.Load()
 	r.rss, _ = rssKB(m.PID())
-	logf("builds %s K=%d: %d builds in %.1f s = %.1f/s; CPU %.1f s; %d failures", which, o.k, r.builds, r.seconds,
+	r.ran = true
+	logf("builds %s %s K=%d: %d builds in %.1f s = %.1f/s; CPU %.1f s; %d failures", proto, which, o.k, r.builds, r.seconds,
 		float64(r.builds)/r.seconds, r.cpuSeconds, r.failures)
 	return r, nil
 }

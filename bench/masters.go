@@ -19,7 +19,8 @@ import (
 type master interface {
 	// PID is the process whose RSS and CPU time are measured.
 	PID() int
-	// URL is the slave protocol's ws:// URL.
+	// URL is where the load generator dials: ws://HOST:PORT/ for msgpack,
+	// HOST:PORT for PB.
 	URL() string
 	// Stop stops the master; it is safe to call more than once.
 	Stop()
@@ -28,18 +29,19 @@ type master interface {
 // stockMaster is a stock Buildbot master run with `buildbot start DIR`.
 type stockMaster struct {
 	dir, home string
+	proto     string
 	port, pid int
 	stopOnce  sync.Once
 }
 
-// startStock creates a stock master in dir/stock with cfg and starts it.
-// On error it has already stopped whatever it started.
-func startStock(ctx context.Context, dir string, mode benchcfg.StockMode, n int, password string) (*stockMaster, error) {
+// startStock creates a stock master in dir/stock serving proto and starts
+// it. On error it has already stopped whatever it started.
+func startStock(ctx context.Context, dir string, mode benchcfg.StockMode, proto string, n int, password string) (*stockMaster, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	m := &stockMaster{dir: filepath.Join(dir, "stock"), home: dir, port: port}
+	m := &stockMaster{dir: filepath.Join(dir, "stock"), home: dir, proto: proto, port: port}
 	env := minimalEnv(dir)
 	if _, err := run(ctx, 2*time.Minute, env, "buildbot", "create-master", "--quiet", m.dir); err != nil {
 		return nil, err
@@ -48,7 +50,7 @@ func startStock(ctx context.Context, dir string, mode benchcfg.StockMode, n int,
 	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
 		return nil, err
 	}
-	cfg, err := benchcfg.Stock(mode, port, n, pwFile)
+	cfg, err := benchcfg.Stock(mode, proto, port, n, pwFile)
 	if err != nil {
 		return nil, err
 	}
@@ -72,8 +74,18 @@ func startStock(ctx context.Context, dir string, mode benchcfg.StockMode, n int,
 	return m, nil
 }
 
-func (m *stockMaster) PID() int    { return m.pid }
-func (m *stockMaster) URL() string { return fmt.Sprintf("ws://127.0.0.1:%d/", m.port) }
+func (m *stockMaster) PID() int { return m.pid }
+func (m *stockMaster) URL() string {
+	return slaveURL(m.proto, fmt.Sprintf("127.0.0.1:%d", m.port))
+}
+
+// slaveURL is where a slave of proto dials a master listening on addr.
+func slaveURL(proto, addr string) string {
+	if proto == benchcfg.PB {
+		return addr
+	}
+	return "ws://" + addr + "/"
+}
 
 // Stop runs `buildbot stop DIR` and kills twistd if it is still there.
 func (m *stockMaster) Stop() { m.stopOnce.Do(m.stop) }
@@ -96,24 +108,26 @@ func (m *stockMaster) stop() {
 // with -config FILE.
 type ourMaster struct {
 	p      *proc
-	listen string
+	proto  string
+	listen string // proto's address
 	http   string
 }
 
-// startOurs writes cfg (made by gen from the listen and http addresses)
-// to dir/ours.toml and starts bin -config on it; it returns once the slave
-// port accepts connections.
-func startOurs(ctx context.Context, bin, dir string, gen func(listen, http string) benchcfg.Config) (*ourMaster, error) {
-	lp, err := freePort()
+// startOurs writes cfg (made by gen from the addresses: PB, msgpack and
+// HTTP on free loopback ports) to dir/ours.toml and starts bin -config on
+// it; it returns once proto's port accepts connections.
+func startOurs(ctx context.Context, bin, dir, proto string, gen func(benchcfg.Addrs) benchcfg.Config) (*ourMaster, error) {
+	ports, err := freePorts(3)
 	if err != nil {
 		return nil, err
 	}
-	hp, err := freePort()
-	if err != nil {
-		return nil, err
+	a := benchcfg.Addrs{PB: fmt.Sprintf("127.0.0.1:%d", ports[0]), Msgpack: fmt.Sprintf("127.0.0.1:%d", ports[1]),
+		HTTP: fmt.Sprintf("127.0.0.1:%d", ports[2])}
+	m := &ourMaster{proto: proto, listen: a.Msgpack, http: a.HTTP}
+	if proto == benchcfg.PB {
+		m.listen = a.PB
 	}
-	m := &ourMaster{listen: fmt.Sprintf("127.0.0.1:%d", lp), http: fmt.Sprintf("127.0.0.1:%d", hp)}
-	b, err := gen(m.listen, m.http).TOML()
+	b, err := gen(a).TOML()
 	if err != nil {
 		return nil, err
 	}
@@ -145,16 +159,29 @@ func startOurs(ctx context.Context, bin, dir string, gen func(listen, http strin
 }
 
 func (m *ourMaster) PID() int    { return m.p.cmd.Process.Pid }
-func (m *ourMaster) URL() string { return "ws://" + m.listen + "/" }
+func (m *ourMaster) URL() string { return slaveURL(m.proto, m.listen) }
 func (m *ourMaster) Stop()       { m.p.stop(10 * time.Second) }
 
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freePorts(1)
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return p[0], nil
+}
+
+// freePorts returns n distinct free loopback ports.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close() // held until all are chosen, so that they differ
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
 }
 
 // isTwistd reports whether pid runs twistd (so a recycled pid is not killed).

@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+
+	"github.com/buildslave/buildslave/bench/internal/benchcfg"
 )
 
 // machine reports what the figures were measured on, on stderr.
@@ -38,8 +40,16 @@ func loadavg() string {
 	return strings.Join(f[:3], " ")
 }
 
-func printStorm(w io.Writer, rows []stormRow) {
-	fmt.Fprintf(w, "\nAttach storm (ours = examples/master)\n\n")
+// protocolName is how the tables name a protocol.
+func protocolName(proto string) string {
+	if proto == benchcfg.PB {
+		return "Perspective Broker (pb)"
+	}
+	return "msgpack_experimental_v7"
+}
+
+func printStorm(w io.Writer, proto string, rows []stormRow) {
+	fmt.Fprintf(w, "\nAttach storm over %s (ours = examples/master)\n\n", protocolName(proto))
 	fmt.Fprintln(w, "| N | at once | master | attached | time to all attached | RSS before | RSS after | CPU during storm |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
 	for _, r := range rows {
@@ -78,8 +88,9 @@ func printStorm(w io.Writer, rows []stormRow) {
 	}
 }
 
-func printThroughput(w io.Writer, o options, stock, ours throughputResult) {
-	fmt.Fprintf(w, "\nBuild throughput: %d slaves, each build one `true` shell step, %v measured after %v warm-up (ours = examples/master)\n\n", o.k, o.span, o.warmup)
+func printThroughput(w io.Writer, proto string, o options, stock, ours throughputResult) {
+	fmt.Fprintf(w, "\nBuild throughput over %s: %d slaves, each build one `true` shell step, %v measured after %v warm-up (ours = examples/master)\n\n",
+		protocolName(proto), o.k, o.span, o.warmup)
 	fmt.Fprintln(w, "| master | builds | builds/s | master CPU per build | RSS at the end | failures |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|")
 	rate := func(r throughputResult) float64 { return float64(r.builds) / r.seconds }
@@ -93,9 +104,15 @@ func printThroughput(w io.Writer, o options, stock, ours throughputResult) {
 		name string
 		r    throughputResult
 	}{{"stock Buildbot 3.7", stock}, {"ours", ours}} {
+		if !m.r.ran {
+			fmt.Fprintf(w, "| %s | not run | | | | |\n", m.name)
+			continue
+		}
 		fmt.Fprintf(w, "| %s | %d | %.1f | %s | %s | %d |\n", m.name, m.r.builds, rate(m.r), perBuild(m.r), mib(m.r.rss), m.r.failures)
 	}
-	fmt.Fprintf(w, "| ours/stock | | %s | | %s | |\n", ratio(rate(ours), rate(stock)), ratio(float64(ours.rss), float64(stock.rss)))
+	if stock.ran && ours.ran {
+		fmt.Fprintf(w, "| ours/stock | | %s | | %s | |\n", ratio(rate(ours), rate(stock)), ratio(float64(ours.rss), float64(stock.rss)))
+	}
 }
 
 func mib(kb int) string { return fmt.Sprintf("%.1f MiB", float64(kb)/1024) }
