@@ -17,6 +17,7 @@ import (
 
 	"github.com/buildslave/buildslave/protocol/remote"
 
+	"github.com/buildslave/buildslave/protocol/connlimit"
 	"github.com/buildslave/buildslave/slave"
 )
 
@@ -68,7 +69,9 @@ func storm(b *testing.B, bin string, n int) {
 	}
 	defer m.Close()
 	h := &Handler{Manager: m, Builders: []string{"b1"}, Logger: log}
-	addr := startServer(b, &Server{Handler: h})
+	// All n dial at once from one address: let them past the caps on
+	// connections before login.
+	addr := startServer(b, &Server{Handler: h, Limiter: &connlimit.Limiter{MaxPending: n, MaxPendingPerIP: n}})
 
 	child := exec.Command(bin, "-url", "ws://"+addr.String()+"/", "-n", fmt.Sprint(n))
 	child.Env = append(os.Environ(), "LOADSLAVE_PASSWORD=pw")

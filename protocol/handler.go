@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
 
+	"github.com/buildslave/buildslave/protocol/connlimit"
 	"github.com/buildslave/buildslave/protocol/wire"
 	"github.com/buildslave/buildslave/slave"
 )
@@ -168,6 +170,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		log.Warn("slave connection failed", "slave", name, "remote", r.RemoteAddr, "reason", err.Error())
 		h.leave()
 		return
+	}
+	if nc, ok := r.Context().Value(netConnKey{}).(net.Conn); ok {
+		connlimit.Admit(nc) // logged in: no longer counts against Server.Limiter
 	}
 	c := newConn(h, name, t)
 	c.endLogin = endLogin

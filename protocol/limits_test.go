@@ -2,15 +2,19 @@ package protocol
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/buildslave/buildslave/protocol/connlimit"
 	"github.com/buildslave/buildslave/protocol/wire"
 	"github.com/buildslave/buildslave/slave"
 )
@@ -106,4 +110,47 @@ func TestOneConnectionPerNameIsPastLoginAndAttaching(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Release()
+}
+
+func TestAttachedSlavesDoNotCountAgainstTheLimiter(t *testing.T) {
+	for _, useTLS := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", useTLS), func(t *testing.T) {
+			ms := newMaster(t, nil)
+			// A cap of one: a second connection before login would close the first.
+			lim := &connlimit.Limiter{MaxPending: 1, Logger: slog.New(slog.DiscardHandler)}
+			srv := &Server{Handler: ms.h, Limiter: lim}
+			d, scheme := &wire.Dialer{}, "ws"
+			if useTLS {
+				certSrv := httptest.NewTLSServer(http.NotFoundHandler()) // borrow its certificate
+				defer certSrv.Close()
+				srv.TLSConfig = &tls.Config{Certificates: certSrv.TLS.Certificates}
+				d.TLSConfig, scheme = certSrv.Client().Transport.(*http.Transport).TLSClientConfig, "wss"
+			}
+			addr := startServer(t, srv)
+			var conns []*Conn
+			for _, name := range []string{"s1", "s2"} {
+				tr, err := d.Dial(t.Context(), scheme+"://"+addr.String()+"/", name, "pw")
+				if err != nil {
+					t.Fatal(err)
+				}
+				newFakeSlave(t, tr)
+				ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+				b, err := ms.m.Acquire(ctx, name)
+				cancel()
+				if err != nil {
+					t.Fatal(err)
+				}
+				conns = append(conns, b.Conn().(*Conn))
+				b.Release()
+			}
+			for _, c := range conns {
+				if err := c.Print(t.Context(), "still here"); err != nil {
+					t.Errorf("%s: %v", c.Name(), err)
+				}
+			}
+			if n := lim.Pending(); n != 0 {
+				t.Errorf("%d connections pending with both slaves attached", n)
+			}
+		})
+	}
 }

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/buildslave/buildslave/protocol/connlimit"
 )
 
 // Defaults for the zero values of Server's fields.
@@ -19,8 +21,10 @@ const (
 
 // Server serves a Handler on a listener with the limits an endpoint facing
 // the network needs: a slow or silent client is dropped before its upgrade
-// completes, and headers are small. Set Handler; set TLSConfig (with a
-// certificate) to serve wss:// instead of ws://.
+// completes, headers are small, and connections that have not logged in
+// yet are capped in total and per address (Limiter) so that they cannot
+// take the file descriptors attached slaves need. Set Handler; set
+// TLSConfig (with a certificate) to serve wss:// instead of ws://.
 type Server struct {
 	Handler   *Handler
 	TLSConfig *tls.Config
@@ -30,10 +34,22 @@ type Server struct {
 	// MaxHeaderBytes bounds the upgrade request's headers;
 	// DefaultMaxHeaderBytes if 0.
 	MaxHeaderBytes int
+	// Limiter caps the connections that have not logged in yet, in total
+	// and per remote address, and waits out accept errors such as running
+	// out of file descriptors; a connection stops counting once its
+	// upgrade succeeds. Nil means a connlimit.Limiter with the defaults,
+	// logging to the Handler's Logger. A master with several transports
+	// gives them one Limiter: they share one file limit.
+	Limiter *connlimit.Limiter
 
 	once sync.Once
 	srv  http.Server
+	lim  *connlimit.Limiter
 }
+
+// netConnKey is the request context key of the connection a request came
+// on, for the Handler to admit it to the Limiter.
+type netConnKey struct{}
 
 // ListenAndServe listens on the TCP address addr and calls Serve.
 func (s *Server) ListenAndServe(addr string) error {
@@ -59,7 +75,15 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		s.srv.ErrorLog = slog.NewLogLogger(s.Handler.logger().Handler(), slog.LevelWarn)
 		s.srv.TLSConfig = s.TLSConfig
+		s.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, netConnKey{}, c)
+		}
+		s.lim = s.Limiter
+		if s.lim == nil {
+			s.lim = &connlimit.Limiter{Logger: s.Handler.logger()}
+		}
 	})
+	l = s.lim.Listen(l)
 	if s.TLSConfig != nil {
 		return s.srv.ServeTLS(l, "", "")
 	}

@@ -1,0 +1,318 @@
+// Package connlimit caps the connections a server holds before they
+// authenticate, in total and per remote address, so that silent or slow
+// peers cannot take the file descriptors that attached slaves need.
+//
+// A Limiter wraps each listener of a transport (Listen); the transport
+// calls Admit with a connection once it has authenticated, and from then
+// on the connection no longer counts. Every transport of a master may
+// share one Limiter, since they share one file descriptor limit.
+package connlimit
+
+import (
+	"container/list"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Defaults for the zero values of Limiter's fields.
+const (
+	// DefaultMaxPending caps the connections not yet admitted, across a
+	// Limiter's listeners: far below a master's file limit (Go raises the
+	// soft limit to the hard one, often 65,536 or more), so that attached
+	// slaves keep their headroom.
+	DefaultMaxPending = 1024
+	// DefaultMaxPendingPerIP caps the connections not yet admitted from
+	// one IP address: a login takes milliseconds, so even many slaves
+	// behind one NAT rarely hold more than a few at once.
+	DefaultMaxPendingPerIP = 64
+)
+
+// Back-off bounds after an accept error such as running out of file
+// descriptors.
+const (
+	minAcceptDelay = 5 * time.Millisecond
+	maxAcceptDelay = time.Second
+)
+
+// Limiter counts the connections its listeners accepted and the
+// transport has not admitted yet ("pending"), and closes the excess:
+//
+//   - beyond MaxPendingPerIP from one IP address (for IPv6, one /64), a
+//     new connection is closed at accept;
+//   - beyond MaxPending in total, the oldest pending connection is closed
+//     to make room for the new one: a peer that logs in takes
+//     milliseconds, so the oldest is the likeliest to be silent.
+//
+// Each cap logs one line when it starts closing connections and one when
+// it stops. The zero value is ready to use; its fields must not change
+// once a listener is wrapped.
+type Limiter struct {
+	// MaxPending caps pending connections in total; DefaultMaxPending if 0.
+	MaxPending int
+	// MaxPendingPerIP caps pending connections from one IP address;
+	// DefaultMaxPendingPerIP if 0.
+	MaxPendingPerIP int
+	// Logger gets one line per change of state; slog.Default() if nil.
+	Logger *slog.Logger
+
+	mu      sync.Mutex
+	pending list.List // of *conn, oldest first
+	perIP   map[netip.Prefix]*ipCount
+	full    bool // the total cap is closing old connections
+	evicted int  // connections closed by the total cap since it was reached
+}
+
+// ipCount is one address's pending connections.
+type ipCount struct {
+	pending int
+	refused int // closed at accept since the address reached its cap
+}
+
+func (lim *Limiter) logger() *slog.Logger {
+	if lim.Logger != nil {
+		return lim.Logger
+	}
+	return slog.Default()
+}
+
+func (lim *Limiter) maxPending() int {
+	if lim.MaxPending > 0 {
+		return lim.MaxPending
+	}
+	return DefaultMaxPending
+}
+
+func (lim *Limiter) maxPerIP() int {
+	if lim.MaxPendingPerIP > 0 {
+		return lim.MaxPendingPerIP
+	}
+	return DefaultMaxPendingPerIP
+}
+
+// Pending counts the connections accepted and not yet admitted or closed.
+func (lim *Limiter) Pending() int {
+	lim.mu.Lock()
+	defer lim.mu.Unlock()
+	return lim.pending.Len()
+}
+
+// Listen wraps l: its connections count as pending until Admit or Close,
+// and an accept error that running out of file descriptors (EMFILE,
+// ENFILE) or another temporary condition causes is waited out with a
+// growing delay (5 ms doubling to 1 s) instead of returned, so that the
+// caller's accept loop neither spins nor logs each one. Closing the
+// returned listener closes l.
+func (lim *Limiter) Listen(l net.Listener) net.Listener {
+	return &listener{Listener: l, lim: lim, done: make(chan struct{})}
+}
+
+// Admit marks c, a connection accepted from a Limiter's listener (or a
+// *tls.Conn or other wrapper over one, through its NetConn method), as
+// authenticated: it no longer counts against the caps. It reports
+// whether c was pending.
+func Admit(c net.Conn) bool {
+	for {
+		switch cc := c.(type) {
+		case *conn:
+			return cc.lim.remove(cc)
+		case interface{ NetConn() net.Conn }:
+			c = cc.NetConn()
+		default:
+			return false
+		}
+	}
+}
+
+// ipKey is what the per-address cap counts by: the IP address, and for
+// IPv6 its /64 prefix, which one host usually owns whole.
+func ipKey(a net.Addr) netip.Prefix {
+	var ip netip.Addr
+	if tcp, ok := a.(*net.TCPAddr); ok {
+		ip = tcp.AddrPort().Addr()
+	} else if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		ip = ap.Addr()
+	}
+	ip = ip.Unmap().WithZone("")
+	bits := ip.BitLen()
+	if ip.Is6() {
+		bits = 64
+	}
+	p, _ := ip.Prefix(bits)
+	return p
+}
+
+// accepted counts a new connection, or closes it if its address is over
+// its cap; it closes the oldest pending connection if the total is.
+func (lim *Limiter) accepted(nc net.Conn) net.Conn {
+	key := ipKey(nc.RemoteAddr())
+	log := lim.logger()
+	lim.mu.Lock()
+	if lim.perIP == nil {
+		lim.perIP = make(map[netip.Prefix]*ipCount)
+	}
+	n := lim.perIP[key]
+	if n == nil {
+		n = &ipCount{}
+		lim.perIP[key] = n
+	}
+	if n.pending >= lim.maxPerIP() {
+		n.refused++
+		first := n.refused == 1
+		lim.mu.Unlock()
+		nc.Close()
+		if first {
+			log.Warn("connections from one address over their cap before login; closing new ones",
+				"remote", key.String(), "cap", lim.maxPerIP())
+		}
+		return nil
+	}
+	n.pending++
+	var oldest *conn
+	var changes []change
+	if lim.pending.Len() >= lim.maxPending() {
+		oldest = lim.pending.Front().Value.(*conn)
+		changes = lim.removeLocked(oldest)
+		lim.evicted++
+	}
+	reached := oldest != nil && !lim.full
+	lim.full = lim.full || reached
+	c := &conn{Conn: nc, lim: lim, key: key}
+	c.elem = lim.pending.PushBack(c)
+	lim.mu.Unlock()
+	if oldest != nil {
+		oldest.Conn.Close()
+	}
+	lim.log(changes)
+	if reached {
+		log.Warn("connections before login at their cap; closing the oldest to make room", "cap", lim.maxPending())
+	}
+	return c
+}
+
+// remove stops counting c, if it still counted, and reports whether it
+// did. The total cap stops closing connections once down to three
+// quarters of it.
+func (lim *Limiter) remove(c *conn) bool {
+	lim.mu.Lock()
+	var changes []change
+	was := c.elem != nil
+	if was {
+		changes = lim.removeLocked(c)
+	}
+	if lim.full && lim.pending.Len() <= lim.maxPending()*3/4 {
+		changes = append(changes, change{"connections before login back under their cap", []any{"closed", lim.evicted}})
+		lim.full, lim.evicted = false, 0
+	}
+	lim.mu.Unlock()
+	lim.log(changes)
+	return was
+}
+
+// change is a line to log about a cap that stopped closing connections.
+type change struct {
+	msg  string
+	args []any
+}
+
+// removeLocked stops counting c, and returns the line to log if its
+// address's cap stops closing connections: once the address has no
+// pending connection left. lim.mu is held.
+func (lim *Limiter) removeLocked(c *conn) []change {
+	var changes []change
+	lim.pending.Remove(c.elem)
+	c.elem = nil
+	n := lim.perIP[c.key]
+	n.pending--
+	if n.pending == 0 {
+		delete(lim.perIP, c.key)
+		if n.refused > 0 {
+			changes = append(changes, change{"connections from one address back under their cap before login",
+				[]any{"remote", c.key.String(), "closed", n.refused}})
+		}
+	}
+	return changes
+}
+
+func (lim *Limiter) log(changes []change) {
+	for _, ch := range changes {
+		lim.logger().Info(ch.msg, ch.args...)
+	}
+}
+
+// conn is an accepted connection; it counts as pending while elem is set.
+type conn struct {
+	net.Conn
+	lim  *Limiter
+	key  netip.Prefix
+	elem *list.Element // in lim.pending; under lim.mu
+}
+
+// Close stops counting c and closes it.
+func (c *conn) Close() error {
+	c.lim.remove(c)
+	return c.Conn.Close()
+}
+
+// listener is a Limiter's wrapper of one listener.
+type listener struct {
+	net.Listener
+	lim       *Limiter
+	done      chan struct{} // closed by Close: ends a back-off
+	closeOnce sync.Once
+}
+
+// Accept returns the next connection that the caps let through, waiting
+// out accept errors such as EMFILE with a growing delay.
+func (l *listener) Accept() (net.Conn, error) {
+	var delay time.Duration
+	failures := 0
+	for {
+		nc, err := l.Listener.Accept()
+		if err != nil {
+			if !retryable(err) {
+				return nil, err
+			}
+			failures++
+			if failures == 1 {
+				l.lim.logger().Warn("accept failing; retrying with a back-off", "addr", l.Addr().String(), "err", err.Error())
+			}
+			delay = min(max(2*delay, minAcceptDelay), maxAcceptDelay)
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-l.done: // the next Accept returns the closed listener's error
+				t.Stop()
+			}
+			continue
+		}
+		if failures > 0 {
+			l.lim.logger().Info("accept works again", "addr", l.Addr().String(), "failures", failures)
+			failures, delay = 0, 0
+		}
+		if c := l.lim.accepted(nc); c != nil {
+			return c, nil
+		}
+	}
+}
+
+// Close closes the listener and ends a back-off in Accept.
+func (l *listener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+// retryable reports whether an accept error is worth waiting out: out of
+// file descriptors or buffers, whether or not the error says it is
+// temporary, and any other error that says so.
+func retryable(err error) bool {
+	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) {
+		return true
+	}
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
