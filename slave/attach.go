@@ -134,6 +134,9 @@ func (m *Manager) Attach(ctx context.Context, name string, c Conn) error {
 	e.shuttingDown = false
 	m.disarmMissing(e)
 	a.keepalive = m.startKeepalive(a)
+	if r, ok := c.(AliveReporter); ok {
+		r.OnAlive(m.seen(a))
+	}
 	m.wg.Add(1)
 	a.stopWatch = context.AfterFunc(c.Context(), func() {
 		defer m.wg.Done()
@@ -167,17 +170,22 @@ func (m *Manager) pingOld(ctx context.Context, old *attachment, c Conn) error {
 	return nil
 }
 
+// seen returns what records a sign of life of a: a keepalive's reply, or
+// a keepalive the slave sent of its own.
+func (m *Manager) seen(a *attachment) func() {
+	return func() {
+		m.mu.Lock()
+		if a.entry.att == a {
+			a.entry.lastSeen = time.Now()
+		}
+		m.mu.Unlock()
+	}
+}
+
 // startKeepalive starts the keepalive loop of a new attachment; m.mu is held.
 func (m *Manager) startKeepalive(a *attachment) *keepalive.Loop {
 	e := a.entry
-	return keepalive.Start(a.conn, e.cfg.keepaliveInterval, m.cfg.KeepaliveTimeout,
-		func() {
-			m.mu.Lock()
-			if e.att == a {
-				e.lastSeen = time.Now()
-			}
-			m.mu.Unlock()
-		},
+	return keepalive.Start(a.conn, e.cfg.keepaliveInterval, m.cfg.KeepaliveTimeout, m.seen(a),
 		func(err error) {
 			m.log.Warn("slave keepalive failed; dropping the connection", "slave", e.name, "remote", a.conn.RemoteAddr(), "reason", err.Error())
 			a.lose(err)

@@ -34,6 +34,14 @@ type Conn interface {
 	RemoteAddr() string
 }
 
+// AliveReporter is implemented by a Conn whose slave sends signs of life
+// of its own, such as a Perspective Broker slave's keepalives: the manager
+// counts each one as seen, as it does a reply to its own keepalive.
+type AliveReporter interface {
+	// OnAlive has f called at each sign of life from now on.
+	OnAlive(f func())
+}
+
 // Info is what a slave reports about itself when it attaches: the contents
 // of its info/ directory (admin, host, ...) and facts about its machine.
 type Info struct {

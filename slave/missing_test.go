@@ -187,3 +187,30 @@ func TestSlowNotifierNeverBlocksTheManager(t *testing.T) {
 		close(release)
 	})
 }
+
+// aliveConn is a slave that sends keepalives of its own, as PB slaves do.
+type aliveConn struct {
+	*slavetest.Conn
+	alive func()
+}
+
+func (c *aliveConn) OnAlive(f func()) { c.alive = f }
+
+func TestSlavesOwnKeepalivesCountAsSeen(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, slave.Config{}, mustNew(t, "bot", "pw", slave.KeepaliveInterval(slave.Disabled)))
+		c := &aliveConn{Conn: slavetest.NewConn(slave.Info{})}
+		if err := f.m.Attach(t.Context(), "bot", c); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		time.Sleep(10 * time.Minute)
+		if c.alive == nil {
+			t.Fatal("the manager did not ask for the slave's signs of life")
+		}
+		c.alive()
+		if st := state(t, f.m, "bot"); st.LastSeen.Sub(start) != 10*time.Minute {
+			t.Errorf("last seen %v after attach, want 10m", st.LastSeen.Sub(start))
+		}
+	})
+}

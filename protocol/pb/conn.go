@@ -47,8 +47,9 @@ const (
 )
 
 var (
-	_ slave.Conn       = (*Conn)(nil)
-	_ remote.Commander = (*Conn)(nil)
+	_ slave.Conn          = (*Conn)(nil)
+	_ slave.AliveReporter = (*Conn)(nil)
+	_ remote.Commander    = (*Conn)(nil)
 )
 
 func newConn(s *Server, nc net.Conn) *Conn {
