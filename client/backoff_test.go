@@ -16,7 +16,7 @@ import (
 
 func TestBackoffDoublesWithJitterUpToMax(t *testing.T) {
 	b := newBackoff(time.Second, 5*time.Second)
-	b.rand = func() float64 { return 0.999999 }
+	b.Rand = func() float64 { return 0.999999 }
 	var got []time.Duration
 	for range 5 {
 		got = append(got, b.wait().Round(time.Millisecond))
@@ -27,7 +27,7 @@ func TestBackoffDoublesWithJitterUpToMax(t *testing.T) {
 			t.Fatalf("waits %v, want %v", got, want)
 		}
 	}
-	b.rand = func() float64 { return 0 }
+	b.Rand = func() float64 { return 0 }
 	if d := b.wait(); d != 2500*time.Millisecond {
 		t.Errorf("lowest jitter %v, want half of 5s", d)
 	}

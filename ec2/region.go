@@ -12,6 +12,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/buildslave/buildslave/internal/backoff"
 )
 
 // ec2API is the part of the EC2 API this package calls; *awsec2.Client
@@ -76,7 +78,7 @@ func sharedRegion(st settings, creds credentialSource) (*region, error) {
 			return counter.wrap(retry.NewStandard(func(o *retry.StandardOptions) {
 				o.MaxAttempts = st.retryMaxAttempts
 				o.MaxBackoff = st.retryMaxBackoff
-				o.Backoff = retry.NewExponentialJitterBackoff(st.retryMaxBackoff)
+				o.Backoff = sdkBackoff(st.retryMaxBackoff)
 				// Back-off alone paces retries: a shared retry quota would
 				// fail every start at once in a throttling storm.
 				o.RateLimiter = ratelimit.None
@@ -109,6 +111,20 @@ func sharedRegion(st settings, creds credentialSource) (*region, error) {
 	}
 	regions.m[key] = r
 	return r, nil
+}
+
+// sdkBackoff is the SDK retryer's back-off, as the SDK's
+// ExponentialJitterBackoff: the wait before retry n is drawn uniformly
+// from [0, 2^n s), at most maxBackoff (full jitter, at the cap too).
+func sdkBackoff(maxBackoff time.Duration) retry.BackoffDelayer {
+	return backoffDelayer{backoff.Policy{Min: min(2*time.Second, maxBackoff), Max: maxBackoff, Jitter: backoff.Full}}
+}
+
+type backoffDelayer struct{ p backoff.Policy }
+
+// BackoffDelay is the wait before the attempt-th retry (from 1).
+func (b backoffDelayer) BackoffDelay(attempt int, _ error) (time.Duration, error) {
+	return b.p.Delay(attempt), nil
 }
 
 // retryCounter counts the retries the SDK's retryer makes.

@@ -397,7 +397,7 @@ func (s *latentSlave) runStop(inst Instance) {
 	if err != nil {
 		s.stopFails++
 		s.lastErr = fmt.Errorf("stop instance %s: %w", inst.ID, err)
-		retry := backoff(s.stopFails)
+		retry := quarantine.Delay(s.stopFails)
 		s.logf(slog.LevelError, "latent instance did not stop; will retry", "reason", err.Error(), "retry_in", retry)
 		s.after(retry, s.stopInstance)
 		return
@@ -423,7 +423,7 @@ func (s *latentSlave) maybeFinish() {
 	}
 	if s.afterStop == Quarantined && !s.l.shutting.Load() {
 		s.failures++
-		wait := backoff(s.failures)
+		wait := quarantine.Delay(s.failures)
 		s.set(Quarantined, fmt.Sprintf("failure %d, back-off %v: %v", s.failures, wait, s.lastErr))
 		s.until = s.since.Add(wait)
 		s.after(wait, func() {

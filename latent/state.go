@@ -3,6 +3,8 @@ package latent
 import (
 	"fmt"
 	"time"
+
+	"github.com/buildslave/buildslave/internal/backoff"
 )
 
 // State is where a latent slave is in its lifecycle:
@@ -102,12 +104,6 @@ func (s *latentSlave) status() Status {
 	return st
 }
 
-// backoff is the wait after the n-th consecutive failure (n ≥ 1): 10 s,
-// doubling up to an hour.
-func backoff(n int) time.Duration {
-	d := QuarantineMin
-	for i := 1; i < n && d < QuarantineMax; i++ {
-		d *= 2
-	}
-	return min(d, QuarantineMax)
-}
+// quarantine is the wait after the n-th consecutive failure (n ≥ 1):
+// 10 s, doubling up to an hour.
+var quarantine = backoff.Policy{Min: QuarantineMin, Max: QuarantineMax}

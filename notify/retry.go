@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"time"
+
+	"github.com/buildslave/buildslave/internal/backoff"
 )
 
 // Defaults used for zero fields of Retrying.
@@ -50,16 +52,17 @@ var _ Notifier = (*Retrying)(nil)
 // attempt succeeds. It returns the last attempt's error when it gives up,
 // joined with ctx's error if ctx ended the waiting.
 func (r *Retrying) SlaveMissing(ctx context.Context, m Missing) error {
-	n, retries, wait, log := r.Notifier, r.Retries, r.Backoff, r.Logger
+	n, retries, first, log := r.Notifier, r.Retries, r.Backoff, r.Logger
 	if n == nil {
 		n = Default()
 	}
 	if retries == 0 {
 		retries = DefaultRetries
 	}
-	if wait <= 0 {
-		wait = DefaultBackoff
+	if first <= 0 {
+		first = DefaultBackoff
 	}
+	waits := backoff.Policy{Min: first, Max: maxBackoff}
 	if log == nil {
 		log = slog.Default()
 	}
@@ -75,18 +78,12 @@ func (r *Retrying) SlaveMissing(ctx context.Context, m Missing) error {
 			giveUp(ctx, log, m, attempt, err)
 			return err
 		}
+		wait := waits.Delay(attempt)
 		log.WarnContext(ctx, "notify: missing-slave notification failed; will retry",
 			"slave", m.Slave, "attempt", attempt, "retry_in", wait, "error", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			giveUp(ctx, log, m, attempt, context.Cause(ctx))
-			return errors.Join(err, context.Cause(ctx))
-		}
-		if wait < maxBackoff {
-			wait = min(2*wait, maxBackoff)
+		if cause := backoff.Wait(ctx, wait); cause != nil {
+			giveUp(ctx, log, m, attempt, cause)
+			return errors.Join(err, cause)
 		}
 	}
 }
