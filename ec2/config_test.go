@@ -244,3 +244,37 @@ func TestLaunchSettings(t *testing.T) {
 		t.Errorf("region: %s", s)
 	}
 }
+
+// TestAWSIDFileThatCannotBeLookedAt: only a ~/.ec2/aws_id that does not
+// exist falls through to the SDK's default chain; any other error (here
+// ENOTDIR: HOME is a file, which root cannot bypass as it does a
+// permission error; or a directory in the file's place) refuses the slave
+// with an error naming the file.
+func TestAWSIDFileThatCannotBeLookedAt(t *testing.T) {
+	fileHome := filepath.Join(t.TempDir(), "home-is-a-file")
+	if err := os.WriteFile(fileHome, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dirHome := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dirHome, ".ec2", "aws_id"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, home, want string }{
+		{"a file in the path", fileHome, "not a directory"},
+		{"a directory in its place", dirHome, "is a directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("AWS_ACCESS_KEY_ID", "ENVKEY")
+			t.Setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+			t.Setenv("HOME", tc.home)
+			_, err := ec2.New("bot1", "sekrit", "m1.large", ec2.AMI("ami-12345"), ec2.Endpoint("http://127.0.0.1:1"))
+			var ce *slave.ConfigError
+			if !errors.As(err, &ce) || ce.Field != "aws_id_file_path" {
+				t.Fatalf("New = %v, want a *slave.ConfigError on aws_id_file_path", err)
+			}
+			if path := filepath.Join(tc.home, ".ec2", "aws_id"); !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("New = %v, want it to name %s and say %q", err, path, tc.want)
+			}
+		})
+	}
+}

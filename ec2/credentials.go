@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -26,7 +28,10 @@ type credentialSource struct {
 
 // resolveCredentials applies the seed's precedence: identifier and
 // secret_identifier, else aws_id_file_path, else ~/.ec2/aws_id if it
-// exists, else the SDK's default credential chain.
+// exists, else the SDK's default credential chain. Only a ~/.ec2/aws_id
+// that does not exist falls through to the chain; one that cannot be
+// looked at (a permission error, a path through a file) is an error
+// naming it.
 func resolveCredentials(st settings, log *slog.Logger, bad func(field, reason string) error) (credentialSource, error) {
 	switch {
 	case st.identifier != "" && st.secretIdentifier == "":
@@ -45,8 +50,14 @@ func resolveCredentials(st settings, log *slog.Logger, bad func(field, reason st
 			return credentialSource{id: "default"}, nil
 		}
 		path = filepath.Join(home, ".ec2", "aws_id")
-		if _, err := os.Stat(path); err != nil {
+		_, err = os.Stat(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
 			return credentialSource{id: "default"}, nil
+		case err != nil:
+			// Not a missing file but one we cannot look at: falling back
+			// to the default chain would start instances with other keys.
+			return credentialSource{}, bad("aws_id_file_path", fmt.Sprintf("default file: %v", err))
 		}
 	}
 	id, secret, err := readAWSIDFile(path, log)
