@@ -7,6 +7,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/buildslave/buildslave/internal/leakcheck"
 	"github.com/buildslave/buildslave/internal/testlog"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/latent/latenttest"
@@ -33,13 +34,16 @@ type fixture struct {
 	log   *testlog.Buffer
 	sent  *notifytest.Recorder
 	t0    time.Time
+	// before are the goroutines that ran before the fixture.
+	before leakcheck.Snapshot
 }
 
 // newFixture builds the fixture; plant runs before the Lifecycle starts.
 // The manager and the Lifecycle log to f.log unless cfg.Logger is set.
 func newFixture(t testing.TB, cfg latent.Config, plant func(*latenttest.Cloud), specs ...spec) *fixture {
 	t.Helper()
-	f := &fixture{log: &testlog.Buffer{}, sent: &notifytest.Recorder{}, fakes: make(map[string]*latenttest.Fake), t0: time.Now()}
+	before := leakcheck.Take()
+	f := &fixture{log: &testlog.Buffer{}, sent: &notifytest.Recorder{}, fakes: make(map[string]*latenttest.Fake), t0: time.Now(), before: before}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(f.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -76,9 +80,23 @@ func newFixture(t testing.TB, cfg latent.Config, plant func(*latenttest.Cloud), 
 	}
 	t.Cleanup(func() {
 		f.lc.Close()
+		if t, ok := t.(*testing.T); ok { // in a synctest bubble
+			noLatentGoroutines(t, before)
+		}
 		m.Close()
 	})
 	return f
+}
+
+// noLatentGoroutines fails t if a goroutine running code of package
+// latent has started since before and is still there once the bubble's
+// goroutines are blocked: Close and Shutdown must leave none behind. The
+// goroutines of the test doubles (latenttest) and of the manager are left
+// to their owners.
+func noLatentGoroutines(t *testing.T, before leakcheck.Snapshot) {
+	t.Helper()
+	synctest.Wait()
+	before.Verify(t, leakcheck.Matching("buildslave/latent."))
 }
 
 func mustSlave(t testing.TB, name string, opts ...slave.Option) *slave.Slave {

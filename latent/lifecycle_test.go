@@ -11,6 +11,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/buildslave/buildslave/internal/leakcheck"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/latent/latenttest"
 	"github.com/buildslave/buildslave/slave"
@@ -115,6 +116,7 @@ func TestNegativeBuildWaitTimeoutKeepsUntilShutdown(t *testing.T) {
 		if err := f.lc.Shutdown(t.Context()); err != nil {
 			t.Fatal(err)
 		}
+		noLatentGoroutines(t, f.before) // Shutdown ended them all, as Close does
 		if got := f.ops("stop"); !slices.Equal(got, []time.Duration{100*time.Hour + time.Minute}) {
 			t.Errorf("stops at %v", got)
 		}
@@ -530,6 +532,7 @@ func TestShutdownFinishesWhenStartFailsAfterTheAttach(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer m.Close()
+		before := leakcheck.Take()
 		d := &earlyAttacher{s: s, m: m, proceed: make(chan struct{}), fail: make(chan struct{})}
 		lc, err := latent.New(m, latent.Config{MasterID: "m1", Logger: slog.New(slog.DiscardHandler)}, d)
 		if err != nil {
@@ -546,6 +549,7 @@ func TestShutdownFinishesWhenStartFailsAfterTheAttach(t *testing.T) {
 		if err := <-shut; err != nil {
 			t.Fatalf("Shutdown = %v", err)
 		}
+		noLatentGoroutines(t, before)
 	})
 }
 
