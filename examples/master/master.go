@@ -13,6 +13,7 @@ import (
 
 	"github.com/buildslave/buildslave/examples/master/internal/builds"
 	"github.com/buildslave/buildslave/examples/master/internal/config"
+	"github.com/buildslave/buildslave/examples/master/internal/limit"
 	"github.com/buildslave/buildslave/examples/master/status"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/protocol"
@@ -110,8 +111,10 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 
 	hist := builds.NewHistory(cfg.History, 0)
 	m.history = hist
+	limits := limit.New(log)
 	m.runner = builds.NewRunner(builds.Config{Manager: m.mgr, History: hist, Metrics: metrics, Logger: log, Progress: m.progress,
-		UploadDir: filepath.Join(cfg.Basedir, "uploads", time.Now().Format("20060102-150405"))})
+		UploadDir: filepath.Join(cfg.Basedir, "uploads", time.Now().Format("20060102-150405")),
+		Limits:    cfg.BuildLimits, LimitLog: limits})
 	m.runner.SetBuilders(cfg.Builders)
 	m.scheds = builds.NewSchedulers(m.runner, log)
 	m.status = status.New(status.Config{Manager: m.mgr, Lifecycle: m.lc, Builds: hist, Builders: m.runner.Builders,

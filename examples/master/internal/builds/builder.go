@@ -22,6 +22,9 @@ type Step struct {
 	// Upload is a file of the slave, relative to the workdir, copied to
 	// the build's upload directory on the master.
 	Upload string
+	// MaxUploadSize bounds the upload's bytes; 0 means the Runner's
+	// Limits.MaxUploadSize.
+	MaxUploadSize int64
 	// Env is added to the shell step's environment.
 	Env map[string]string
 	// Timeout ends a shell step that prints nothing for that long.
@@ -39,3 +42,25 @@ type Schedule struct {
 // DefaultStepTimeout is a shell step's timeout unless it sets one: the
 // stock master's 1200 s without output.
 const DefaultStepTimeout = 20 * time.Minute
+
+// Limits bound what builds may make the master hold; a zero field means
+// its default.
+type Limits struct {
+	// MaxUploadSize bounds an upload step's file unless the step sets its
+	// own: sent to the slave as maxsize, and enforced by the master's
+	// writer whatever the slave sends.
+	MaxUploadSize int64
+}
+
+// Defaults of Limits.
+const (
+	DefaultMaxUploadSize = 1 << 30
+)
+
+// withDefaults returns l with its zero fields set to their defaults.
+func (l Limits) withDefaults() Limits {
+	if l.MaxUploadSize <= 0 {
+		l.MaxUploadSize = DefaultMaxUploadSize
+	}
+	return l
+}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/buildslave/buildslave/examples/master/internal/limit"
 	"github.com/buildslave/buildslave/protocol/remote"
 	"github.com/buildslave/buildslave/slave"
 )
@@ -36,6 +37,10 @@ type Config struct {
 	History *History
 	// UploadDir holds each build's uploads, in <builder>-<id>/.
 	UploadDir string
+	// Limits bound what builds may make the master hold.
+	Limits Limits
+	// LimitLog logs the limits hit; nil means limit.New(Logger).
+	LimitLog *limit.Log
 	// Metrics, if set, counts builds.
 	Metrics Metrics
 	// Progress, if set, is told of each build's progress in one line:
@@ -84,6 +89,10 @@ func NewRunner(cfg Config) *Runner {
 	if cfg.Progress == nil {
 		cfg.Progress = func(string, ...any) {}
 	}
+	if cfg.LimitLog == nil {
+		cfg.LimitLog = limit.New(cfg.Logger)
+	}
+	cfg.Limits = cfg.Limits.withDefaults()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	waiting, cancelWaiting := context.WithCancelCause(ctx)
 	return &Runner{cfg: cfg, ctx: ctx, cancel: cancel, waiting: waiting, cancelWaiting: cancelWaiting, builders: map[string]Builder{}}

@@ -1,14 +1,16 @@
 package builds
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
-	"os"
 	"path"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/buildslave/buildslave/examples/master/internal/limit"
 	"github.com/buildslave/buildslave/protocol/remote"
 )
 
@@ -21,29 +23,43 @@ const uploadBlockSize = 16 << 10
 // remote runs a step's command on the slave and returns its exit code. The
 // error says why the command could not run to its end: the build's cause
 // (the slave lost, the build aborted), the slave's failure, or an upload
-// file that could not be written.
+// the master refused or could not write.
 func (r *Runner) remote(ctx context.Context, conn commandConn, b Builder, rec *record, st Step, sr *stepRecord) (int, error) {
 	// Slave paths are POSIX paths, whatever the master runs on.
 	workdir := path.Join(conn.Info().Basedir, b.Name, "build")
 	req := remote.Request{Name: "shell", Builder: b.Name, Args: shellArgs(workdir, st)}
-	var dest string
+	var up *upload
 	if st.Upload != "" {
-		dest = filepath.Join(r.cfg.UploadDir, fmt.Sprintf("%s-%d", b.Name, rec.ID), path.Base(st.Upload))
-		if err := os.MkdirAll(filepath.Dir(dest), 0o750); err != nil {
-			return -1, err
-		}
-		f, err := os.Create(dest)
+		max := cmp.Or(st.MaxUploadSize, r.cfg.Limits.MaxUploadSize)
+		var err error
+		up, err = createUpload(filepath.Join(r.cfg.UploadDir, fmt.Sprintf("%s-%d", b.Name, rec.ID), path.Base(st.Upload)), max)
 		if err != nil {
 			return -1, err
 		}
-		defer f.Close()
 		src := st.Upload
 		if !path.IsAbs(src) {
 			src = path.Join(workdir, src)
 		}
-		req = remote.Request{Name: "upload_file", Builder: b.Name, Upload: f, Args: map[string]any{
-			"path": src, "maxsize": nil, "blocksize": uploadBlockSize, "keepstamp": false}}
+		req = remote.Request{Name: "upload_file", Builder: b.Name, Upload: up, Args: map[string]any{
+			"path": src, "maxsize": max, "blocksize": uploadBlockSize, "keepstamp": false}}
 	}
+	rc, err := r.command(ctx, conn, b, rec, sr, req)
+	if up == nil {
+		return rc, err
+	}
+	rc, err = up.end(rc, err)
+	switch {
+	case errors.Is(err, errTooLarge):
+		r.cfg.LimitLog.Hit("max_upload_size", limit.Bytes(up.max), "upload refused", "builder", b.Name, "build", rec.ID, "step", st.Name)
+	case err == nil && rc == 0:
+		r.cfg.History.output(sr, fmt.Sprintf("uploaded %s to %s\n", st.Upload, up.path))
+	}
+	return rc, err
+}
+
+// command runs req on the slave and records its updates until it ends; it
+// returns the exit code and why the command could not run to its end.
+func (r *Runner) command(ctx context.Context, conn commandConn, b Builder, rec *record, sr *stepRecord, req remote.Request) (int, error) {
 	cmd, err := conn.Start(ctx, req)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -64,13 +80,7 @@ func (r *Runner) remote(ctx context.Context, conn commandConn, b Builder, rec *r
 			done = true
 		}
 	}
-	if err := cmd.Wait(ctx); err != nil {
-		return rc, err
-	}
-	if dest != "" && rc == 0 {
-		r.cfg.History.output(sr, fmt.Sprintf("uploaded %s to %s\n", st.Upload, dest))
-	}
-	return rc, nil
+	return rc, cmd.Wait(ctx)
 }
 
 // update records one update of a step's command and returns the exit code

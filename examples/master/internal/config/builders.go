@@ -57,13 +57,16 @@ func step(e entry, j int, s Step) builds.Step {
 		e.add("upload", "give shell or upload, not both")
 	case s.Upload != "" && len(s.Env) > 0:
 		e.add("env", "only a shell step has an environment")
+	case s.Upload == "" && s.MaxUploadSize.raw != nil:
+		e.add("max_upload_size", "only an upload step has a max_upload_size")
 	}
 	name := s.Name
 	if name == "" {
 		name = fmt.Sprintf("step %d", j+1)
 	}
 	return builds.Step{Name: name, Shell: s.Shell, Upload: s.Upload, Env: s.Env,
-		Timeout: e.duration("timeout", s.Timeout, builds.DefaultStepTimeout, positive)}
+		MaxUploadSize: e.size("max_upload_size", s.MaxUploadSize, 0),
+		Timeout:       e.duration("timeout", s.Timeout, builds.DefaultStepTimeout, positive)}
 }
 
 // schedules checks [[schedulers]]; call it after builders.

@@ -43,6 +43,8 @@ type Config struct {
 	Basedir string // the master's directory: uploads/, local slaves' basedirs
 	History int    // how many builds the history keeps
 
+	BuildLimits builds.Limits // what builds may make the master hold
+
 	Manager       slave.Config  // Logger left to the caller
 	Lifecycle     latent.Config // MasterID and settings; Logger, Observe, Notifier left to the caller
 	AttachTimeout time.Duration // protocol.Handler.AttachTimeout; 0: its default
@@ -157,6 +159,9 @@ func (c *Config) master(p *problems, ctx *parseContext, m Master, hasLatent bool
 		DuplicatePingTimeout: e.duration("duplicate_ping_timeout", m.DuplicatePingTimeout, 0, positive),
 	}
 	c.AttachTimeout = e.duration("attach_timeout", m.AttachTimeout, 0, positive)
+	c.BuildLimits = builds.Limits{
+		MaxUploadSize: e.size("max_upload_size", m.MaxUploadSize, builds.DefaultMaxUploadSize),
+	}
 }
 
 // mail checks the [mail] table; without one, missing-slave mail goes out

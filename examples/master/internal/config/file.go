@@ -32,6 +32,7 @@ type Master struct {
 	DuplicatePingTimeout Duration `toml:"duplicate_ping_timeout"`
 	AttachTimeout        Duration `toml:"attach_timeout"`
 	History              int      `toml:"history"`
+	MaxUploadSize        Size     `toml:"max_upload_size"`
 }
 
 // Mail is the [mail] table: the seed's MailNotifier.
@@ -152,11 +153,12 @@ type Builder struct {
 
 // Step is one [[builders.steps]] table: a shell step or an upload step.
 type Step struct {
-	Name    string            `toml:"name"`
-	Shell   string            `toml:"shell"`
-	Upload  string            `toml:"upload"`
-	Env     map[string]string `toml:"env"`
-	Timeout Duration          `toml:"timeout"`
+	Name          string            `toml:"name"`
+	Shell         string            `toml:"shell"`
+	Upload        string            `toml:"upload"`
+	MaxUploadSize Size              `toml:"max_upload_size"`
+	Env           map[string]string `toml:"env"`
+	Timeout       Duration          `toml:"timeout"`
 }
 
 // Scheduler is one [[schedulers]] table.
@@ -172,6 +174,13 @@ type Duration struct{ raw any }
 // UnmarshalTOML keeps the raw value: it never fails, so that a bad
 // duration is reported with every other problem.
 func (d *Duration) UnmarshalTOML(v any) error { d.raw = v; return nil }
+
+// Size is a size key's raw TOML value: bytes as an integer, or a string
+// with a unit such as "64KiB" or "1GiB"; Validate parses it.
+type Size struct{ raw any }
+
+// UnmarshalTOML keeps the raw value, as Duration's does.
+func (s *Size) UnmarshalTOML(v any) error { s.raw = v; return nil }
 
 // Strings is a key that takes one string or a list of them, like the
 // seed's notify_on_missing; Validate checks it.

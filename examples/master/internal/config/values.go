@@ -3,8 +3,11 @@ package config
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"math"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,6 +55,47 @@ func (e entry) duration(field string, d Duration, def time.Duration, rule durati
 		return def
 	}
 	return v
+}
+
+// sizeRE matches a size string: a number of bytes and an optional unit.
+var sizeRE = regexp.MustCompile(`^(\d+)\s*([KMGT]i?B|B)?$`)
+
+// sizeUnits are the units of a size string, binary and decimal.
+var sizeUnits = map[string]int64{"": 1, "B": 1,
+	"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
+	"KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}
+
+// size parses a size key of the entry, which must be positive; def is its
+// value when the key is absent.
+func (e entry) size(field string, s Size, def int64) int64 {
+	switch v := s.raw.(type) {
+	case nil:
+		return def
+	case int64:
+		if v <= 0 {
+			e.add(field, "must be positive, got %d", v)
+			return def
+		}
+		return v
+	case string:
+		m := sizeRE.FindStringSubmatch(v)
+		if m == nil {
+			break
+		}
+		n, err := strconv.ParseInt(m[1], 10, 64)
+		unit := sizeUnits[m[2]]
+		switch {
+		case err != nil || n > math.MaxInt64/unit:
+			e.add(field, "%q is too large", v)
+			return def
+		case n == 0:
+			e.add(field, "must be positive, got %q", v)
+			return def
+		}
+		return n * unit
+	}
+	e.add(field, `want a size such as 65536, "64KiB" or "1GiB", got %#v`, s.raw)
+	return def
 }
 
 // strings returns a key that takes one string or a list of strings.

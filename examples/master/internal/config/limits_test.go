@@ -1,0 +1,68 @@
+package config
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/buildslave/buildslave/examples/master/internal/builds"
+)
+
+func TestUploadSizes(t *testing.T) {
+	c := mustParse(t, `
+[master]
+max_upload_size = "10MiB"
+[[slaves]]
+name = "a"
+password = "p"
+[[builders]]
+name = "b"
+slaves = ["a"]
+  [[builders.steps]]
+  upload = "small"
+  max_upload_size = 4096
+  [[builders.steps]]
+  upload = "default"
+  [[builders.steps]]
+  upload = "decimal"
+  max_upload_size = "2 MB"
+`)
+	if c.BuildLimits.MaxUploadSize != 10<<20 {
+		t.Errorf("master max_upload_size = %d", c.BuildLimits.MaxUploadSize)
+	}
+	if s := c.Builders[0].Steps; s[0].MaxUploadSize != 4096 || s[1].MaxUploadSize != 0 || s[2].MaxUploadSize != 2_000_000 {
+		t.Errorf("steps' max_upload_size: %d %d %d", s[0].MaxUploadSize, s[1].MaxUploadSize, s[2].MaxUploadSize)
+	}
+	if c := mustParse(t, ""); c.BuildLimits.MaxUploadSize != builds.DefaultMaxUploadSize || builds.DefaultMaxUploadSize != 1<<30 {
+		t.Errorf("default max_upload_size = %d", c.BuildLimits.MaxUploadSize)
+	}
+
+	_, err := parse(t, `
+[master]
+max_upload_size = -1
+[[slaves]]
+name = "a"
+password = "p"
+[[builders]]
+name = "b"
+slaves = ["a"]
+  [[builders.steps]]
+  shell = "true"
+  max_upload_size = "1GiB"
+  [[builders.steps]]
+  upload = "f"
+  max_upload_size = "lots"
+  [[builders.steps]]
+  upload = "g"
+  max_upload_size = "99999999999TiB"
+`)
+	for _, want := range []string{
+		`:3: master: max_upload_size: must be positive, got -1`,
+		`:12: builders[0].steps[0]: max_upload_size: only an upload step has a max_upload_size`,
+		`:15: builders[0].steps[1]: max_upload_size: want a size such as 65536, "64KiB" or "1GiB", got "lots"`,
+		`:18: builders[0].steps[2]: max_upload_size: "99999999999TiB" is too large`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}
