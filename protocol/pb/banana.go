@@ -361,7 +361,15 @@ func (w *writer) atom(s string) {
 	w.b = append(w.b, s...)
 }
 
+// bytes appends a byte string; like atom, and like Twisted's banana, it
+// sends a word of the vocabulary as a VOCAB token.
 func (w *writer) bytes(p []byte) {
+	if w.vocab {
+		if i, ok := vocabIndex[string(p)]; ok {
+			w.number(uint64(i), tokVocab)
+			return
+		}
+	}
 	w.number(uint64(len(p)), tokString)
 	w.b = append(w.b, p...)
 }

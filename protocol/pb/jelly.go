@@ -469,8 +469,7 @@ func (e *encoder) value(v any) error {
 		}
 		e.list(2)
 		e.atom("unicode")
-		e.number(uint64(len(v)), tokString)
-		e.b = append(e.b, v...)
+		e.atom(v) // a word of the vocabulary travels as VOCAB here too, as Twisted sends it
 	case []byte:
 		if len(v) > SizeLimit {
 			return fmt.Errorf("pb: bytes of %d bytes are over banana's limit", len(v))
