@@ -14,6 +14,7 @@ import (
 	"github.com/buildslave/buildslave/examples/master/internal/builds"
 	"github.com/buildslave/buildslave/examples/master/internal/config"
 	"github.com/buildslave/buildslave/examples/master/internal/limit"
+	"github.com/buildslave/buildslave/examples/master/internal/termsafe"
 	"github.com/buildslave/buildslave/examples/master/status"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/protocol"
@@ -54,7 +55,7 @@ type master struct {
 // local latent slaves' output goes to slaveOut.
 func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *master, err error) {
 	m := &master{cfg: cfg, log: log, latentC: make(chan struct{}, 1),
-		progress: func(format string, args ...any) { fmt.Fprintf(out, "==> "+format+"\n", args...) }}
+		progress: func(format string, args ...any) { fmt.Fprintf(out, "==> "+format+"\n", escapeArgs(args)...) }}
 	var cleanup []func()
 	defer func() {
 		if err != nil {
@@ -109,7 +110,7 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 		}
 	}
 
-	hist := builds.NewHistory(cfg.History, 0)
+	hist := builds.NewHistory(cfg.History, cfg.StepOutput)
 	m.history = hist
 	limits := limit.New(log)
 	m.runner = builds.NewRunner(builds.Config{Manager: m.mgr, History: hist, Metrics: metrics, Logger: log, Progress: m.progress,
@@ -134,6 +135,25 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 	m.banner()
 	m.atStart = m.scheds.Start(cfg.Schedules)
 	return m, nil
+}
+
+// escapeArgs escapes the text among a progress line's arguments, which
+// may come from slaves: no control character reaches the terminal.
+func escapeArgs(args []any) []any {
+	out := make([]any, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case string:
+			out[i] = termsafe.Escape(v)
+		case error:
+			out[i] = termsafe.Escape(v.Error())
+		case fmt.Stringer:
+			out[i] = termsafe.Escape(v.String())
+		default:
+			out[i] = a
+		}
+	}
+	return out
 }
 
 // serve logs why a server stopped, unless it was shut down.

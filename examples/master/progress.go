@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/buildslave/buildslave/examples/master/internal/termsafe"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/slave"
 )
@@ -69,7 +70,7 @@ func (m *master) latentProgress(ev latent.Event) {
 		line += " (instance " + ev.Instance + ")"
 	}
 	if ev.Reason != "" {
-		line += ": " + ev.Reason
+		line += ": " + termsafe.Line(ev.Reason)
 	}
 	m.progress("%s", line)
 }
@@ -80,9 +81,9 @@ func (m *master) slaveProgress(events <-chan slave.Event) {
 		switch ev.Kind {
 		case slave.Attached:
 			st, _ := m.mgr.State(ev.Slave)
-			m.progress("slave %s attached from %s (%s)", ev.Slave, st.RemoteAddr, st.Info.Version)
+			m.progress("slave %s attached from %s (%s)", ev.Slave, st.RemoteAddr, termsafe.Line(st.Info.Version))
 		case slave.Detached:
-			m.progress("slave %s detached: %v", ev.Slave, ev.Err)
+			m.progress("slave %s detached: %s", ev.Slave, termsafe.Line(fmt.Sprint(ev.Err)))
 		case slave.Missing:
 			m.progress("slave %s is missing", ev.Slave)
 		}

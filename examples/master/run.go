@@ -11,6 +11,8 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+
+	"github.com/buildslave/buildslave/examples/master/internal/termsafe"
 )
 
 // run is the master's life: it reads the configuration, starts, serves
@@ -88,12 +90,26 @@ loop:
 	return code
 }
 
-// newLogger logs to w as text, or JSON lines.
+// newLogger logs to w as text, or JSON lines. Neither writes a control
+// character of a value raw: the text handler quotes them as Go does, and
+// escapeAttr escapes those JSON leaves as they are (DEL, C1 controls).
 func newLogger(w io.Writer, json bool) *slog.Logger {
 	if json {
-		return slog.New(slog.NewJSONHandler(w, nil))
+		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{ReplaceAttr: escapeAttr}))
 	}
 	return slog.New(slog.NewTextHandler(w, nil))
+}
+
+// escapeAttr escapes the control characters of a string or error value,
+// which may come from a slave.
+func escapeAttr(_ []string, a slog.Attr) slog.Attr {
+	switch v := a.Value.Any().(type) {
+	case string:
+		a.Value = slog.StringValue(termsafe.Escape(v))
+	case error:
+		a.Value = slog.StringValue(termsafe.Escape(v.Error()))
+	}
+	return a
 }
 
 // syncWriter serialises the writes of the logger, the progress lines and

@@ -307,7 +307,8 @@ func (v view) Took(b Build) string {
 
 func (s *Status) page(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+	w.Header().Set("X-Frame-Options", "DENY") // frame-ancestors for browsers without it
 	if err := pageTmpl.Execute(w, view{Snapshot: s.Snapshot(), ForcePath: s.cfg.ForcePath}); err != nil {
 		s.log.Warn("status page not written", "remote", r.RemoteAddr, "reason", err.Error())
 	}

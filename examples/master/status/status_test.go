@@ -72,6 +72,13 @@ func testPage(t *testing.T) {
 	if ct := rec.Header().Get("Content-Type"); ct != "text/html; charset=utf-8" {
 		t.Errorf("Content-Type %q", ct)
 	}
+	// No other site may frame the page to trick a click on its buttons.
+	if csp := rec.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "frame-ancestors 'none'") {
+		t.Errorf("Content-Security-Policy %q lacks frame-ancestors 'none'", csp)
+	}
+	if xfo := rec.Header().Get("X-Frame-Options"); xfo != "DENY" {
+		t.Errorf("X-Frame-Options %q, want DENY", xfo)
+	}
 	page := rec.Body.String()
 
 	linux := rowOf(t, page, "slave-bot-linux")

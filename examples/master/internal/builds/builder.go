@@ -50,17 +50,25 @@ type Limits struct {
 	// own: sent to the slave as maxsize, and enforced by the master's
 	// writer whatever the slave sends.
 	MaxUploadSize int64
+	// MaxPrintedOutput bounds the bytes of a build's output printed as
+	// progress lines; the rest is counted, and the status page keeps each
+	// step's tail.
+	MaxPrintedOutput int64
 }
 
 // Defaults of Limits.
 const (
-	DefaultMaxUploadSize = 1 << 30
+	DefaultMaxUploadSize    = 1 << 30
+	DefaultMaxPrintedOutput = 64 << 10
 )
 
 // withDefaults returns l with its zero fields set to their defaults.
 func (l Limits) withDefaults() Limits {
 	if l.MaxUploadSize <= 0 {
 		l.MaxUploadSize = DefaultMaxUploadSize
+	}
+	if l.MaxPrintedOutput <= 0 {
+		l.MaxPrintedOutput = DefaultMaxPrintedOutput
 	}
 	return l
 }

@@ -1,6 +1,7 @@
 package builds
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -45,8 +46,8 @@ type record struct {
 // stepRecord is one step; its output is kept as the last stepBytes.
 type stepRecord struct {
 	status.Step
-	out       []byte
-	truncated bool
+	out     []byte
+	dropped int64 // bytes of output dropped from out's head
 }
 
 // NewHistory returns a History of the last max builds that keeps the last
@@ -72,13 +73,13 @@ func (h *History) Recent(n int) []status.Build {
 		b.Steps = make([]status.Step, len(r.steps))
 		for i, s := range r.steps {
 			b.Steps[i] = s.Step
-			out := s.out
-			if len(out) > h.stepBytes {
-				out = out[len(out)-h.stepBytes:]
+			out, dropped := s.out, s.dropped
+			if over := len(out) - h.stepBytes; over > 0 {
+				out, dropped = out[over:], dropped+int64(over)
 			}
 			b.Steps[i].Output = string(out)
-			if s.truncated || len(s.out) > h.stepBytes {
-				b.Steps[i].Output = "[earlier output dropped]\n" + b.Steps[i].Output
+			if dropped > 0 {
+				b.Steps[i].Output = fmt.Sprintf("[... %d bytes of earlier output not shown]\n", dropped) + b.Steps[i].Output
 			}
 		}
 		out = append(out, b)
@@ -134,10 +135,14 @@ func (h *History) step(r *record, name string) *stepRecord {
 func (h *History) output(s *stepRecord, text string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if over := len(text) - h.stepBytes; over > 0 { // only its tail can be shown
+		s.dropped += int64(len(s.out) + over)
+		s.out, text = s.out[:0], text[over:]
+	}
 	s.out = append(s.out, text...)
 	if over := len(s.out) - h.stepBytes; len(s.out) > 2*h.stepBytes {
 		s.out = slices.Clone(s.out[over:])
-		s.truncated = true
+		s.dropped += int64(over)
 	}
 }
 

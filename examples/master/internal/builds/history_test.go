@@ -25,8 +25,15 @@ func TestHistoryIsBounded(t *testing.T) {
 	if len(got) != 3 || got[0].ID != 5 || got[2].ID != 3 || got[0].State != Waiting || got[1].State != Success {
 		t.Fatalf("Recent = %+v", got)
 	}
-	if out := got[0].Steps[0].Output; out != "[earlier output dropped]\n0123456789" {
+	if out := got[0].Steps[0].Output; out != "[... 40 bytes of earlier output not shown]\n0123456789" {
 		t.Errorf("output %q", out)
+	}
+	r := h.add("b", "one big update")
+	s := h.step(r, "s")
+	h.output(s, "01234")
+	h.output(s, "abcdefghijklmnopqrstuvwxyz")
+	if out := h.Recent(1)[0].Steps[0].Output; out != "[... 21 bytes of earlier output not shown]\nqrstuvwxyz" || cap(s.out) > 20 {
+		t.Errorf("output %q kept in %d bytes", out, cap(s.out))
 	}
 	if len(h.Recent(1)) != 1 || len(h.Recent(-1)) != 0 {
 		t.Error("Recent(n) does not bound")

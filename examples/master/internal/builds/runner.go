@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/buildslave/buildslave/examples/master/internal/limit"
+	"github.com/buildslave/buildslave/examples/master/internal/termsafe"
 	"github.com/buildslave/buildslave/protocol/remote"
 	"github.com/buildslave/buildslave/slave"
 )
@@ -189,16 +190,17 @@ func (r *Runner) run(b Builder, rec *record) {
 	if r.cfg.Metrics != nil {
 		r.cfg.Metrics.BuildStarted(b.Name)
 	}
-	r.cfg.Progress("%s #%d: started on %s (%s)", b.Name, rec.ID, slot.Slave(), rec.Reason)
+	r.cfg.Progress("%s #%d: started on %s (%s)", b.Name, rec.ID, slot.Slave(), termsafe.Line(rec.Reason))
 
 	// The build ends when its slave is lost or the runner aborts it.
 	ctx, cancel := context.WithCancelCause(slot.Context())
 	defer cancel(nil)
 	defer context.AfterFunc(r.ctx, func() { cancel(context.Cause(r.ctx)) })()
 
+	bd := &build{r: r, b: b, rec: rec}
 	result := Success
 	for _, st := range b.Steps {
-		result = r.step(ctx, slot, b, rec, st)
+		result = bd.step(ctx, slot, st)
 		if result != Success {
 			break
 		}
@@ -219,17 +221,27 @@ type commandConn interface {
 	remote.Commander
 }
 
+// build is a build being run: its builder, its record, and how much of
+// its output went to the progress lines.
+type build struct {
+	r       *Runner
+	b       Builder
+	rec     *record
+	printed int64 // bytes of output printed, for the whole build
+	hidden  int64 // bytes of the current step's output not printed
+}
+
 // step runs one step and returns its result.
-func (r *Runner) step(ctx context.Context, slot *slave.Build, b Builder, rec *record, st Step) string {
-	h := r.cfg.History
-	sr := h.step(rec, st.Name)
+func (bd *build) step(ctx context.Context, slot *slave.Build, st Step) string {
+	r, h := bd.r, bd.r.cfg.History
+	sr := h.step(bd.rec, st.Name)
 	conn, ok := slot.Conn().(commandConn)
 	if !ok {
 		h.output(sr, fmt.Sprintf("slave %s has no connection that runs commands\n", slot.Slave()))
 		h.stepDone(sr, Exception, -1)
 		return Exception
 	}
-	rc, err := r.remote(ctx, conn, b, rec, st, sr)
+	rc, err := bd.remote(ctx, conn, st, sr)
 	result := Success
 	switch {
 	case err != nil:
@@ -239,13 +251,15 @@ func (r *Runner) step(ctx context.Context, slot *slave.Build, b Builder, rec *re
 		result = Failure
 	}
 	h.stepDone(sr, result, rc)
-	r.cfg.Progress("%s #%d: step %q: %s (rc %d)%s", b.Name, rec.ID, st.Name, result, rc, errSuffix(err))
+	bd.stepEnd(st.Name)
+	r.cfg.Progress("%s #%d: step %q: %s (rc %d)%s", bd.b.Name, bd.rec.ID, st.Name, result, rc, errSuffix(err))
 	return result
 }
 
+// errSuffix is ": " and err on one line, or "" for no error.
 func errSuffix(err error) string {
 	if err == nil {
 		return ""
 	}
-	return ": " + err.Error()
+	return ": " + termsafe.Line(err.Error())
 }

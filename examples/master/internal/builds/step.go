@@ -24,7 +24,8 @@ const uploadBlockSize = 16 << 10
 // error says why the command could not run to its end: the build's cause
 // (the slave lost, the build aborted), the slave's failure, or an upload
 // the master refused or could not write.
-func (r *Runner) remote(ctx context.Context, conn commandConn, b Builder, rec *record, st Step, sr *stepRecord) (int, error) {
+func (bd *build) remote(ctx context.Context, conn commandConn, st Step, sr *stepRecord) (int, error) {
+	r, b, rec := bd.r, bd.b, bd.rec
 	// Slave paths are POSIX paths, whatever the master runs on.
 	workdir := path.Join(conn.Info().Basedir, b.Name, "build")
 	req := remote.Request{Name: "shell", Builder: b.Name, Args: shellArgs(workdir, st)}
@@ -43,7 +44,7 @@ func (r *Runner) remote(ctx context.Context, conn commandConn, b Builder, rec *r
 		req = remote.Request{Name: "upload_file", Builder: b.Name, Upload: up, Args: map[string]any{
 			"path": src, "maxsize": max, "blocksize": uploadBlockSize, "keepstamp": false}}
 	}
-	rc, err := r.command(ctx, conn, b, rec, sr, req)
+	rc, err := bd.command(ctx, conn, sr, req)
 	if up == nil {
 		return rc, err
 	}
@@ -59,7 +60,7 @@ func (r *Runner) remote(ctx context.Context, conn commandConn, b Builder, rec *r
 
 // command runs req on the slave and records its updates until it ends; it
 // returns the exit code and why the command could not run to its end.
-func (r *Runner) command(ctx context.Context, conn commandConn, b Builder, rec *record, sr *stepRecord, req remote.Request) (int, error) {
+func (bd *build) command(ctx context.Context, conn commandConn, sr *stepRecord, req remote.Request) (int, error) {
 	cmd, err := conn.Start(ctx, req)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -72,7 +73,7 @@ func (r *Runner) command(ctx context.Context, conn commandConn, b Builder, rec *
 		select {
 		case u, ok := <-cmd.Updates():
 			done = !ok
-			rc = r.update(b, rec, sr, u, rc)
+			rc = bd.update(sr, u, rc)
 		case <-ctx.Done():
 			ictx, cancel := context.WithTimeout(context.Background(), interruptTimeout)
 			_ = cmd.Interrupt(ictx, context.Cause(ctx).Error()) // best effort: the slave may be gone
@@ -85,19 +86,48 @@ func (r *Runner) command(ctx context.Context, conn commandConn, b Builder, rec *
 
 // update records one update of a step's command and returns the exit code
 // known so far.
-func (r *Runner) update(b Builder, rec *record, sr *stepRecord, u remote.Update, rc int) int {
+func (bd *build) update(sr *stepRecord, u remote.Update, rc int) int {
 	switch u.Key {
 	case "rc":
 		return u.RC
 	case "header":
-		r.cfg.History.output(sr, u.Text)
+		bd.r.cfg.History.output(sr, u.Text)
 	case "stdout", "stderr":
-		r.cfg.History.output(sr, u.Text)
-		for line := range strings.Lines(u.Text) {
-			r.cfg.Progress("%s #%d: %s | %s", b.Name, rec.ID, sr.Name, strings.TrimRight(line, "\r\n"))
-		}
+		bd.r.cfg.History.output(sr, u.Text)
+		bd.print(sr.Name, u.Text)
 	}
 	return rc
+}
+
+// print prints text, a step's output, as progress lines while the build
+// has printed less than Limits.MaxPrintedOutput; it counts the rest for
+// stepEnd.
+func (bd *build) print(step, text string) {
+	max := bd.r.cfg.Limits.MaxPrintedOutput
+	for line := range strings.Lines(text) {
+		n := int64(len(line))
+		if bd.printed+n > max {
+			if bd.hidden == 0 {
+				bd.r.cfg.LimitLog.Hit("max_printed_output", limit.Bytes(max), "build output no longer printed",
+					"builder", bd.b.Name, "build", bd.rec.ID, "step", step)
+			}
+			bd.printed = max // nothing more of this build is printed
+			bd.hidden += n
+			continue
+		}
+		bd.printed += n
+		bd.r.cfg.Progress("%s #%d: %s | %s", bd.b.Name, bd.rec.ID, step, strings.TrimRight(line, "\r\n"))
+	}
+}
+
+// stepEnd says how much of the step's output print did not print.
+func (bd *build) stepEnd(step string) {
+	if bd.hidden == 0 {
+		return
+	}
+	bd.r.cfg.Progress("%s #%d: %s | ... %d bytes of output not shown (max_printed_output is %s; the status page keeps the last %s of each step)",
+		bd.b.Name, bd.rec.ID, step, bd.hidden, limit.Bytes(bd.r.cfg.Limits.MaxPrintedOutput), limit.Bytes(int64(bd.r.cfg.History.stepBytes)))
+	bd.hidden = 0
 }
 
 // shellArgs are the arguments of a shell step, with every key the stock

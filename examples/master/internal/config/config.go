@@ -42,7 +42,9 @@ type Config struct {
 	LogJSON bool
 	Basedir string // the master's directory: uploads/, local slaves' basedirs
 	History int    // how many builds the history keeps
-
+	// StepOutput is how many bytes of each step's output the history
+	// keeps.
+	StepOutput  int
 	BuildLimits builds.Limits // what builds may make the master hold
 
 	Manager       slave.Config  // Logger left to the caller
@@ -159,8 +161,10 @@ func (c *Config) master(p *problems, ctx *parseContext, m Master, hasLatent bool
 		DuplicatePingTimeout: e.duration("duplicate_ping_timeout", m.DuplicatePingTimeout, 0, positive),
 	}
 	c.AttachTimeout = e.duration("attach_timeout", m.AttachTimeout, 0, positive)
+	c.StepOutput = int(e.size("max_step_output", m.MaxStepOutput, builds.DefaultStepBytes))
 	c.BuildLimits = builds.Limits{
-		MaxUploadSize: e.size("max_upload_size", m.MaxUploadSize, builds.DefaultMaxUploadSize),
+		MaxUploadSize:    e.size("max_upload_size", m.MaxUploadSize, builds.DefaultMaxUploadSize),
+		MaxPrintedOutput: e.size("max_printed_output", m.MaxPrintedOutput, builds.DefaultMaxPrintedOutput),
 	}
 }
 

@@ -33,6 +33,8 @@ type Master struct {
 	AttachTimeout        Duration `toml:"attach_timeout"`
 	History              int      `toml:"history"`
 	MaxUploadSize        Size     `toml:"max_upload_size"`
+	MaxStepOutput        Size     `toml:"max_step_output"`
+	MaxPrintedOutput     Size     `toml:"max_printed_output"`
 }
 
 // Mail is the [mail] table: the seed's MailNotifier.

@@ -66,3 +66,17 @@ slaves = ["a"]
 		}
 	}
 }
+
+func TestOutputLimits(t *testing.T) {
+	c := mustParse(t, "[master]\nmax_step_output = \"1MiB\"\nmax_printed_output = 4096\n")
+	if c.StepOutput != 1<<20 || c.BuildLimits.MaxPrintedOutput != 4096 {
+		t.Errorf("max_step_output %d, max_printed_output %d", c.StepOutput, c.BuildLimits.MaxPrintedOutput)
+	}
+	c = mustParse(t, "")
+	if c.StepOutput != builds.DefaultStepBytes || c.BuildLimits.MaxPrintedOutput != builds.DefaultMaxPrintedOutput {
+		t.Errorf("defaults: max_step_output %d, max_printed_output %d", c.StepOutput, c.BuildLimits.MaxPrintedOutput)
+	}
+	if _, err := parse(t, "[master]\nmax_step_output = 0\n"); err == nil || !strings.Contains(err.Error(), ":2: master: max_step_output: must be positive") {
+		t.Errorf("max_step_output = 0: %v", err)
+	}
+}
