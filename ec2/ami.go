@@ -30,9 +30,9 @@ func (s *Slave) image(ctx context.Context) (string, error) {
 		in.Owners = append(in.Owners, strconv.FormatInt(o, 10))
 	}
 	key := "images " + strings.Join(in.Owners, ",")
-	v, err, _ := s.region.flight.Do(key, func() (any, error) {
+	v, err, _ := s.client.flight.Do(key, func() (any, error) {
 		var images []types.Image
-		for p := awsec2.NewDescribeImagesPaginator(s.region.api, in); p.HasMorePages(); {
+		for p := awsec2.NewDescribeImagesPaginator(s.client.api, in); p.HasMorePages(); {
 			out, err := p.NextPage(ctx)
 			if err != nil {
 				return nil, err

@@ -15,9 +15,9 @@ import (
 
 // BenchmarkStart1000 starts 1,000 EC2 latent slaves at once against the
 // fake, whose instances boot in 2 s, and waits until all run. It reports
-// the wall time of that, and how many DescribeInstances the shared poller
-// made: about one per poll interval, where a loop per instance would make
-// 1,000 per interval. Run it with -benchtime=1x.
+// the wall time of that, and how many DescribeInstances the poller of the
+// Client they share made: about one per poll interval, where a loop per
+// instance would make 1,000 per interval. Run it with -benchtime=1x.
 func BenchmarkStart1000(b *testing.B) {
 	const (
 		n        = 1000
@@ -30,12 +30,14 @@ func BenchmarkStart1000(b *testing.B) {
 		b.StopTimer()
 		fake := ec2test.NewServer(ec2test.Options{BootDelay: boot})
 		fake.AddImage(ec2test.Image{ID: "ami-12345", Location: "bucket/image.manifest.xml"})
+		client, err := ec2.NewClient(ec2.Identifier("AKIDBENCH"), ec2.SecretIdentifier("secret"),
+			ec2.Endpoint(fake.URL), ec2.PollInterval(interval), ec2.Logger(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			b.Fatal(err)
+		}
 		slaves := make([]*ec2.Slave, n)
 		for i := range slaves {
-			s, err := ec2.New(fmt.Sprintf("bot%04d", i), "sekrit", "m1.large", ec2.AMI("ami-12345"),
-				ec2.Identifier("AKIDBENCH"), ec2.SecretIdentifier("secret"),
-				ec2.Endpoint(fake.URL), ec2.PollInterval(interval),
-				ec2.Logger(slog.New(slog.DiscardHandler)))
+			s, err := ec2.New(fmt.Sprintf("bot%04d", i), "sekrit", "m1.large", ec2.AMI("ami-12345"), ec2.WithClient(client))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -70,6 +72,7 @@ func BenchmarkStart1000(b *testing.B) {
 		}
 		wg.Wait()
 		fake.AssertNoneRunning(b)
+		client.Close()
 		fake.Close()
 		b.StartTimer()
 	}

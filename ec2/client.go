@@ -2,6 +2,9 @@ package ec2
 
 import (
 	"context"
+	"errors"
+	"log/slog"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -9,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"golang.org/x/sync/singleflight"
@@ -34,44 +38,96 @@ type ec2API interface {
 
 var _ ec2API = (*awsec2.Client)(nil)
 
-// region is what the slaves of one endpoint, region and set of
-// credentials share: the SDK client, its retry counters, the poller, and
-// the key pairs and security groups known to exist.
-type region struct {
-	name    string
-	api     ec2API
-	retries *retryCounter
-	poller  *poller
-	flight  singleflight.Group // concurrent identical look-ups run once
+// ErrClosed is the error of a call on a closed Client, and of the waits
+// for an instance that its Close ended.
+var ErrClosed = errors.New("ec2: client closed")
+
+// Client is one connection to EC2: an endpoint, a region and a set of
+// credentials. It holds the SDK client with its retry counters and its
+// HTTP connections, the key pairs and security groups known to exist, and
+// the poller that waits for the instances of every slave using it with
+// one batched DescribeInstances per poll interval. The poller's goroutine
+// runs only while some call waits for an instance, and Close ends it.
+//
+// The application makes a Client with NewClient, gives it to each slave
+// with WithClient, and closes it after the Lifecycle driving those slaves
+// has shut down. A slave built without WithClient makes a Client of its
+// own, which its Close closes.
+type Client struct {
+	region    string
+	api       ec2API
+	retries   *retryCounter
+	poller    *poller
+	transport *http.Transport
+	log       *slog.Logger
+	flight    singleflight.Group // concurrent identical look-ups run once
 
 	mu      sync.Mutex
 	ensured map[string]bool // "keypair NAME", "group NAME"
+
+	closed    atomic.Bool
+	closeOnce sync.Once
 }
 
-// regionKey tells shared regions apart; region is the one asked for, ""
-// for the shared configuration's.
-type regionKey struct {
-	endpoint, region, credentials string
-	pollInterval                  time.Duration
-	retryMaxAttempts              int
-	retryMaxBackoff               time.Duration
-}
-
-var regions = struct {
-	sync.Mutex
-	m map[regionKey]*region
-}{m: map[regionKey]*region{}}
-
-// sharedRegion returns the region the slave's settings name, making its
-// client on first use from the SDK's shared configuration (files and
-// environment, read then); it makes no call.
-func sharedRegion(st settings, creds credentialSource) (*region, error) {
-	key := regionKey{st.endpoint, st.region, creds.id, st.pollInterval, st.retryMaxAttempts, st.retryMaxBackoff}
-	regions.Lock()
-	defer regions.Unlock()
-	if r, ok := regions.m[key]; ok {
-		return r, nil
+// NewClient makes a Client from the connection options: Region,
+// Endpoint, Identifier and SecretIdentifier or AWSIDFilePath (else
+// ~/.ec2/aws_id, else the SDK's default chain), PollInterval, Retry and
+// Logger (the Client's own lines: failed polls). Without Region it reads
+// the SDK's shared configuration (files and environment), else uses
+// DefaultRegion. It makes no call; a slave's own options (AMI, …) are
+// refused here.
+func NewClient(opts ...Option) (*Client, error) {
+	st := defaultSettings()
+	for _, o := range opts {
+		o(&st)
 	}
+	if st.logger == nil {
+		st.logger = slog.Default()
+	}
+	bad := func(field, reason string) error { return &ClientConfigError{Field: field, Reason: reason} }
+	var errs []error
+	for _, f := range st.slaveFields {
+		errs = append(errs, bad(f, "is a slave's setting: give it to ec2.New"))
+	}
+	if st.client != nil {
+		errs = append(errs, bad("client", "WithClient is for ec2.New"))
+	}
+	errs = append(errs, validateClient(st, bad))
+	creds, err := resolveCredentials(st, st.logger, bad)
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	c, err := newClient(st, creds)
+	if err != nil {
+		return nil, bad("region", err.Error())
+	}
+	return c, nil
+}
+
+// ClientConfigError is NewClient's error for one invalid option, naming
+// it after the seed's keyword argument.
+type ClientConfigError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ClientConfigError) Error() string { return "ec2 client: " + e.Field + ": " + e.Reason }
+
+// validateClient checks the connection settings.
+func validateClient(st settings, bad func(field, reason string) error) error {
+	var errs []error
+	if st.pollInterval <= 0 {
+		errs = append(errs, bad("poll_interval", "must be positive, got "+st.pollInterval.String()))
+	}
+	if st.retryMaxAttempts < 1 || st.retryMaxBackoff <= 0 {
+		errs = append(errs, bad("retry", "needs at least one attempt and a positive back-off"))
+	}
+	return errors.Join(errs...)
+}
+
+// newClient makes the SDK client of validated settings.
+func newClient(st settings, creds credentialSource) (*Client, error) {
 	counter := &retryCounter{}
 	opts := []func(*config.LoadOptions) error{
 		config.WithRetryer(func() aws.Retryer {
@@ -101,16 +157,61 @@ func sharedRegion(st settings, creds credentialSource) (*region, error) {
 	if cfg.Region == "" {
 		cfg.Region = DefaultRegion
 	}
-	client := awsec2.NewFromConfig(cfg)
-	r := &region{
-		name:    cfg.Region,
-		api:     client,
-		retries: counter,
-		poller:  newPoller(client, st.pollInterval, st.logger),
-		ensured: map[string]bool{},
+	// The SDK's HTTP client, as the shared configuration made it (a CA
+	// bundle applied), rebuilt on a transport of our own so that Close can
+	// close its idle connections.
+	built, _ := cfg.HTTPClient.(*awshttp.BuildableClient)
+	if built == nil {
+		built = awshttp.NewBuildableClient()
 	}
-	regions.m[key] = r
-	return r, nil
+	transport := built.GetTransport()
+	cfg.HTTPClient = &http.Client{
+		Transport: transport,
+		Timeout:   built.GetTimeout(),
+		// EC2 does not redirect; the SDK's own client follows none that
+		// changes the method.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	api := awsec2.NewFromConfig(cfg)
+	c := &Client{
+		region:    cfg.Region,
+		api:       api,
+		retries:   counter,
+		transport: transport,
+		log:       st.logger,
+		ensured:   map[string]bool{},
+	}
+	c.poller = newPoller(api, st.pollInterval, st.logger)
+	return c, nil
+}
+
+// Region is the AWS region the Client's calls go to.
+func (c *Client) Region() string { return c.region }
+
+// RetryStats returns the retries the Client's SDK calls have made.
+func (c *Client) RetryStats() RetryStats { return c.retries.stats() }
+
+// Close ends the Client: calls waiting for an instance return ErrClosed,
+// the poller's goroutine has ended when Close returns, and idle
+// connections are closed. Further calls through the Client fail with
+// ErrClosed. Close the Client after the Lifecycle driving its slaves has
+// shut down: a slave whose Client is closed can no longer stop its
+// instances. Close is idempotent and returns nil.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		c.poller.close()
+		c.transport.CloseIdleConnections()
+	})
+	return nil
+}
+
+// open returns ErrClosed once the Client is closed.
+func (c *Client) open() error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	return nil
 }
 
 // sdkBackoff is the SDK retryer's back-off, as the SDK's
@@ -159,20 +260,20 @@ func (r countingRetryer) RetryDelay(attempt int, err error) (time.Duration, erro
 
 // once runs make the first time key is asked for, and again after it
 // failed; concurrent callers share one run.
-func (r *region) once(ctx context.Context, key string, make func(context.Context) error) error {
-	r.mu.Lock()
-	done := r.ensured[key]
-	r.mu.Unlock()
+func (c *Client) once(ctx context.Context, key string, make func(context.Context) error) error {
+	c.mu.Lock()
+	done := c.ensured[key]
+	c.mu.Unlock()
 	if done {
 		return nil
 	}
-	_, err, _ := r.flight.Do(key, func() (any, error) {
+	_, err, _ := c.flight.Do(key, func() (any, error) {
 		if err := make(ctx); err != nil {
 			return nil, err
 		}
-		r.mu.Lock()
-		r.ensured[key] = true
-		r.mu.Unlock()
+		c.mu.Lock()
+		c.ensured[key] = true
+		c.mu.Unlock()
 		return nil, nil
 	})
 	return err

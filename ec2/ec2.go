@@ -1,4 +1,31 @@
 // Package ec2 runs latent build slaves on Amazon EC2 instances, the seed's EC2LatentBuildSlave, on aws-sdk-go-v2.
+//
+// # Who owns what
+//
+// A Client is one connection to EC2 (an endpoint, a region, a set of
+// credentials): the SDK client, its HTTP connections and retry counters,
+// and the poller that waits for the instances of all its slaves with one
+// batched DescribeInstances per poll interval. The package keeps no state
+// of its own: nothing is shared between slaves unless the application
+// shares it, by giving one Client to several slaves.
+//
+// Whoever makes a Client closes it:
+//
+//   - The application that wants its slaves to share one poller makes a
+//     Client with NewClient, gives it to each slave with WithClient, and
+//     closes it after the latent Lifecycle driving those slaves has shut
+//     down.
+//   - A slave built without WithClient, as the seed's EC2LatentBuildSlave
+//     is (keys and region among its own options), makes a Client of its
+//     own; the slave's Close closes it.
+//
+// The Lifecycle does not close drivers: it drives slaves the application
+// made and may hand to another Lifecycle, and a shared Client outlives
+// any one slave. Either way the poller's goroutine runs only while a
+// Start, Stop or Check waits for an instance, stops at once when the last
+// of them gives up, and is waited for by Close: once the Lifecycle has
+// closed (which ends every driver call), no goroutine of this package is
+// left.
 package ec2
 
 import (
@@ -65,10 +92,8 @@ const (
 // id) and SlaveTag (the slave's name), so that List finds the instances a
 // crashed master left behind.
 //
-// All slaves that talk to one endpoint and region with the same
-// credentials (and the same PollInterval and Retry) share one SDK client
-// and one poller, which waits for all their instances with one batched
-// DescribeInstances per poll interval, and logs to the first one's Logger.
+// Slaves given one Client with WithClient share its SDK client and its
+// poller; a slave without one has a Client of its own, which Close closes.
 type Slave struct {
 	slave        *slave.Slave
 	instanceType string
@@ -76,7 +101,8 @@ type Slave struct {
 	settings     settings
 	regex        *regexp.Regexp
 	userData     *template.Template
-	region       *region
+	client       *Client
+	ownsClient   bool // New made client: Close closes it
 	log          *slog.Logger
 }
 
@@ -115,26 +141,63 @@ type settings struct {
 	retryMaxAttempts      int
 	retryMaxBackoff       time.Duration
 	logger                *slog.Logger
+	client                *Client
+	withClient            bool
+	// The options given, by the seed's keyword: a slave's own, refused
+	// by NewClient, and a Client's, refused by New next to WithClient.
+	slaveFields, clientFields []string
 }
 
-// Option sets one of a Slave's optional settings; each is named after the
-// seed's keyword argument where it has one.
+func defaultSettings() settings {
+	return settings{
+		keypairName:      DefaultKeypairName,
+		buildWaitTimeout: DefaultBuildWaitTimeout,
+		pollInterval:     DefaultPollInterval,
+		stopTimeout:      DefaultStopTimeout,
+		retryMaxAttempts: DefaultRetryMaxAttempts,
+		retryMaxBackoff:  DefaultRetryMaxBackoff,
+	}
+}
+
+// Option sets one of a Slave's optional settings, or a Client's; each is
+// named after the seed's keyword argument where it has one. The Client's
+// are Region, Endpoint, Identifier, SecretIdentifier, AWSIDFilePath,
+// PollInterval and Retry; Logger is both; the others are a slave's.
 type Option func(*settings)
+
+// slaveSetting is an Option of a slave's own.
+func slaveSetting(field string, set func(*settings)) Option {
+	return func(s *settings) { s.slaveFields = append(s.slaveFields, field); set(s) }
+}
+
+// clientSetting is an Option of the Client's.
+func clientSetting(field string, set func(*settings)) Option {
+	return func(s *settings) { s.clientFields = append(s.clientFields, field); set(s) }
+}
+
+// WithClient makes the slave use c, shared with the other slaves given it:
+// its SDK client, its poller and its credentials. The Client's options
+// (Region, Endpoint, keys, PollInterval, Retry) are then refused here:
+// they belong to NewClient. The slave's Close leaves c open: c's owner
+// closes it.
+func WithClient(c *Client) Option {
+	return func(s *settings) { s.client, s.withClient = c, true }
+}
 
 // SlaveOptions passes options of a normal slave through: properties,
 // max_builds, keepalive_interval, notify_on_missing, missing_timeout.
 // missing_timeout defaults to DefaultMissingTimeout here.
 func SlaveOptions(opts ...slave.Option) Option {
-	return func(s *settings) { s.slaveOptions = append(s.slaveOptions, opts...) }
+	return slaveSetting("slave_options", func(s *settings) { s.slaveOptions = append(s.slaveOptions, opts...) })
 }
 
 // AMI sets the machine image to start (ami=).
-func AMI(id string) Option { return func(s *settings) { s.ami = id } }
+func AMI(id string) Option { return slaveSetting("ami", func(s *settings) { s.ami = id }) }
 
 // ValidAMIOwners picks the image among those of these AWS accounts, by
 // their 12-digit numbers (valid_ami_owners=).
 func ValidAMIOwners(accounts ...int64) Option {
-	return func(s *settings) { s.validAMIOwners = append([]int64{}, accounts...) }
+	return slaveSetting("valid_ami_owners", func(s *settings) { s.validAMIOwners = append([]int64{}, accounts...) })
 }
 
 // ValidAMILocationRegex picks the image among those whose location (S3
@@ -144,61 +207,79 @@ func ValidAMIOwners(accounts ...int64) Option {
 // candidate's group is an integer. Without ValidAMIOwners the look-up
 // describes every image the account may launch, public ones included.
 func ValidAMILocationRegex(expr string) Option {
-	return func(s *settings) { s.validAMILocationRegex = &expr }
+	return slaveSetting("valid_ami_location_regex", func(s *settings) { s.validAMILocationRegex = &expr })
 }
 
 // Identifier sets the AWS access key id (identifier=).
-func Identifier(accessKeyID string) Option { return func(s *settings) { s.identifier = accessKeyID } }
+func Identifier(accessKeyID string) Option {
+	return clientSetting("identifier", func(s *settings) { s.identifier = accessKeyID })
+}
 
 // SecretIdentifier sets the AWS secret access key (secret_identifier=).
 func SecretIdentifier(secretAccessKey string) Option {
-	return func(s *settings) { s.secretIdentifier = secretAccessKey }
+	return clientSetting("secret_identifier", func(s *settings) { s.secretIdentifier = secretAccessKey })
 }
 
 // AWSIDFilePath names the file holding the access key id on its first
 // line and the secret access key on its second (aws_id_file_path=); the
 // default is ~/.ec2/aws_id, used if it exists.
-func AWSIDFilePath(path string) Option { return func(s *settings) { s.awsIDFilePath = path } }
+func AWSIDFilePath(path string) Option {
+	return clientSetting("aws_id_file_path", func(s *settings) { s.awsIDFilePath = path })
+}
 
 // ElasticIP associates this elastic IP address with each instance once it
 // runs, and disassociates it before the instance is terminated
 // (elastic_ip=).
-func ElasticIP(publicIP string) Option { return func(s *settings) { s.elasticIP = publicIP } }
+func ElasticIP(publicIP string) Option {
+	return slaveSetting("elastic_ip", func(s *settings) { s.elasticIP = publicIP })
+}
 
 // KeypairName names the key pair instances start with (keypair_name=),
 // made if missing; default DefaultKeypairName.
-func KeypairName(name string) Option { return func(s *settings) { s.keypairName = name } }
+func KeypairName(name string) Option {
+	return slaveSetting("keypair_name", func(s *settings) { s.keypairName = name })
+}
 
 // SecurityName names the security group instances start in
 // (security_name=), made if missing; default DefaultSecurityName. It is not
 // used with SubnetID or SecurityGroupIDs.
-func SecurityName(name string) Option { return func(s *settings) { s.securityName = &name } }
+func SecurityName(name string) Option {
+	return slaveSetting("security_name", func(s *settings) { s.securityName = &name })
+}
 
 // BuildWaitTimeout sets how long an idle instance is kept after a build
 // (build_wait_timeout=): 0 stops it after each build, negative never.
-func BuildWaitTimeout(d time.Duration) Option { return func(s *settings) { s.buildWaitTimeout = d } }
+func BuildWaitTimeout(d time.Duration) Option {
+	return slaveSetting("build_wait_timeout", func(s *settings) { s.buildWaitTimeout = d })
+}
 
 // Region sets the AWS region; the default is the SDK's shared
 // configuration's, else DefaultRegion.
-func Region(name string) Option { return func(s *settings) { s.region = name } }
+func Region(name string) Option {
+	return clientSetting("region", func(s *settings) { s.region = name })
+}
 
 // Endpoint sends every EC2 call to this URL instead of the region's AWS
 // endpoint: an ec2test fake, a VPC endpoint, a proxy.
-func Endpoint(url string) Option { return func(s *settings) { s.endpoint = url } }
+func Endpoint(url string) Option {
+	return clientSetting("endpoint", func(s *settings) { s.endpoint = url })
+}
 
 // SubnetID starts instances in this VPC subnet (subnet_id=).
-func SubnetID(id string) Option { return func(s *settings) { s.subnetID = id } }
+func SubnetID(id string) Option {
+	return slaveSetting("subnet_id", func(s *settings) { s.subnetID = id })
+}
 
 // SecurityGroupIDs starts instances in these VPC security groups
 // (security_group_ids=), instead of the one named by SecurityName.
 func SecurityGroupIDs(ids ...string) Option {
-	return func(s *settings) { s.securityGroupIDs = slices.Clone(ids) }
+	return slaveSetting("security_group_ids", func(s *settings) { s.securityGroupIDs = slices.Clone(ids) })
 }
 
 // InstanceProfile gives instances this IAM instance profile, by name or
 // ARN (instance_profile_name=).
 func InstanceProfile(nameOrARN string) Option {
-	return func(s *settings) { s.instanceProfile = nameOrARN }
+	return slaveSetting("instance_profile_name", func(s *settings) { s.instanceProfile = nameOrARN })
 }
 
 // BlockDeviceMappings sets the instances' block devices
@@ -213,7 +294,7 @@ func BlockDeviceMappings(m ...types.BlockDeviceMapping) Option {
 			m[i].Ebs = &ebs
 		}
 	}
-	return func(s *settings) { s.blockDeviceMappings = m }
+	return slaveSetting("block_device_map", func(s *settings) { s.blockDeviceMappings = m })
 }
 
 // UserData sets the instances' user data, a text/template rendered at
@@ -223,40 +304,51 @@ func BlockDeviceMappings(m ...types.BlockDeviceMapping) Option {
 // can read it, and so can every process on the instance (through the
 // metadata service). The per-start password it carries is good only while
 // that start waits for its attach; keep anything else secret out of it.
-func UserData(tmpl string) Option { return func(s *settings) { s.userData = &tmpl } }
+func UserData(tmpl string) Option {
+	return slaveSetting("user_data", func(s *settings) { s.userData = &tmpl })
+}
 
 // MasterAddress is the address the instances attach to, given to the
 // user data template as {{.Master}}.
-func MasterAddress(hostPort string) Option { return func(s *settings) { s.masterAddress = hostPort } }
+func MasterAddress(hostPort string) Option {
+	return slaveSetting("master_address", func(s *settings) { s.masterAddress = hostPort })
+}
 
 // Tags adds the user's own tags to every instance (tags=); MasterTag and
 // SlaveTag are set by the package.
-func Tags(tags map[string]string) Option { return func(s *settings) { s.tags = maps.Clone(tags) } }
+func Tags(tags map[string]string) Option {
+	return slaveSetting("tags", func(s *settings) { s.tags = maps.Clone(tags) })
+}
 
 // SpotInstance starts spot instances at most at maxSpotPrice US dollars an
 // hour (spot_instance=True, max_spot_price=); when EC2 refuses spot
 // capacity, the start falls back to an on-demand instance.
 func SpotInstance(maxSpotPrice float64) Option {
-	return func(s *settings) { s.spot, s.maxSpotPrice = true, maxSpotPrice }
+	return slaveSetting("spot_instance", func(s *settings) { s.spot, s.maxSpotPrice = true, maxSpotPrice })
 }
 
-// PollInterval sets how often instances are described while waited for;
-// default DefaultPollInterval. Slaves with different intervals do not
-// share a poller.
-func PollInterval(d time.Duration) Option { return func(s *settings) { s.pollInterval = d } }
+// PollInterval sets how often the Client's poller describes the
+// instances waited for; default DefaultPollInterval.
+func PollInterval(d time.Duration) Option {
+	return clientSetting("poll_interval", func(s *settings) { s.pollInterval = d })
+}
 
 // StopTimeout bounds how long Stop waits for the instance to be
 // terminated; default DefaultStopTimeout.
-func StopTimeout(d time.Duration) Option { return func(s *settings) { s.stopTimeout = d } }
+func StopTimeout(d time.Duration) Option {
+	return slaveSetting("stop_timeout", func(s *settings) { s.stopTimeout = d })
+}
 
 // Retry configures the SDK's retryer: how many attempts a call gets and
 // the longest back-off between them, for throttling and 5xx answers.
 func Retry(maxAttempts int, maxBackoff time.Duration) Option {
-	return func(s *settings) { s.retryMaxAttempts, s.retryMaxBackoff = maxAttempts, maxBackoff }
+	return clientSetting("retry", func(s *settings) { s.retryMaxAttempts, s.retryMaxBackoff = maxAttempts, maxBackoff })
 }
 
-// Logger receives the slave's log lines (never a secret); nil means
-// slog.Default().
+// Logger receives the slave's log lines (never a secret); nil means the
+// Client's logger for a slave given WithClient, else slog.Default(). Given
+// to NewClient, it receives the Client's own lines (failed polls); a
+// slave's own Client logs to the slave's Logger.
 func Logger(l *slog.Logger) Option { return func(s *settings) { s.logger = l } }
 
 // UserDataVars is what the UserData template sees.
@@ -273,19 +365,15 @@ type UserDataVars struct {
 // the credentials (and warns if their file is readable by others) but
 // makes no EC2 call.
 func New(name, password, instanceType string, opts ...Option) (*Slave, error) {
-	st := settings{
-		keypairName:      DefaultKeypairName,
-		buildWaitTimeout: DefaultBuildWaitTimeout,
-		pollInterval:     DefaultPollInterval,
-		stopTimeout:      DefaultStopTimeout,
-		retryMaxAttempts: DefaultRetryMaxAttempts,
-		retryMaxBackoff:  DefaultRetryMaxBackoff,
-	}
+	st := defaultSettings()
 	for _, o := range opts {
 		o(&st)
 	}
 	if st.logger == nil {
 		st.logger = slog.Default()
+		if st.client != nil {
+			st.logger = st.client.log
+		}
 	}
 	sl, err := slave.New(name, password, append([]slave.Option{slave.MissingTimeout(DefaultMissingTimeout)}, st.slaveOptions...)...)
 	s := &Slave{slave: sl, settings: st, log: st.logger.With("slave", name)}
@@ -297,18 +385,35 @@ func New(name, password, instanceType string, opts ...Option) (*Slave, error) {
 		errs = append(errs, bad("instance_type", "must not be empty"))
 	}
 	errs = append(errs, s.validateAMI(bad), s.validateNetwork(bad), s.validateLaunch(bad))
-	creds, err := resolveCredentials(st, s.log, bad)
-	errs = append(errs, err)
+	var creds credentialSource
+	switch {
+	case st.withClient && st.client == nil:
+		errs = append(errs, bad("client", "WithClient(nil): give a Client from NewClient, or leave WithClient out"))
+	case st.withClient:
+		for _, f := range uniq(st.clientFields) {
+			errs = append(errs, bad(f, "is the shared Client's setting: give it to ec2.NewClient, not to a slave given WithClient"))
+		}
+	default:
+		errs = append(errs, validateClient(st, bad))
+		creds, err = resolveCredentials(st, s.log, bad)
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	s.region, err = sharedRegion(st, creds)
-	if err != nil {
-		return nil, bad("region", err.Error())
+	s.client = st.client
+	if s.client == nil {
+		if s.client, err = newClient(st, creds); err != nil {
+			return nil, bad("region", err.Error())
+		}
+		s.ownsClient = true
 	}
 	s.instanceType, s.groupName = instanceType, s.securityGroupName()
 	return s, nil
 }
+
+// uniq sorts fields and drops repeats.
+func uniq(fields []string) []string { return slices.Compact(slices.Sorted(slices.Values(fields))) }
 
 func (s *Slave) validateAMI(bad func(field, reason string) error) error {
 	st := s.settings
@@ -378,14 +483,8 @@ func (s *Slave) validateLaunch(bad func(field, reason string) error) error {
 			errs = append(errs, bad("tags", fmt.Sprintf("key %q is set by the ec2 package", k)))
 		}
 	}
-	if st.pollInterval <= 0 {
-		errs = append(errs, bad("poll_interval", fmt.Sprintf("must be positive, got %v", st.pollInterval)))
-	}
 	if st.stopTimeout <= 0 {
 		errs = append(errs, bad("stop_timeout", fmt.Sprintf("must be positive, got %v", st.stopTimeout)))
-	}
-	if st.retryMaxAttempts < 1 || st.retryMaxBackoff <= 0 {
-		errs = append(errs, bad("retry", "needs at least one attempt and a positive back-off"))
 	}
 	if st.userData != nil {
 		t, err := template.New("user_data").Option("missingkey=error").Parse(*st.userData)
@@ -426,20 +525,34 @@ func (s *Slave) InstanceType() string { return s.instanceType }
 // String names the slave and its instance type; it never shows a password
 // or a key.
 func (s *Slave) String() string {
-	return fmt.Sprintf("ec2 slave %s (%s in %s)", s.slave.Name(), s.instanceType, s.region.name)
+	return fmt.Sprintf("ec2 slave %s (%s in %s)", s.slave.Name(), s.instanceType, s.client.region)
 }
 
 // LogValue is what slog shows of a Slave: the same as String.
 func (s *Slave) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
-// RetryStats counts the retries of the SDK client this slave shares with
-// every slave of the same endpoint, region and credentials.
+// RetryStats counts the retries of a Client's SDK calls.
 type RetryStats struct {
 	Throttled    int64 // RequestLimitExceeded and other throttling answers
 	ServerErrors int64 // 5xx answers and other transient failures
 }
 
-// RetryStats returns the retries counted so far on this slave's client.
-func (s *Slave) RetryStats() RetryStats { return s.region.retries.stats() }
+// RetryStats returns the retries counted so far on this slave's Client,
+// which counts those of every slave sharing it.
+func (s *Slave) RetryStats() RetryStats { return s.client.RetryStats() }
+
+// Client is the Client the slave calls EC2 through: the one given with
+// WithClient, or its own.
+func (s *Slave) Client() *Client { return s.client }
+
+// Close closes the slave's own Client, the one New made because no
+// WithClient was given; a shared Client is left to its owner. Call it
+// after the Lifecycle driving the slave has shut down.
+func (s *Slave) Close() error {
+	if s.ownsClient {
+		return s.client.Close()
+	}
+	return nil
+}
 
 func formatPrice(p float64) string { return strconv.FormatFloat(p, 'f', -1, 64) }

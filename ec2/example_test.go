@@ -58,6 +58,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer bot1.Close() // its own Client
 	fmt.Println(bot1)
 	startStop(bot1, fake)
 	// Output:
@@ -81,6 +82,7 @@ func ExampleNew_awsIDFile() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer bot1.Close()
 	startStop(bot1, fake)
 	fmt.Println("signed with", fake.AccessKeyIDs())
 	// Output:
@@ -107,6 +109,7 @@ func ExampleValidAMIOwners() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer bot1.Close()
 	startStop(bot1, fake)
 	// Output:
 	// i-00000000000000001 ami-12345 m1.large running
@@ -131,6 +134,7 @@ func ExampleValidAMILocationRegex() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer bot1.Close()
 	startStop(bot1, fake)
 	// Output:
 	// i-00000000000000001 ami-12345 m1.large running
@@ -157,6 +161,7 @@ func ExampleValidAMILocationRegex_group() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer bot1.Close()
 	startStop(bot1, fake) // "xenial" sorts last
 	// Output:
 	// i-00000000000000001 ami-45678 m1.large running
@@ -180,6 +185,7 @@ func ExampleValidAMILocationRegex_integer() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer bot1.Close()
 	startStop(bot1, fake)
 	// Output:
 	// i-00000000000000001 ami-23456 m1.large running
@@ -205,6 +211,7 @@ func ExampleElasticIP() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer bot1.Close()
 	ctx := context.Background()
 	inst, err := bot1.Start(ctx, latent.StartRequest{Name: "bot1", Password: "fresh-password", MasterID: "master-1"})
 	if err != nil {
@@ -235,6 +242,7 @@ func ExampleSlaveOptions() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer bot1.Close()
 	fmt.Println(bot1.Slave().MissingTimeout(), bot1.BuildWaitTimeout(), bot1.Slave().NotifyOnMissing())
 
 	bot2, err := ec2.New("bot2", "sekrit", "m1.large",
@@ -244,6 +252,7 @@ func ExampleSlaveOptions() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer bot2.Close()
 	fmt.Println(bot2.Slave().MissingTimeout(), bot2.BuildWaitTimeout())
 	// Output:
 	// 20m0s 10m0s [admin@example.org]
@@ -263,6 +272,7 @@ func ExampleKeypairName() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer bot1.Close()
 	startStop(bot1, fake)
 	fmt.Println(fake.KeyPairs(), fake.SecurityGroups())
 	// Output:
@@ -291,9 +301,46 @@ func ExampleUserData() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer bot1.Close()
 	startStop(bot1, fake)
 	// Output:
 	// bot1 boots with "#!/bin/sh\nexec buildslave master.example.org:9989 bot1 fresh-password\n"
+	// i-00000000000000001 ami-12345 m1.large running
+	// i-00000000000000001 terminated
+}
+
+// Slaves that share a Client share its SDK client and its poller, which
+// waits for all their instances with one DescribeInstances per poll
+// interval. The application makes the Client, gives it to each slave, and
+// closes it once the Lifecycle driving them has shut down.
+func ExampleNewClient() {
+	fake := fakeEC2()
+	defer fake.Close()
+
+	client, err := ec2.NewClient(
+		ec2.Region("eu-west-1"),
+		ec2.Identifier("publickey"), ec2.SecretIdentifier("privatekey"),
+		ec2.Endpoint(fake.URL), ec2.PollInterval(10*time.Millisecond)) // the fake, not AWS
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close() // after the Lifecycle's Shutdown or Close
+
+	var slaves []*ec2.Slave
+	for _, name := range []string{"bot1", "bot2"} {
+		bot, err := ec2.New(name, "sekrit", "m1.large", ec2.AMI("ami-12345"), ec2.WithClient(client))
+		if err != nil {
+			log.Fatal(err)
+		}
+		slaves = append(slaves, bot)
+	}
+	for _, bot := range slaves {
+		fmt.Println(bot, bot.Client() == client)
+	}
+	startStop(slaves[0], fake)
+	// Output:
+	// ec2 slave bot1 (m1.large in eu-west-1) true
+	// ec2 slave bot2 (m1.large in eu-west-1) true
 	// i-00000000000000001 ami-12345 m1.large running
 	// i-00000000000000001 terminated
 }
@@ -313,6 +360,7 @@ func ExampleSpotInstance() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer bot1.Close()
 	startStop(bot1, fake)
 	fmt.Println("spot:", fake.Instances()[0].Spot)
 	// Output:

@@ -45,6 +45,30 @@ func newSlave(t testing.TB, fake *ec2test.Server, name string, opts ...ec2.Optio
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { s.Close() })
+	return s, logs
+}
+
+// newClient makes a Client on the fake as testOptions configure it, then
+// opts, closed at the end of the test.
+func newClient(t testing.TB, fake *ec2test.Server, logs *testlog.Buffer, opts ...ec2.Option) *ec2.Client {
+	t.Helper()
+	c, err := ec2.NewClient(append(testOptions(fake, logs), opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// newSlaveOn builds slave name on the shared Client c.
+func newSlaveOn(t testing.TB, c *ec2.Client, name string, opts ...ec2.Option) (*ec2.Slave, *testlog.Buffer) {
+	t.Helper()
+	logs := &testlog.Buffer{}
+	s, err := ec2.New(name, "sekrit", "m1.large", append([]ec2.Option{ec2.WithClient(c), ec2.Logger(slog.New(slog.NewTextHandler(logs, nil)))}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return s, logs
 }
 

@@ -69,6 +69,8 @@ var spotRefusals = []string{"InsufficientInstanceCapacity", "SpotMaxPriceTooLow"
 // error the instance is terminated before Start returns.
 func (s *Slave) Start(ctx context.Context, req latent.StartRequest) (latent.Instance, error) {
 	switch {
+	case s.client.open() != nil:
+		return latent.Instance{}, ErrClosed
 	case req.MasterID == "":
 		return latent.Instance{}, errors.New("ec2: StartRequest.MasterID is empty: instances must carry the master's tag")
 	case req.Name != s.slave.Name():
@@ -109,11 +111,11 @@ func (s *Slave) Start(ctx context.Context, req latent.StartRequest) (latent.Inst
 // token and terminates it.
 func (s *Slave) launch(ctx context.Context, in *awsec2.RunInstancesInput, req latent.StartRequest) (latent.Instance, error) {
 	in.ClientToken = aws.String(rand.Text())
-	out, err := s.region.api.RunInstances(ctx, in)
+	out, err := s.client.api.RunInstances(ctx, in)
 	if code := errorCode(err); in.InstanceMarketOptions != nil && slices.Contains(spotRefusals, code) {
 		s.log.Warn("ec2: spot capacity refused; starting an on-demand instance", "code", code)
 		in.InstanceMarketOptions, in.ClientToken = nil, aws.String(rand.Text())
-		out, err = s.region.api.RunInstances(ctx, in)
+		out, err = s.client.api.RunInstances(ctx, in)
 	}
 	if err != nil && errorCode(err) == "" {
 		err = errors.Join(err, s.terminateByToken(ctx, req.MasterID, aws.ToString(in.ClientToken)))
@@ -142,7 +144,7 @@ func (s *Slave) terminateByToken(ctx context.Context, masterID, token string) er
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.settings.stopTimeout)
 	defer cancel()
 	var found []latent.Instance
-	err := eachInstance(ctx, s.region.api, []types.Filter{{Name: aws.String("client-token"), Values: []string{token}}}, func(in types.Instance) {
+	err := eachInstance(ctx, s.client.api, []types.Filter{{Name: aws.String("client-token"), Values: []string{token}}}, func(in types.Instance) {
 		found = append(found, latent.Instance{ID: aws.ToString(in.InstanceId), Slave: s.slave.Name(), MasterID: masterID})
 	})
 	errs := []error{err}
@@ -158,7 +160,7 @@ func (s *Slave) terminateByToken(ctx context.Context, masterID, token string) er
 func (s *Slave) running(ctx context.Context, inst latent.Instance, began time.Time) error {
 	wctx, cancel := context.WithTimeout(ctx, s.slave.MissingTimeout())
 	defer cancel()
-	o, err := s.region.poller.wait(wctx, inst.ID, inst.MasterID, untilRunning)
+	o, err := s.client.poller.wait(wctx, inst.ID, inst.MasterID, untilRunning)
 	switch {
 	case err != nil:
 		return fmt.Errorf("ec2: waiting for instance %s to run: %w", inst.ID, err)
@@ -173,7 +175,7 @@ func (s *Slave) running(ctx context.Context, inst latent.Instance, began time.Ti
 	if err != nil {
 		return err
 	}
-	_, err = s.region.api.AssociateAddress(ctx, &awsec2.AssociateAddressInput{
+	_, err = s.client.api.AssociateAddress(ctx, &awsec2.AssociateAddressInput{
 		InstanceId: aws.String(inst.ID), AllocationId: addr.AllocationId, PublicIp: publicIPIfNoAllocation(addr),
 	})
 	if err != nil {
@@ -193,7 +195,7 @@ func publicIPIfNoAllocation(a types.Address) *string {
 }
 
 func (s *Slave) address(ctx context.Context) (types.Address, error) {
-	out, err := s.region.api.DescribeAddresses(ctx, &awsec2.DescribeAddressesInput{PublicIps: []string{s.settings.elasticIP}})
+	out, err := s.client.api.DescribeAddresses(ctx, &awsec2.DescribeAddressesInput{PublicIps: []string{s.settings.elasticIP}})
 	if err == nil && len(out.Addresses) == 0 {
 		err = errors.New("not allocated to this account")
 	}
@@ -207,7 +209,7 @@ func (s *Slave) address(ctx context.Context) (types.Address, error) {
 // terminates the instance and waits, at most StopTimeout, until it is
 // terminated. An instance already gone is not an error.
 func (s *Slave) Stop(ctx context.Context, inst latent.Instance) error {
-	if err := needMaster(inst); err != nil {
+	if err := s.ready(inst); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.settings.stopTimeout)
@@ -216,14 +218,14 @@ func (s *Slave) Stop(ctx context.Context, inst latent.Instance) error {
 	if s.settings.elasticIP != "" {
 		errs = append(errs, s.disassociate(ctx, inst.ID))
 	}
-	_, err := s.region.api.TerminateInstances(ctx, &awsec2.TerminateInstancesInput{InstanceIds: []string{inst.ID}})
+	_, err := s.client.api.TerminateInstances(ctx, &awsec2.TerminateInstancesInput{InstanceIds: []string{inst.ID}})
 	if errorCode(err) == "InvalidInstanceID.NotFound" {
 		return errors.Join(errs...)
 	}
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("ec2: terminate %s: %w", inst.ID, err))...)
 	}
-	if _, err := s.region.poller.wait(ctx, inst.ID, inst.MasterID, untilTerminated); err != nil {
+	if _, err := s.client.poller.wait(ctx, inst.ID, inst.MasterID, untilTerminated); err != nil {
 		return errors.Join(append(errs, fmt.Errorf("ec2: waiting for %s to terminate: %w", inst.ID, err))...)
 	}
 	s.log.Info("ec2: instance terminated", "instance", inst.ID)
@@ -239,16 +241,19 @@ func (s *Slave) disassociate(ctx context.Context, id string) error {
 	if in.AssociationId == nil {
 		in.PublicIp = addr.PublicIp
 	}
-	if _, err := s.region.api.DisassociateAddress(ctx, in); err != nil {
+	if _, err := s.client.api.DisassociateAddress(ctx, in); err != nil {
 		return fmt.Errorf("ec2: disassociate elastic IP %s from %s: %w", s.settings.elasticIP, id, err)
 	}
 	s.log.Info("ec2: elastic IP disassociated", "instance", id, "ip", s.settings.elasticIP)
 	return nil
 }
 
-// needMaster refuses an instance without its master's id: the poller
-// finds instances by that tag.
-func needMaster(inst latent.Instance) error {
+// ready refuses a closed Client, and an instance without its master's id:
+// the poller finds instances by that tag.
+func (s *Slave) ready(inst latent.Instance) error {
+	if err := s.client.open(); err != nil {
+		return err
+	}
 	if inst.MasterID == "" {
 		return fmt.Errorf("ec2: instance %s has no MasterID", inst.ID)
 	}
@@ -259,10 +264,10 @@ func needMaster(inst latent.Instance) error {
 // once it has stopped, terminated or vanished. It answers after the next
 // poll, which it shares with every other waiter of the region.
 func (s *Slave) Check(ctx context.Context, inst latent.Instance) error {
-	if err := needMaster(inst); err != nil {
+	if err := s.ready(inst); err != nil {
 		return err
 	}
-	o, err := s.region.poller.wait(ctx, inst.ID, inst.MasterID, anyObservation)
+	o, err := s.client.poller.wait(ctx, inst.ID, inst.MasterID, anyObservation)
 	switch {
 	case err != nil:
 		return err
@@ -275,11 +280,14 @@ func (s *Slave) Check(ctx context.Context, inst latent.Instance) error {
 // List returns every instance tagged with masterID that is not yet
 // terminated, of any slave; instances of other masters are never listed.
 func (s *Slave) List(ctx context.Context, masterID string) ([]latent.Instance, error) {
+	if err := s.client.open(); err != nil {
+		return nil, err
+	}
 	if masterID == "" {
 		return nil, errors.New("ec2: List needs a master id")
 	}
 	var list []latent.Instance
-	err := eachInstance(ctx, s.region.api, []types.Filter{
+	err := eachInstance(ctx, s.client.api, []types.Filter{
 		{Name: aws.String("tag:" + MasterTag), Values: []string{masterID}},
 		{Name: aws.String("instance-state-name"), Values: []string{"pending", "running", "shutting-down", "stopping", "stopped"}},
 	}, func(in types.Instance) {
@@ -366,12 +374,12 @@ func renderUserData(t *template.Template, vars UserDataVars) (string, error) {
 // private key is discarded, as Buildbot does: the master never logs in.
 func (s *Slave) ensureKeyPair(ctx context.Context) error {
 	name := s.settings.keypairName
-	return s.region.once(ctx, "keypair "+name, func(ctx context.Context) error {
-		_, err := s.region.api.DescribeKeyPairs(ctx, &awsec2.DescribeKeyPairsInput{KeyNames: []string{name}})
+	return s.client.once(ctx, "keypair "+name, func(ctx context.Context) error {
+		_, err := s.client.api.DescribeKeyPairs(ctx, &awsec2.DescribeKeyPairsInput{KeyNames: []string{name}})
 		if errorCode(err) != "InvalidKeyPair.NotFound" {
 			return wrapf(err, "ec2: key pair %s", name)
 		}
-		_, err = s.region.api.CreateKeyPair(ctx, &awsec2.CreateKeyPairInput{KeyName: aws.String(name)})
+		_, err = s.client.api.CreateKeyPair(ctx, &awsec2.CreateKeyPairInput{KeyName: aws.String(name)})
 		if err == nil {
 			s.log.Info("ec2: created key pair", "keypair_name", name)
 		}
@@ -389,12 +397,12 @@ func (s *Slave) ensureSecurityGroup(ctx context.Context) error {
 	if name == "" {
 		return nil
 	}
-	return s.region.once(ctx, "group "+name, func(ctx context.Context) error {
-		_, err := s.region.api.DescribeSecurityGroups(ctx, &awsec2.DescribeSecurityGroupsInput{GroupNames: []string{name}})
+	return s.client.once(ctx, "group "+name, func(ctx context.Context) error {
+		_, err := s.client.api.DescribeSecurityGroups(ctx, &awsec2.DescribeSecurityGroupsInput{GroupNames: []string{name}})
 		if errorCode(err) != "InvalidGroup.NotFound" {
 			return wrapf(err, "ec2: security group %s", name)
 		}
-		_, err = s.region.api.CreateSecurityGroup(ctx, &awsec2.CreateSecurityGroupInput{
+		_, err = s.client.api.CreateSecurityGroup(ctx, &awsec2.CreateSecurityGroupInput{
 			GroupName:   aws.String(name),
 			Description: aws.String("Authorization to access the buildbot instance."),
 		})

@@ -40,14 +40,17 @@ func TestAMISelectedThroughTheAPI(t *testing.T) {
 	}
 }
 
+// TestKeyPairAndSecurityGroupMadeOnce: slaves sharing a Client make the
+// key pair and the security group once.
 func TestKeyPairAndSecurityGroupMadeOnce(t *testing.T) {
 	fake := newFake(t, ec2test.Options{})
+	client := newClient(t, fake, &testlog.Buffer{})
 	const n = 5
 	var wg sync.WaitGroup
 	var all []*ec2.Slave
 	var logs []*testlog.Buffer
 	for i := range n {
-		s, l := newSlave(t, fake, fmt.Sprintf("bot%d", i), ec2.AMI("ami-12345"))
+		s, l := newSlaveOn(t, client, fmt.Sprintf("bot%d", i), ec2.AMI("ami-12345"))
 		all, logs = append(all, s), append(logs, l)
 	}
 	insts := make([]latent.Instance, n)
@@ -331,14 +334,15 @@ func TestUserDataAndBootHook(t *testing.T) {
 	}
 }
 
-// TestPollerBatches starts slaves at once and counts DescribeInstances:
-// one poller per region describes them together.
+// TestPollerBatches starts slaves sharing a Client at once and counts
+// DescribeInstances: the Client's poller describes them together.
 func TestPollerBatches(t *testing.T) {
 	const n, boot, interval = 40, 200 * time.Millisecond, 20 * time.Millisecond
 	fake := newFake(t, ec2test.Options{BootDelay: boot})
+	client := newClient(t, fake, &testlog.Buffer{}, ec2.PollInterval(interval))
 	var slaves []*ec2.Slave
 	for i := range n {
-		s, _ := newSlave(t, fake, fmt.Sprintf("bot%d", i), ec2.AMI("ami-12345"), ec2.PollInterval(interval))
+		s, _ := newSlaveOn(t, client, fmt.Sprintf("bot%d", i), ec2.AMI("ami-12345"))
 		slaves = append(slaves, s)
 	}
 	insts := make([]latent.Instance, n)

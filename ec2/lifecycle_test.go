@@ -10,6 +10,7 @@ import (
 
 	"github.com/buildslave/buildslave/ec2"
 	"github.com/buildslave/buildslave/ec2/ec2test"
+	"github.com/buildslave/buildslave/internal/leakcheck"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/slave"
 	"github.com/buildslave/buildslave/slave/slavetest"
@@ -21,6 +22,7 @@ import (
 // Before that, the Lifecycle's reaper stops an instance a crashed master
 // left behind, found with List.
 func TestThroughTheLifecycle(t *testing.T) {
+	before := leakcheck.Take()
 	var attaches sync.WaitGroup
 	defer attaches.Wait()
 	var m *slave.Manager
@@ -97,6 +99,8 @@ func TestThroughTheLifecycle(t *testing.T) {
 	if err := lc.Shutdown(acquireCtx); err != nil {
 		t.Fatal(err)
 	}
+	// Shutdown ended every driver call, and with them the poller.
+	before.Verify(t, leakcheck.Matching("buildslave/ec2."), leakcheck.Within(time.Second))
 	if n := len(fake.Instances()); n != 2 {
 		t.Errorf("%d instances launched, want the leftover and one", n)
 	}

@@ -10,6 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/buildslave/buildslave/internal/backoff"
 )
 
 // observation is what one poll saw of an instance.
@@ -31,71 +33,119 @@ type waiter struct {
 // poller describes every instance its waiters wait for, all of them in one
 // paginated DescribeInstances per interval (filtered by the masters' tag,
 // 1,000 instances a page), instead of one loop per instance. Its loop runs
-// while there are waiters and ends as soon as none is left; it never polls
-// more often than once per interval.
+// while there are waiters and ends as soon as none is left, even in the
+// middle of a wait or a describe; it never polls more often than once per
+// interval. Every wait of the loop follows a context: the loop's own,
+// cancelled when its last waiter leaves, under the poller's, cancelled by
+// close, which then waits for the loop.
 type poller struct {
 	api      awsec2.DescribeInstancesAPIClient
 	interval time.Duration
 	log      *slog.Logger
+	ctx      context.Context // ended by close
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // the loops
 
 	mu      sync.Mutex
 	waiters map[*waiter]bool
-	running bool
-	next    time.Time // the earliest time of the next poll
+	stop    context.CancelFunc // ends the running loop; nil while none runs
+	next    time.Time          // the earliest time of the next poll
 }
 
 func newPoller(api awsec2.DescribeInstancesAPIClient, interval time.Duration, log *slog.Logger) *poller {
-	return &poller{api: api, interval: interval, log: log, waiters: map[*waiter]bool{}}
+	p := &poller{api: api, interval: interval, log: log, waiters: map[*waiter]bool{}}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	return p
+}
+
+// close makes every wait return ErrClosed, and returns once the loop has
+// ended.
+func (p *poller) close() {
+	p.mu.Lock()
+	p.cancel() // under mu: no wait starts a loop after this
+	p.mu.Unlock()
+	p.wg.Wait()
 }
 
 // wait blocks until an observation of instance id (tagged with master)
-// satisfies until, or ctx ends.
+// satisfies until, or ctx ends (its error), or the Client is closed
+// (ErrClosed).
 func (p *poller) wait(ctx context.Context, id, master string, until func(observation) bool) (observation, error) {
 	w := &waiter{id: id, master: master, until: until, result: make(chan observation, 1)}
 	p.mu.Lock()
+	if p.ctx.Err() != nil {
+		p.mu.Unlock()
+		return observation{}, ErrClosed
+	}
 	p.waiters[w] = true
-	if !p.running {
-		p.running = true
-		go p.loop()
+	if p.stop == nil {
+		loop, stop := context.WithCancel(p.ctx)
+		p.stop = stop
+		p.wg.Go(func() { p.loop(loop, stop) })
 	}
 	p.mu.Unlock()
 	select {
 	case o := <-w.result:
 		return o, nil
 	case <-ctx.Done():
-		p.mu.Lock()
-		delete(p.waiters, w)
-		p.mu.Unlock()
+		p.leave(w)
 		return observation{}, ctx.Err()
+	case <-p.ctx.Done():
+		p.leave(w)
+		select {
+		case o := <-w.result: // handed over just before
+			return o, nil
+		default:
+			return observation{}, ErrClosed
+		}
+	}
+}
+
+// leave removes w, and ends the loop if it was the last waiter.
+func (p *poller) leave(w *waiter) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.waiters, w)
+	p.endIfIdle()
+}
+
+// endIfIdle ends the loop once no waiter is left, at once even while it
+// waits for the next poll or a describe; mu is held. The next wait starts
+// a new loop.
+func (p *poller) endIfIdle() {
+	if len(p.waiters) == 0 && p.stop != nil {
+		p.stop()
+		p.stop = nil
 	}
 }
 
 // loop polls while there are waiters, at most once per interval: a loop
 // started soon after the previous one ended waits out the interval first.
-func (p *poller) loop() {
+// It ends when ctx does.
+func (p *poller) loop(ctx context.Context, stop context.CancelFunc) {
+	defer stop()
 	for {
 		p.mu.Lock()
 		d := time.Until(p.next)
 		p.mu.Unlock()
-		time.Sleep(d)
+		if backoff.Wait(ctx, d) != nil {
+			return
+		}
 		p.mu.Lock()
-		p.next = time.Now().Add(p.interval)
-		p.mu.Unlock()
-		p.poll()
-		p.mu.Lock()
-		if len(p.waiters) == 0 {
-			p.running = false
+		if ctx.Err() != nil { // the last waiter left meanwhile
 			p.mu.Unlock()
 			return
 		}
+		p.next = time.Now().Add(p.interval)
 		p.mu.Unlock()
+		p.poll(ctx)
 	}
 }
 
 // poll describes the instances of the current waiters once and hands each
 // waiter its observation. A failed describe (after the SDK's retries) is
-// logged and tried again at the next tick.
-func (p *poller) poll() {
+// logged and tried again at the next tick, unless ctx ended it.
+func (p *poller) poll(ctx context.Context) {
 	p.mu.Lock()
 	batch := make([]*waiter, 0, len(p.waiters))
 	var masters []string
@@ -109,7 +159,10 @@ func (p *poller) poll() {
 	if len(batch) == 0 {
 		return
 	}
-	seen, err := p.describe(masters)
+	seen, err := p.describe(ctx, masters)
+	if ctx.Err() != nil {
+		return // no waiter is left, or the Client is closed
+	}
 	if err != nil {
 		p.log.Warn("ec2: describing instances failed; will try again", "err", err, "instances", len(batch))
 		return
@@ -132,10 +185,11 @@ func (p *poller) poll() {
 			w.result <- o
 		}
 	}
+	p.endIfIdle()
 }
 
-func (p *poller) describe(masters []string) (map[string]observation, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*p.interval+time.Minute)
+func (p *poller) describe(ctx context.Context, masters []string) (map[string]observation, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*p.interval+time.Minute)
 	defer cancel()
 	seen := map[string]observation{}
 	err := eachInstance(ctx, p.api, []types.Filter{{Name: aws.String("tag:" + MasterTag), Values: masters}}, func(in types.Instance) {
