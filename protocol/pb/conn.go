@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/buildslave/buildslave/protocol/connlimit"
 	"github.com/buildslave/buildslave/protocol/remote"
 	"github.com/buildslave/buildslave/slave"
 )
@@ -262,6 +263,7 @@ func (ch *challenger) Call(method string, args Tuple, _ map[string]any) (any, er
 	if err := c.s.Manager.Verify(ch.name, md5Proof{ch.challenge, response}, c.RemoteAddr()); err != nil {
 		return nil, &fatal{&refusedError{err}, &failure{parents: excUnauthorizedLogin}}
 	}
+	connlimit.Admit(c.b.conn) // logged in: no longer counts against Server.Limiter
 	c.name, c.mind = ch.name, mind
 	return Later(func(context.Context) (any, error) {
 		if err := c.attach(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/buildslave/buildslave/protocol/connlimit"
 	"github.com/buildslave/buildslave/slave"
 )
 
@@ -64,11 +65,19 @@ type Server struct {
 	AttachTimeout time.Duration
 	// Broker bounds what a peer may send and hold.
 	Broker BrokerConfig
+	// Limiter caps the connections that have not logged in yet, in total
+	// and per remote address, and waits out accept errors such as running
+	// out of file descriptors; a connection stops counting once its login
+	// is verified. Nil means a connlimit.Limiter with the defaults,
+	// logging to Logger. A master with several transports gives them one
+	// Limiter: they share one file limit.
+	Limiter *connlimit.Limiter
 	// Logger gets one line per connection that fails or misbehaves;
 	// slog.Default() if nil.
 	Logger *slog.Logger
 
 	mu        sync.Mutex
+	lim       *connlimit.Limiter
 	listeners map[net.Listener]struct{}
 	conns     map[*Broker]struct{}
 	closed    bool
@@ -105,8 +114,8 @@ func (s *Server) ListenAndServe(addr string) error {
 }
 
 // Serve accepts connections on l until Shutdown or Close, and returns
-// ErrServerClosed then. It closes l. Accept errors such as running out of
-// file descriptors are waited out with a growing delay, never spun on.
+// ErrServerClosed then. It closes l. Connections are capped and accept
+// errors waited out by the Limiter.
 func (s *Server) Serve(l net.Listener) error {
 	if s.Manager == nil {
 		return errors.New("pb: Server.Manager is nil")
@@ -117,6 +126,13 @@ func (s *Server) Serve(l net.Listener) error {
 		l.Close()
 		return ErrServerClosed
 	}
+	if s.lim == nil {
+		s.lim = s.Limiter
+		if s.lim == nil {
+			s.lim = &connlimit.Limiter{Logger: s.logger()}
+		}
+	}
+	l = s.lim.Listen(l)
 	if s.listeners == nil {
 		s.listeners = map[net.Listener]struct{}{}
 	}
@@ -128,7 +144,6 @@ func (s *Server) Serve(l net.Listener) error {
 		s.mu.Unlock()
 		l.Close()
 	}()
-	var delay time.Duration
 	for {
 		nc, err := l.Accept()
 		if err != nil {
@@ -138,15 +153,8 @@ func (s *Server) Serve(l net.Listener) error {
 			if closed {
 				return ErrServerClosed
 			}
-			if errors.Is(err, net.ErrClosed) {
-				return err
-			}
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.logger().Warn("PB accept failed; retrying", "err", err, "delay", delay)
-			time.Sleep(delay)
-			continue
+			return err
 		}
-		delay = 0
 		if !s.start(nc) {
 			nc.Close()
 		}
