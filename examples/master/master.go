@@ -15,6 +15,7 @@ import (
 	"github.com/buildslave/buildslave/examples/master/internal/config"
 	"github.com/buildslave/buildslave/examples/master/internal/limit"
 	"github.com/buildslave/buildslave/examples/master/internal/termsafe"
+	"github.com/buildslave/buildslave/examples/master/internal/web"
 	"github.com/buildslave/buildslave/examples/master/status"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/protocol"
@@ -119,12 +120,17 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 	m.runner.SetBuilders(cfg.Builders)
 	m.scheds = builds.NewSchedulers(m.runner, log)
 	m.status = status.New(status.Config{Manager: m.mgr, Lifecycle: m.lc, Builds: hist, Builders: m.runner.Builders,
-		ForcePath: forcePath, Metrics: metrics, Logger: log})
+		PageBuilds: cfg.PageBuilds, ForcePath: forcePath, Metrics: metrics, Logger: log})
 	mux := http.NewServeMux()
 	mux.Handle(forcePath, builds.ForceHandler(m.runner))
 	mux.Handle("/", m.status.Handler())
-	m.web = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	m.proto = &protocol.Server{TLSConfig: cfg.TLS, Handler: &protocol.Handler{Manager: m.mgr, Builders: m.runner.Builders(),
+	wcfg := cfg.Web
+	wcfg.Limits = limits
+	m.web = &http.Server{Handler: web.New(wcfg).Handler(mux), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	// Both transports share one cap on connections before login: they
+	// share one file limit.
+	lim := &connlimit.Limiter{Logger: log}
+	m.proto = &protocol.Server{TLSConfig: cfg.TLS, Limiter: lim, Handler: &protocol.Handler{Manager: m.mgr, Builders: m.runner.Builders(),
 		AttachTimeout: cfg.AttachTimeout, Logger: log}}
 
 	events, cancel := m.mgr.Subscribe()

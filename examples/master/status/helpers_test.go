@@ -55,13 +55,19 @@ type fakeBuilds struct {
 	builds []status.Build // oldest first
 }
 
-func (f *fakeBuilds) Recent(n int) []status.Build {
+func (f *fakeBuilds) Recent(n int) []status.Build { return f.Before(0, n) }
+
+// Before is Recent from build id down; id 0 means from the newest.
+func (f *fakeBuilds) Before(id, n int) []status.Build {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := make([]status.Build, 0, min(n, len(f.builds)))
 	for _, b := range slices.Backward(f.builds) {
 		if len(out) == n {
 			break
+		}
+		if id > 0 && b.ID >= id {
+			continue
 		}
 		b.Steps = slices.Clone(b.Steps)
 		out = append(out, b)

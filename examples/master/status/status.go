@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,8 +18,9 @@ import (
 	"github.com/buildslave/buildslave/slave"
 )
 
-// RecentBuilds is how many builds the page and the JSON show.
-const RecentBuilds = 50
+// DefaultPageBuilds is how many builds the page and the JSON show at a
+// time unless Config.PageBuilds says otherwise.
+const DefaultPageBuilds = 20
 
 // Step is one step of a build, as the master ran it.
 type Step struct {
@@ -46,6 +48,9 @@ type Build struct {
 type Builds interface {
 	// Recent returns up to n builds, newest first.
 	Recent(n int) []Build
+	// Before returns up to n of the builds older than build id, newest
+	// first.
+	Before(id, n int) []Build
 }
 
 // Config is what a Status shows and where it registers its metrics.
@@ -56,6 +61,9 @@ type Config struct {
 	Lifecycle *latent.Lifecycle
 	// Builds, if set, gives the recent builds.
 	Builds Builds
+	// PageBuilds is how many builds a page shows; "?before=ID" asks for
+	// the older ones. Zero means DefaultPageBuilds.
+	PageBuilds int
 	// Builders returns the names of the builders that get a "force build"
 	// button; it is called for every page, so builders added by a
 	// reconfiguration get theirs. Nil means none.
@@ -91,6 +99,9 @@ type Status struct {
 // one Status only.
 func New(cfg Config) *Status {
 	s := &Status{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, done: make(chan struct{})}
+	if s.cfg.PageBuilds <= 0 {
+		s.cfg.PageBuilds = DefaultPageBuilds
+	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -133,7 +144,12 @@ type Snapshot struct {
 	Time     time.Time `json:"time"`
 	Slaves   []Slave   `json:"slaves"`
 	Builders []string  `json:"builders"`
-	Builds   []Build   `json:"builds"` // newest first
+	Builds   []Build   `json:"builds"` // one page, newest first
+	// Older, if not zero, is where the next page starts: ask for it with
+	// "?before=Older".
+	Older int `json:"older,omitempty"`
+	// Before is the page's "?before=" parameter; 0 for the first page.
+	Before int `json:"before,omitempty"`
 }
 
 // Slave is one slave's row: the manager's State with its latent Status.
@@ -178,8 +194,13 @@ type Latent struct {
 	QuarantinedUntil time.Time `json:"quarantined_until,omitzero"`
 }
 
-// Snapshot gathers what the page shows now.
-func (s *Status) Snapshot() Snapshot {
+// Snapshot gathers what the page shows now, with the first page of
+// builds.
+func (s *Status) Snapshot() Snapshot { return s.snapshot(0) }
+
+// snapshot is Snapshot with the page of builds older than build before,
+// if not zero.
+func (s *Status) snapshot(before int) Snapshot {
 	states := s.cfg.Manager.States()
 	snap := Snapshot{Time: time.Now(), Slaves: make([]Slave, 0, len(states))}
 	if s.cfg.Builders != nil {
@@ -199,11 +220,21 @@ func (s *Status) Snapshot() Snapshot {
 		snap.Slaves = append(snap.Slaves, row(st, ls, ok))
 	}
 	if s.cfg.Builds != nil {
-		snap.Builds = s.cfg.Builds.Recent(RecentBuilds)
+		n := s.cfg.PageBuilds
+		if before > 0 {
+			snap.Builds = s.cfg.Builds.Before(before, n+1)
+		} else {
+			snap.Builds = s.cfg.Builds.Recent(n + 1)
+		}
+		if len(snap.Builds) > n { // one more than the page: there are older ones
+			snap.Builds = snap.Builds[:n]
+			snap.Older = snap.Builds[n-1].ID
+		}
 	}
 	if snap.Builds == nil {
 		snap.Builds = []Build{}
 	}
+	snap.Before = before
 	return snap
 }
 
@@ -305,20 +336,43 @@ func (v view) Took(b Build) string {
 	return end.Sub(b.Started).Round(time.Second).String()
 }
 
+// before reads the page's "?before=" parameter, a build ID; it answers
+// 400 and returns false for a bad one.
+func before(w http.ResponseWriter, r *http.Request) (int, bool) {
+	v := r.URL.Query().Get("before")
+	if v == "" {
+		return 0, true
+	}
+	id, err := strconv.Atoi(v)
+	if err != nil || id <= 0 {
+		http.Error(w, "before: want a build number", http.StatusBadRequest)
+		return 0, false
+	}
+	return id, true
+}
+
 func (s *Status) page(w http.ResponseWriter, r *http.Request) {
+	before, ok := before(w, r)
+	if !ok {
+		return
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
 	w.Header().Set("X-Frame-Options", "DENY") // frame-ancestors for browsers without it
-	if err := pageTmpl.Execute(w, view{Snapshot: s.Snapshot(), ForcePath: s.cfg.ForcePath}); err != nil {
+	if err := pageTmpl.Execute(w, view{Snapshot: s.snapshot(before), ForcePath: s.cfg.ForcePath}); err != nil {
 		s.log.Warn("status page not written", "remote", r.RemoteAddr, "reason", err.Error())
 	}
 }
 
 func (s *Status) json(w http.ResponseWriter, r *http.Request) {
+	before, ok := before(w, r)
+	if !ok {
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(s.Snapshot()); err != nil {
+	if err := enc.Encode(s.snapshot(before)); err != nil {
 		s.log.Warn("status JSON not written", "remote", r.RemoteAddr, "reason", err.Error())
 	}
 }

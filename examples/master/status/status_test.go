@@ -176,7 +176,7 @@ func testJSON(t *testing.T) {
 	if l := got.Slaves[3].Latent; l == nil || l.State != "substantiating" || l.Instance != st.Instance.ID || !l.Since.Equal(st.Since) {
 		t.Errorf("local1's latent %+v, want %+v", l, st)
 	}
-	if want := f.builds.Recent(status.RecentBuilds); !reflect.DeepEqual(got.Builds, want) {
+	if want := f.builds.Recent(status.DefaultPageBuilds); !reflect.DeepEqual(got.Builds, want) {
 		t.Errorf("builds\n%+v\nwant\n%+v", got.Builds, want)
 	}
 	if want := []string{"hello", `"><script>alert(2)</script>`}; !reflect.DeepEqual(got.Builders, want) {

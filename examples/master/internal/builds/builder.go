@@ -54,12 +54,20 @@ type Limits struct {
 	// progress lines; the rest is counted, and the status page keeps each
 	// step's tail.
 	MaxPrintedOutput int64
+	// MaxQueuedBuilds bounds the builds of one builder waiting for a
+	// slave; Force refuses more with ErrQueueFull.
+	MaxQueuedBuilds int
+	// MaxReasonLength bounds the bytes of a build's reason; Force refuses
+	// a longer one with ErrReasonTooLong.
+	MaxReasonLength int
 }
 
 // Defaults of Limits.
 const (
 	DefaultMaxUploadSize    = 1 << 30
 	DefaultMaxPrintedOutput = 64 << 10
+	DefaultMaxQueuedBuilds  = 50
+	DefaultMaxReasonLength  = 1 << 10
 )
 
 // withDefaults returns l with its zero fields set to their defaults.
@@ -69,6 +77,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxPrintedOutput <= 0 {
 		l.MaxPrintedOutput = DefaultMaxPrintedOutput
+	}
+	if l.MaxQueuedBuilds <= 0 {
+		l.MaxQueuedBuilds = DefaultMaxQueuedBuilds
+	}
+	if l.MaxReasonLength <= 0 {
+		l.MaxReasonLength = DefaultMaxReasonLength
 	}
 	return l
 }

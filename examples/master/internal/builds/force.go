@@ -11,7 +11,9 @@ import (
 // the builder parameter (query or form), reason an optional one. A browser
 // form is redirected to "/" with 303; a client that accepts
 // application/json gets {"id": N, "builder": NAME} with 202, or
-// {"error": ...}.
+// {"error": ...}: 404 for an unknown builder, 400 for a reason over
+// max_reason_length, 429 when max_queued_builds of the builder wait
+// already, 503 while shutting down.
 func ForceHandler(r *Runner) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		wantJSON := strings.Contains(req.Header.Get("Accept"), "application/json")
@@ -27,8 +29,12 @@ func ForceHandler(r *Runner) http.Handler {
 			fail(http.StatusMethodNotAllowed, errors.New("use POST to force a build"))
 			return
 		}
-		builder := req.FormValue("builder")
-		reason := req.FormValue("reason")
+		if err := req.ParseForm(); err != nil {
+			fail(http.StatusBadRequest, err)
+			return
+		}
+		builder := req.Form.Get("builder")
+		reason := req.Form.Get("reason")
 		if reason == "" {
 			reason = "forced from " + req.RemoteAddr
 		}
@@ -36,6 +42,10 @@ func ForceHandler(r *Runner) http.Handler {
 		switch {
 		case errors.Is(err, ErrUnknownBuilder):
 			fail(http.StatusNotFound, err)
+		case errors.Is(err, ErrReasonTooLong):
+			fail(http.StatusBadRequest, err)
+		case errors.Is(err, ErrQueueFull):
+			fail(http.StatusTooManyRequests, err)
 		case err != nil:
 			fail(http.StatusServiceUnavailable, err)
 		case wantJSON:

@@ -1,6 +1,7 @@
 package builds
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"sync"
@@ -66,9 +67,22 @@ func NewHistory(max, stepBytes int) *History {
 func (h *History) Recent(n int) []status.Build {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	n = min(max(n, 0), len(h.builds))
+	return h.newest(h.builds, n)
+}
+
+// Before returns the newest n builds older than build id, newest first.
+func (h *History) Before(id, n int) []status.Build {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	i, _ := slices.BinarySearchFunc(h.builds, id, func(r *record, id int) int { return cmp.Compare(r.ID, id) })
+	return h.newest(h.builds[:i], n)
+}
+
+// newest returns the newest n of builds, newest first; h.mu is held.
+func (h *History) newest(builds []*record, n int) []status.Build {
+	n = min(max(n, 0), len(builds))
 	out := make([]status.Build, 0, n)
-	for _, r := range slices.Backward(h.builds[len(h.builds)-n:]) {
+	for _, r := range slices.Backward(builds[len(builds)-n:]) {
 		b := r.Build
 		b.Steps = make([]status.Step, len(r.steps))
 		for i, s := range r.steps {

@@ -35,6 +35,9 @@ func TestHistoryIsBounded(t *testing.T) {
 	if out := h.Recent(1)[0].Steps[0].Output; out != "[... 21 bytes of earlier output not shown]\nqrstuvwxyz" || cap(s.out) > 20 {
 		t.Errorf("output %q kept in %d bytes", out, cap(s.out))
 	}
+	if got := h.Before(6, 10); len(got) != 2 || got[0].ID != 5 || got[1].ID != 4 || len(h.Before(4, 10)) != 0 || h.Before(100, 1)[0].ID != 6 {
+		t.Errorf("Before = %+v", got)
+	}
 	if len(h.Recent(1)) != 1 || len(h.Recent(-1)) != 0 {
 		t.Error("Recent(n) does not bound")
 	}
@@ -51,6 +54,23 @@ func TestForceHandlerRefusals(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("GET: %s", resp.Status)
+	}
+	r.SetBuilders([]Builder{{Name: "b"}})
+	for _, tc := range []struct {
+		query string
+		code  int
+	}{
+		{"builder=b&reason=" + strings.Repeat("x", DefaultMaxReasonLength+1), http.StatusBadRequest},
+		{"builder=nope", http.StatusNotFound},
+	} {
+		resp, err := http.Post(srv.URL+"/force?"+tc.query, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.code {
+			t.Errorf("POST /force?%.40s: %s, want %d", tc.query, resp.Status, tc.code)
+		}
 	}
 	r.Shutdown(t.Context())
 	req, _ := http.NewRequest("POST", srv.URL+"/force?builder=b", nil)

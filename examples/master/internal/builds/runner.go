@@ -19,6 +19,8 @@ import (
 var (
 	ErrUnknownBuilder = errors.New("no such builder")
 	ErrShuttingDown   = errors.New("the master is shutting down")
+	ErrQueueFull      = errors.New("too many builds of this builder are waiting for a slave")
+	ErrReasonTooLong  = errors.New("reason too long")
 	// ErrAborted is the cause of builds still running at Shutdown's
 	// deadline.
 	ErrAborted = errors.New("build aborted: the master shut down")
@@ -65,6 +67,7 @@ type Runner struct {
 
 	mu       sync.Mutex
 	builders map[string]Builder
+	queued   map[string]int // builds waiting for a slave, by builder
 	closed   bool
 }
 
@@ -96,7 +99,8 @@ func NewRunner(cfg Config) *Runner {
 	cfg.Limits = cfg.Limits.withDefaults()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	waiting, cancelWaiting := context.WithCancelCause(ctx)
-	return &Runner{cfg: cfg, ctx: ctx, cancel: cancel, waiting: waiting, cancelWaiting: cancelWaiting, builders: map[string]Builder{}}
+	return &Runner{cfg: cfg, ctx: ctx, cancel: cancel, waiting: waiting, cancelWaiting: cancelWaiting,
+		builders: map[string]Builder{}, queued: map[string]int{}}
 }
 
 // SetBuilders replaces the builders; running builds go on with the ones
@@ -126,8 +130,10 @@ func (r *Runner) Builders() []string {
 
 // Force starts a build of the named builder for reason. The build waits
 // for a slot on one of the builder's slaves (substantiating a latent one)
-// in its own goroutine.
+// in its own goroutine. It refuses a reason longer than MaxReasonLength,
+// and a build when MaxQueuedBuilds of the builder wait already.
 func (r *Runner) Force(builder, reason string) (*Handle, error) {
+	lim := r.cfg.Limits
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	b, ok := r.builders[builder]
@@ -136,7 +142,14 @@ func (r *Runner) Force(builder, reason string) (*Handle, error) {
 		return nil, ErrShuttingDown
 	case !ok:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownBuilder, builder)
+	case len(reason) > lim.MaxReasonLength:
+		r.cfg.LimitLog.Hit("max_reason_length", lim.MaxReasonLength, "force refused: reason too long", "builder", builder, "bytes", len(reason))
+		return nil, fmt.Errorf("%w: %d bytes, at most %d (max_reason_length)", ErrReasonTooLong, len(reason), lim.MaxReasonLength)
+	case r.queued[builder] >= lim.MaxQueuedBuilds:
+		r.cfg.LimitLog.Hit("max_queued_builds", lim.MaxQueuedBuilds, "force refused: queue full", "builder", builder)
+		return nil, fmt.Errorf("%w: %d wait already (max_queued_builds)", ErrQueueFull, r.queued[builder])
 	}
+	r.queued[builder]++
 	rec := r.cfg.History.add(b.Name, reason)
 	h := &Handle{ID: rec.ID, h: r.cfg.History, rec: rec, done: make(chan struct{})}
 	r.wg.Go(func() {
@@ -174,6 +187,9 @@ func (r *Runner) Shutdown(ctx context.Context) error {
 func (r *Runner) run(b Builder, rec *record) {
 	h, log := r.cfg.History, r.cfg.Logger.With("builder", b.Name, "build", rec.ID)
 	slot, err := r.cfg.Manager.Acquire(r.waiting, b.Slaves...)
+	r.mu.Lock()
+	r.queued[b.Name]--
+	r.mu.Unlock()
 	if err != nil {
 		h.finished(rec, Exception)
 		if cause := context.Cause(r.waiting); cause != nil {

@@ -18,6 +18,8 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/buildslave/buildslave/examples/master/internal/builds"
+	"github.com/buildslave/buildslave/examples/master/internal/web"
+	"github.com/buildslave/buildslave/examples/master/status"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/notify"
 	"github.com/buildslave/buildslave/slave"
@@ -46,6 +48,8 @@ type Config struct {
 	// keeps.
 	StepOutput  int
 	BuildLimits builds.Limits // what builds may make the master hold
+	PageBuilds  int           // builds a page of the status page shows
+	Web         web.Config    // the web port's limits; Limits left to the caller
 
 	Manager       slave.Config  // Logger left to the caller
 	Lifecycle     latent.Config // MasterID and settings; Logger, Observe, Notifier left to the caller
@@ -165,6 +169,12 @@ func (c *Config) master(p *problems, ctx *parseContext, m Master, hasLatent bool
 	c.BuildLimits = builds.Limits{
 		MaxUploadSize:    e.size("max_upload_size", m.MaxUploadSize, builds.DefaultMaxUploadSize),
 		MaxPrintedOutput: e.size("max_printed_output", m.MaxPrintedOutput, builds.DefaultMaxPrintedOutput),
+		MaxQueuedBuilds:  e.positive("max_queued_builds", m.MaxQueuedBuilds, builds.DefaultMaxQueuedBuilds),
+		MaxReasonLength:  e.positive("max_reason_length", m.MaxReasonLength, builds.DefaultMaxReasonLength),
+	}
+	c.PageBuilds = e.positive("page_builds", m.PageBuilds, status.DefaultPageBuilds)
+	c.Web = web.Config{
+		MaxBody: e.size("http_max_body", m.HTTPMaxBody, web.DefaultMaxBody),
 	}
 }
 

@@ -35,6 +35,10 @@ type Master struct {
 	MaxUploadSize        Size     `toml:"max_upload_size"`
 	MaxStepOutput        Size     `toml:"max_step_output"`
 	MaxPrintedOutput     Size     `toml:"max_printed_output"`
+	MaxQueuedBuilds      int      `toml:"max_queued_builds"`
+	MaxReasonLength      int      `toml:"max_reason_length"`
+	PageBuilds           int      `toml:"page_builds"`
+	HTTPMaxBody          Size     `toml:"http_max_body"`
 }
 
 // Mail is the [mail] table: the seed's MailNotifier.

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/buildslave/buildslave/examples/master/internal/builds"
+	"github.com/buildslave/buildslave/examples/master/internal/web"
+	"github.com/buildslave/buildslave/examples/master/status"
 )
 
 func TestUploadSizes(t *testing.T) {
@@ -78,5 +80,23 @@ func TestOutputLimits(t *testing.T) {
 	}
 	if _, err := parse(t, "[master]\nmax_step_output = 0\n"); err == nil || !strings.Contains(err.Error(), ":2: master: max_step_output: must be positive") {
 		t.Errorf("max_step_output = 0: %v", err)
+	}
+}
+
+func TestWebAndQueueLimits(t *testing.T) {
+	c := mustParse(t, "[master]\nmax_queued_builds = 5\nmax_reason_length = 100\npage_builds = 7\nhttp_max_body = \"8KiB\"\n")
+	if c.BuildLimits.MaxQueuedBuilds != 5 || c.BuildLimits.MaxReasonLength != 100 || c.PageBuilds != 7 || c.Web.MaxBody != 8<<10 {
+		t.Errorf("limits %+v, page_builds %d, web %+v", c.BuildLimits, c.PageBuilds, c.Web)
+	}
+	c = mustParse(t, "")
+	if c.BuildLimits.MaxQueuedBuilds != builds.DefaultMaxQueuedBuilds || c.BuildLimits.MaxReasonLength != builds.DefaultMaxReasonLength ||
+		c.PageBuilds != status.DefaultPageBuilds || c.Web.MaxBody != web.DefaultMaxBody {
+		t.Errorf("defaults: limits %+v, page_builds %d, web %+v", c.BuildLimits, c.PageBuilds, c.Web)
+	}
+	_, err := parse(t, "[master]\nmax_queued_builds = -1\npage_builds = -2\nhttp_max_body = \"1 parsec\"\n")
+	for _, want := range []string{`:2: master: max_queued_builds: must be positive, got -1`, `:3: master: page_builds: must be positive`, `:4: master: http_max_body: want a size`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
 	}
 }

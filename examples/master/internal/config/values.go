@@ -182,6 +182,18 @@ func (c *parseContext) path(p string) string {
 	return filepath.Join(c.dir, p)
 }
 
+// positive returns an integer key that must be positive when given; def
+// is its value when it is absent (0).
+func (e entry) positive(field string, n, def int) int {
+	switch {
+	case n < 0:
+		e.add(field, "must be positive, got %d", n)
+	case n > 0:
+		return n
+	}
+	return def
+}
+
 // nonNegative checks an integer key.
 func (e entry) nonNegative(field string, n int) {
 	if n < 0 {
