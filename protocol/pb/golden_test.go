@@ -172,8 +172,8 @@ func findMessage(t *testing.T, msgs []goldenMessage, match func(m []any) bool) g
 	return goldenMessage{}
 }
 
-// call matches a "message" calling method.
-func call(method string) func([]any) bool {
+// callTo matches a "message" calling method.
+func callTo(method string) func([]any) bool {
 	return func(m []any) bool {
 		return len(m) == 7 && text(m[0]) == "message" && text(m[3]) == method
 	}
@@ -223,7 +223,7 @@ func wantValue(t *testing.T, what string, got, want any) {
 func TestGoldenValues(t *testing.T) {
 	toMaster, toSlave := goldenStreams(t, "build")
 
-	login := findMessage(t, toMaster, call("login"))
+	login := findMessage(t, toMaster, callTo("login"))
 	wantValue(t, "login", login.msg, []any{[]byte("message"), int64(1), []byte("root"), []byte("login"), int64(1),
 		Tuple{[]byte("stock")}, map[string]any{}})
 
@@ -231,7 +231,7 @@ func TestGoldenValues(t *testing.T) {
 	if len(challenge) != 2 || len(challenge[0].([]byte)) != 16 || refsToIDs(challenge[1]) != "ref 1" {
 		t.Fatalf("challenge = %v", challenge)
 	}
-	respond := findMessage(t, toMaster, call("respond"))
+	respond := findMessage(t, toMaster, callTo("respond"))
 	wantValue(t, "respond", respond.msg, []any{[]byte("message"), int64(2), int64(1), []byte("respond"), int64(1),
 		Tuple{Respond(challenge[0].([]byte), "stock-secret"), "ref 1"}, map[string]any{}})
 	if !(md5Proof{challenge[0].([]byte), respond.msg[5].(Tuple)[0].([]byte)}).Proves("stock-secret") {
@@ -250,12 +250,12 @@ func TestGoldenValues(t *testing.T) {
 		t.Errorf("ParseInfo = %+v, %v", parsed, err)
 	}
 
-	builders := findMessage(t, toSlave, call("setBuilderList"))
+	builders := findMessage(t, toSlave, callTo("setBuilderList"))
 	wantValue(t, "setBuilderList", builders.msg[5], Tuple{[]any{Tuple{"hello", "hello"}}})
 	wantValue(t, "setBuilderList's answer", findMessage(t, toMaster, answerTo("answer", 3)).msg[2],
 		map[string]any{"hello": "ref 2"})
 
-	start := findMessage(t, toSlave, call("startCommand"))
+	start := findMessage(t, toSlave, callTo("startCommand"))
 	args := start.msg[5].(Tuple)
 	wantValue(t, "startCommand", args[:3], Tuple{"ref 3", "0", "shell"})
 	shell := args[3].(map[string]any)
@@ -266,7 +266,7 @@ func TestGoldenValues(t *testing.T) {
 	}
 
 	stdout := findMessage(t, toMaster, func(m []any) bool {
-		return call("update")(m) && strings.Contains(fmt.Sprint(m[5]), "stdout")
+		return callTo("update")(m) && strings.Contains(fmt.Sprint(m[5]), "stdout")
 	})
 	wantValue(t, "update", stdout.msg, []any{[]byte("message"), int64(4), int64(3), []byte("update"), int64(1),
 		Tuple{[]any{[]any{map[string]any{"stdout": "hello\n"}, int64(0)}}}, map[string]any{}})
@@ -275,29 +275,29 @@ func TestGoldenValues(t *testing.T) {
 		t.Errorf("parseUpdates = %+v, %v", updates, err)
 	}
 	rc := findMessage(t, toMaster, func(m []any) bool {
-		return call("update")(m) && strings.Contains(fmt.Sprint(m[5]), "rc")
+		return callTo("update")(m) && strings.Contains(fmt.Sprint(m[5]), "rc")
 	})
 	if updates, err := parseUpdates(rc.msg[5].(Tuple)[0]); err != nil || len(updates) != 1 || updates[0].RC != 3 {
 		t.Errorf("rc update = %+v, %v", updates, err)
 	}
 	stat := findMessage(t, toMaster, func(m []any) bool {
-		return call("update")(m) && strings.Contains(fmt.Sprint(m[5]), "stat")
+		return callTo("update")(m) && strings.Contains(fmt.Sprint(m[5]), "stat")
 	})
 	if st := AsList(stat.msg[5].(Tuple)[0].([]any)[0].([]any)[0].(map[string]any)["stat"]); len(st) != 10 || st[6] != int64(17) {
 		t.Errorf("stat update = %v", st)
 	}
-	wantValue(t, "complete", findMessage(t, toMaster, call("complete")).msg[5], Tuple{nil})
+	wantValue(t, "complete", findMessage(t, toMaster, callTo("complete")).msg[5], Tuple{nil})
 	read := findMessage(t, toSlave, func(m []any) bool { _, ok := m[len(m)-1].([]byte); return text(m[0]) == "answer" && ok })
 	wantValue(t, "answer to read", read.msg[2], []byte("downloaded bytes\n"))
 
 	_, toSlave = goldenStreams(t, "interrupt")
-	wantValue(t, "interruptCommand", findMessage(t, toSlave, call("interruptCommand")).msg[5],
+	wantValue(t, "interruptCommand", findMessage(t, toSlave, callTo("interruptCommand")).msg[5],
 		Tuple{"0", "capture: stopped by the master"})
 
 	toMaster, _ = goldenStreams(t, "keepalive")
 	keepalives := 0
 	for _, m := range toMaster {
-		if call("keepalive")(m.msg) {
+		if callTo("keepalive")(m.msg) {
 			keepalives++
 			wantValue(t, "keepalive", m.msg[2:], []any{int64(2), []byte("keepalive"), int64(1), Tuple{}, map[string]any{}})
 		}
@@ -308,7 +308,7 @@ func TestGoldenValues(t *testing.T) {
 
 	toMaster, toSlave = goldenStreams(t, "badpassword")
 	challenge = findMessage(t, toSlave, answerTo("answer", 1)).msg[2].(Tuple)
-	response := findMessage(t, toMaster, call("respond")).msg[5].(Tuple)[0].([]byte)
+	response := findMessage(t, toMaster, callTo("respond")).msg[5].(Tuple)[0].([]byte)
 	if !bytes.Equal(response, Respond(challenge[0].([]byte), "wrong-secret")) ||
 		(md5Proof{challenge[0].([]byte), response}).Proves("stock-secret") {
 		t.Error("the refused worker's response is not MD5 of its wrong password")
@@ -539,11 +539,11 @@ func TestGoldenOurBytes(t *testing.T) {
 		b, sent := pipeBroker(t)
 		c := &Conn{s: &Server{}, b: b, mind: &Ref{b: b, id: 1}}
 		go c.Print(ctx, "attached")
-		same(`print "attached"`, sent(), stock(toSlave, call("print")))
+		same(`print "attached"`, sent(), stock(toSlave, callTo("print")))
 		go c.workerInfo(ctx)
-		same("getWorkerInfo", sent(), stock(toSlave, call("getWorkerInfo")))
+		same("getWorkerInfo", sent(), stock(toSlave, callTo("getWorkerInfo")))
 		go c.setBuilders(ctx, "hello")
-		same("setBuilderList", sent(), stock(toSlave, call("setBuilderList")))
+		same("setBuilderList", sent(), stock(toSlave, callTo("setBuilderList")))
 	})
 	t.Run("answers", func(t *testing.T) {
 		b, sent := pipeBroker(t)
@@ -562,7 +562,7 @@ func TestGoldenOurBytes(t *testing.T) {
 		b, sent := pipeBroker(t)
 		b.lastReq = 7
 		go (&Ref{b: b, id: 2}).Call(ctx, "interruptCommand", Tuple{"0", "capture: stopped by the master"}, nil)
-		same("interruptCommand", sent(), stock(toSlave, call("interruptCommand")))
+		same("interruptCommand", sent(), stock(toSlave, callTo("interruptCommand")))
 	})
 	t.Run("decref", func(t *testing.T) {
 		_, toSlave := goldenStreams(t, "badpassword")
@@ -596,10 +596,10 @@ func TestGoldenOurBytes(t *testing.T) {
 	t.Run("client login", func(t *testing.T) {
 		b, sent := pipeBroker(t)
 		go b.Root().Call(ctx, "login", Tuple{[]byte("stock")}, nil)
-		same("login", sent(), stock(toMaster, call("login")))
+		same("login", sent(), stock(toMaster, callTo("login")))
 		challenge := findMessage(t, toSlave, answerTo("answer", 1)).msg[2].(Tuple)[0].([]byte)
 		go (&Ref{b: b, id: 1}).Call(ctx, "respond", Tuple{Respond(challenge, "stock-secret"), goldenObject{1}}, nil)
-		same("respond", sent(), stock(toMaster, call("respond")))
+		same("respond", sent(), stock(toMaster, callTo("respond")))
 	})
 }
 
