@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/buildslave/buildslave/internal/procgroup"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/slave"
 )
@@ -155,14 +156,14 @@ func (d *Driver) Start(ctx context.Context, req latent.StartRequest) (latent.Ins
 	)
 	cmd.Dir = d.cfg.Basedir
 	cmd.Stdout, cmd.Stderr = d.cfg.Output, d.cfg.Output
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.ExtraFiles = []*os.File{lock} // inherited by every process of the instance
-	if err := cmd.Start(); err != nil {
+	g, err := procgroup.Start(cmd)
+	if err != nil {
 		return latent.Instance{}, fmt.Errorf("local: start %s: %w", d.cfg.Program, err)
 	}
 	p := &process{
-		inst:   latent.Instance{ID: strconv.Itoa(cmd.Process.Pid), Slave: req.Name, MasterID: req.MasterID, Started: time.Now()},
-		pid:    cmd.Process.Pid,
+		inst:   latent.Instance{ID: strconv.Itoa(g.ID()), Slave: req.Name, MasterID: req.MasterID, Started: time.Now()},
+		pid:    g.ID(),
 		exited: make(chan struct{}),
 	}
 	go func() { // joined by Stop, which waits for exited
@@ -170,7 +171,7 @@ func (d *Driver) Start(ctx context.Context, req latent.StartRequest) (latent.Ins
 		close(p.exited)
 	}()
 	if err := writePidFile(lock, p.inst); err != nil {
-		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+		_ = g.Signal(syscall.SIGKILL)
 		<-p.exited
 		return latent.Instance{}, err
 	}
@@ -264,7 +265,7 @@ func awaitExit(ctx context.Context, limit <-chan time.Time, p *process, groups [
 // signal sends sig to each process group.
 func signal(groups []int, sig syscall.Signal) {
 	for _, g := range groups {
-		_ = syscall.Kill(-g, sig)
+		_ = procgroup.Signal(g, sig)
 	}
 }
 

@@ -2,7 +2,7 @@
 
 package local
 
-import "syscall"
+import "github.com/buildslave/buildslave/internal/procgroup"
 
 // scanTagged finds no process outside Linux, which has no /proc environ
 // to read: the PidFile in the basedir is what finds an instance there.
@@ -11,7 +11,7 @@ func scanTagged(string) ([]procInfo, error) { return nil, nil }
 // groupsAlive reports whether any of the groups still has a process.
 func groupsAlive(groups []int) bool {
 	for _, g := range groups {
-		if syscall.Kill(-g, 0) == nil {
+		if procgroup.Alive(g) {
 			return true
 		}
 	}
