@@ -100,6 +100,15 @@ var vocabularyBytes = func() (b [len(vocabulary)][]byte) {
 	return b
 }()
 
+// vocabularyValues holds the words of vocabulary as decoded values, boxed
+// once, so that a VOCAB token costs the decoder no allocation.
+var vocabularyValues = func() (v [len(vocabulary)]any) {
+	for i, b := range vocabularyBytes {
+		v[i] = b
+	}
+	return v
+}()
+
 // vocabIndex maps a vocabulary word to its index.
 var vocabIndex = func() map[string]int {
 	m := make(map[string]int, len(vocabulary))
@@ -258,23 +267,28 @@ func (r *reader) bytes(n uint64) ([]byte, error) {
 		return nil, r.errorf(ErrTooLarge, "string of %d bytes makes the message longer than %d bytes", n, r.lim.MaxMessageBytes)
 	}
 	// Grow with the bytes that actually arrive, so that an announced
-	// length costs nothing until it is sent.
-	b := make([]byte, 0, min(n, 64<<10))
+	// length costs nothing until it is sent: by doubling, each new array
+	// charged before it is made (the first, at most 64 KiB, once filled).
+	first := min(n, 64<<10)
+	b := make([]byte, 0, first)
 	for uint64(len(b)) < n {
 		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
+			grown := min(2*uint64(cap(b)), n)
+			if err := r.charge(int(grown)); err != nil {
+				return nil, err
+			}
+			b = append(make([]byte, 0, grown), b...)
 		}
-		chunk := b[len(b):min(uint64(cap(b)), n)]
-		got, err := io.ReadFull(r.r, chunk)
+		got, err := io.ReadFull(r.r, b[len(b):cap(b)])
 		b = b[:len(b)+got]
+		if err := r.consumed(got); err != nil {
+			return nil, err
+		}
 		if err != nil {
 			return nil, truncated(err)
 		}
 	}
-	if err := r.consumed(int(n)); err != nil {
-		return nil, err
-	}
-	return b, r.charge(24 + cap(b))
+	return b, r.charge(24 + int(first))
 }
 
 // float reads a FLOAT token's eight bytes.

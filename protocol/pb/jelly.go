@@ -84,14 +84,14 @@ type resolver interface {
 type decoder struct {
 	*reader
 	res  resolver
-	refs map[int64]any // jelly's "reference"d values, by number
+	refs map[int64]any // jelly's "reference"d values (a ref, or inProgress), by number
 }
 
 // message reads one PB message: a banana list whose items are jelly
 // (its first item, the command, is a plain atom).
 func (d *decoder) message() ([]any, error) {
 	d.begin()
-	clear(d.refs)
+	d.forgetRefs()
 	n, typ, err := d.token()
 	if err != nil {
 		return nil, err
@@ -102,10 +102,13 @@ func (d *decoder) message() ([]any, error) {
 	if n == 0 || n > maxMessageItems {
 		return nil, d.errorf(ErrMalformed, "message of %d elements", n)
 	}
+	if err := d.charge(16 * int(n)); err != nil {
+		return nil, err
+	}
 	msg := make([]any, 0, n)
 	for range n {
 		// Each item was jellied on its own: its references are its own.
-		clear(d.refs)
+		d.forgetRefs()
 		v, err := d.value(1)
 		if err != nil {
 			return nil, err
@@ -119,6 +122,34 @@ func (d *decoder) message() ([]any, error) {
 // maxMessageItems bounds the items of a PB message ("message" has seven).
 const maxMessageItems = 8
 
+// Costs charged to a message for what decoding it allocates, beyond the
+// bytes of its strings: they are the runtime's, measured (Go 1.26, amd64)
+// with what growing a map by one entry at a time leaves behind.
+const (
+	boxCost      = 24  // a slice or string boxed in an interface
+	mapCost      = 48  // an empty map
+	mapEntryCost = 192 // one more entry of a map[string]any, its growth included
+	refEntryCost = 160 // one more entry of the references' map[int64]any
+)
+
+// forgetRefs forgets the references of the item before; a map that grew
+// large is dropped rather than kept for the connection's life.
+func (d *decoder) forgetRefs() {
+	if len(d.refs) > 64 {
+		d.refs = map[int64]any{}
+		return
+	}
+	clear(d.refs)
+}
+
+// ref is a value jelly's "reference" names, with what decoding it cost,
+// which each "dereference" of it is charged again: code that copies the
+// decoded message (Plain, ParseInfo) copies it each time.
+type ref struct {
+	v    any
+	cost int
+}
+
 // items reads n jelly values into l.
 func (d *decoder) items(n uint64, depth int, l []any) ([]any, error) {
 	if n > SizeLimit {
@@ -130,9 +161,12 @@ func (d *decoder) items(n uint64, depth int, l []any) ([]any, error) {
 			return nil, err
 		}
 		if len(l) == cap(l) {
-			if err := d.charge(16 * max(cap(l), 4)); err != nil {
+			// Grow by doubling, charging the new array before it is made.
+			grown := int(min(uint64(max(2*cap(l), 4)), n))
+			if err := d.charge(16 * grown); err != nil {
 				return nil, err
 			}
+			l = append(make([]any, 0, grown), l...)
 		}
 		l = append(l, v)
 	}
@@ -161,7 +195,10 @@ func (d *decoder) value(depth int) (any, error) {
 	case tokString:
 		return d.bytes(n)
 	case tokVocab:
-		return d.vocab(n)
+		if _, err := d.vocab(n); err != nil {
+			return nil, err
+		}
+		return vocabularyValues[n], nil // boxed once: a VOCAB token allocates nothing
 	case tokList:
 		if depth >= d.lim.MaxDepth {
 			return nil, d.errorf(ErrMalformed, "lists nested deeper than %d", d.lim.MaxDepth)
@@ -228,7 +265,7 @@ func (d *decoder) typed(n uint64, depth int) (any, error) {
 		if !validUTF8(b) {
 			return nil, d.errorf(ErrMalformed, "unicode is not valid UTF-8")
 		}
-		return string(b), d.charge(16)
+		return string(b), d.charge(boxCost + len(b)) // the string's copy, boxed
 	case "boolean":
 		if err := want(1); err != nil {
 			return nil, err
@@ -245,19 +282,19 @@ func (d *decoder) typed(n uint64, depth int) (any, error) {
 		}
 		return nil, d.errorf(ErrMalformed, "boolean %q", b)
 	case "list", "set", "frozenset":
-		if err := d.charge(48); err != nil {
+		if err := d.charge(boxCost); err != nil {
 			return nil, err
 		}
-		l, err := d.items(n, depth, make([]any, 0, min(n, 4)))
+		l, err := d.items(n, depth, nil)
 		if l == nil && err == nil {
 			l = []any{}
 		}
 		return l, err
 	case "tuple":
-		if err := d.charge(48); err != nil {
+		if err := d.charge(boxCost); err != nil {
 			return nil, err
 		}
-		l, err := d.items(n, depth, make([]any, 0, min(n, 4)))
+		l, err := d.items(n, depth, nil)
 		return Tuple(l), err
 	case "dictionary":
 		return d.dictionary(n, depth)
@@ -273,12 +310,13 @@ func (d *decoder) typed(n uint64, depth int) (any, error) {
 			return nil, d.errorf(ErrMalformed, "reference %d defined twice", id)
 		}
 		d.refs[id] = inProgress{}
+		before := d.alloc
 		v, err := d.value(depth)
 		if err != nil {
 			return nil, err
 		}
-		d.refs[id] = v
-		return v, d.charge(32)
+		d.refs[id] = ref{v, d.alloc - before}
+		return v, d.charge(refEntryCost)
 	case "dereference":
 		if err := want(1); err != nil {
 			return nil, err
@@ -287,13 +325,13 @@ func (d *decoder) typed(n uint64, depth int) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		switch v, ok := d.refs[id]; {
+		switch r, ok := d.refs[id]; {
 		case !ok:
 			return nil, d.errorf(ErrMalformed, "dereference of unknown reference %d", id)
-		case v == inProgress{}:
+		case r == inProgress{}:
 			return nil, d.errorf(ErrMalformed, "reference %d refers to itself", id)
 		default:
-			return v, nil
+			return r.(ref).v, d.charge(r.(ref).cost)
 		}
 	case "remote", "local":
 		if err := want(1); err != nil {
@@ -318,7 +356,11 @@ func (d *decoder) typed(n uint64, depth int) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return failureFromState(state)
+		re, err := failureFromState(state)
+		if err != nil {
+			return nil, err
+		}
+		return re, d.charge(64 + len(re.Type) + len(re.Value) + len(re.Traceback))
 	}
 	return nil, d.errorf(ErrMalformed, "jelly of type %q is refused (only plain values, references and failures are accepted)", truncate(tag, 64))
 }
@@ -330,7 +372,7 @@ func (d *decoder) dictionary(n uint64, depth int) (any, error) {
 	if n > SizeLimit {
 		return nil, d.errorf(ErrTooLarge, "dictionary of %d entries is over banana's limit of %d", n, SizeLimit)
 	}
-	if err := d.charge(48); err != nil {
+	if err := d.charge(mapCost); err != nil {
 		return nil, err
 	}
 	m := make(map[string]any, min(n, 8))
@@ -350,11 +392,13 @@ func (d *decoder) dictionary(n uint64, depth int) (any, error) {
 			return nil, err
 		}
 		var key string
+		cost := mapEntryCost
 		switch k := k.(type) {
 		case string:
 			key = k
 		case []byte:
 			key = string(k)
+			cost += len(key) // the key's copy
 		default:
 			return nil, d.errorf(ErrMalformed, "dictionary key is %s, want unicode or bytes", typeName(k))
 		}
@@ -362,7 +406,7 @@ func (d *decoder) dictionary(n uint64, depth int) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := d.charge(48 + len(key)); err != nil {
+		if err := d.charge(cost); err != nil {
 			return nil, err
 		}
 		m[key] = v
