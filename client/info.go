@@ -43,7 +43,7 @@ func workerInfo(basedir string) map[string]any {
 		environ["HOME"] = home
 	}
 	info["environ"] = environ
-	info["system"] = "posix"
+	info["system"] = system()
 	info["basedir"] = basedir
 	info["numcpus"] = runtime.NumCPU()
 	info["version"] = Version
@@ -71,4 +71,13 @@ func readOSRelease(path string, info map[string]any) {
 			info["os_"+strings.ToLower(k)] = strings.Trim(v, `"`)
 		}
 	}
+}
+
+// system is Python's os.name on this platform, which the master reads to
+// join the slave's paths: "nt" on Windows (with '\'), else "posix".
+func system() string {
+	if runtime.GOOS == "windows" {
+		return "nt"
+	}
+	return "posix"
 }

@@ -1,14 +1,13 @@
 package commands
 
 import (
-	"os"
 	"path/filepath"
 	"syscall"
 	"time"
 )
 
-// parseCpdir reads the args of "cpdir": copy a directory tree with
-// cp -R -P -p, as the stock slave does, so its output shows in the log.
+// parseCpdir reads the args of "cpdir": copy a directory tree, as
+// copyTree does on this platform.
 func parseCpdir(a argMap) (runner, error) {
 	if err := a.require("from_path", "to_path"); err != nil {
 		return nil, err
@@ -27,10 +26,5 @@ func parseCpdir(a argMap) (runner, error) {
 	p := &process{dir: filepath.Dir(to), logEnviron: logEnviron,
 		timeout: timeout, maxTime: maxTime, interrupt: syscall.SIGKILL,
 		wantStdout: true, wantStderr: true}
-	if err := p.setCommand([]any{"cp", "-R", "-P", "-p", "-v", from, to}); err != nil {
-		return nil, err
-	}
-	var err error
-	p.env, err = childEnv(os.Environ(), nil, p.dir)
-	return p, err
+	return copyTree(p, from, to)
 }

@@ -15,11 +15,13 @@ var envRef = regexp.MustCompile(`\$\{([0-9a-zA-Z_]*)\}`)
 // joined with ':'; a nil value removes the variable; PYTHONPATH gets
 // ":${PYTHONPATH}" appended; "${NAME}" in a value is replaced by the
 // slave's NAME (empty if unset), which is how PATH is extended. PWD is set
-// to the working directory. The result is sorted by name.
+// to the working directory. The result is sorted by name. Names are
+// compared as the platform does (see envKey).
 func childEnv(base []string, overrides map[string]any, workdir string) ([]string, error) {
 	slaveEnv := envMap(base)
 	env := envMap(base)
 	for k, v := range overrides {
+		k = envKey(k)
 		if v == nil {
 			delete(env, k)
 			continue
@@ -39,7 +41,7 @@ func childEnv(base []string, overrides map[string]any, workdir string) ([]string
 			s += string(os.PathListSeparator) + "${PYTHONPATH}"
 		}
 		env[k] = envRef.ReplaceAllStringFunc(s, func(ref string) string {
-			return slaveEnv[ref[2:len(ref)-1]]
+			return slaveEnv[envKey(ref[2:len(ref)-1])]
 		})
 	}
 	env["PWD"] = workdir
@@ -49,4 +51,19 @@ func childEnv(base []string, overrides map[string]any, workdir string) ([]string
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// envMap maps the names (see envKey) of env's NAME=value entries to their
+// values.
+func envMap(env []string) map[string]string {
+	m := make(map[string]string, len(env))
+	for _, kv := range env {
+		if kv == "" {
+			continue
+		}
+		// a name is never empty, and may start with "=" on Windows ("=C:")
+		k, v, _ := strings.Cut(kv[1:], "=")
+		m[envKey(kv[:1]+k)] = v
+	}
+	return m
 }

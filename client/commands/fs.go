@@ -99,18 +99,6 @@ func listdir(path string) ([][2]any, error) {
 	return [][2]any{{"files", names}}, nil
 }
 
-// statPath returns Python's os.stat tuple: mode, ino, dev, nlink, uid, gid,
-// size, atime, mtime, ctime (whole seconds).
-func statPath(path string) ([][2]any, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		return nil, &fs.PathError{Op: "stat", Path: path, Err: err}
-	}
-	tuple := []any{int64(st.Mode), int64(st.Ino), int64(st.Dev), int64(st.Nlink), int64(st.Uid),
-		int64(st.Gid), st.Size, st.Atim.Sec, st.Mtim.Sec, st.Ctim.Sec}
-	return [][2]any{{"stat", tuple}}, nil
-}
-
 func globCmd(pattern string) ([][2]any, error) {
 	matches := glob(pattern)
 	files := make([]any, len(matches))

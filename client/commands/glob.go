@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"unicode/utf8"
 )
 
 // glob expands pattern like Python's glob.glob(pattern, recursive=True):
@@ -17,10 +18,10 @@ func glob(pattern string) []string {
 		return nil
 	}
 	dir, base := "", pattern
-	if i := strings.LastIndexByte(pattern, '/'); i >= 0 {
+	if i := strings.LastIndexFunc(pattern, isSep); i >= 0 {
 		dir, base = pattern[:i], pattern[i+1:]
-		if dir == "" {
-			dir = "/"
+		if dir == filepath.VolumeName(dir) { // the root: "/", `C:\`
+			dir = pattern[:i+1]
 		}
 	}
 	dirs := []string{dir}
@@ -88,14 +89,18 @@ func hasMagic(s string) bool { return strings.ContainsAny(s, "*?[") }
 
 func hidden(name string) bool { return strings.HasPrefix(name, ".") }
 
+// isSep reports whether r separates path components ('/', and '\' on
+// Windows).
+func isSep(r rune) bool { return r < utf8.RuneSelf && os.IsPathSeparator(uint8(r)) }
+
 // joinRaw joins like Python's os.path.join: no cleaning, and an empty name
-// gives dir with a trailing slash.
+// gives dir with a trailing separator.
 func joinRaw(dir, name string) string {
 	if dir == "" {
 		return name
 	}
-	if strings.HasSuffix(dir, "/") {
+	if r, _ := utf8.DecodeLastRuneInString(dir); isSep(r) {
 		return dir + name
 	}
-	return dir + "/" + name
+	return dir + string(os.PathSeparator) + name
 }

@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 )
 
@@ -62,11 +61,7 @@ func stampOf(path string) fileStamp {
 	if err != nil {
 		return fileStamp{}
 	}
-	st := fileStamp{exists: true, size: fi.Size(), mtime: fi.ModTime()}
-	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
-		st.ctime = sys.Ctim.Nano()
-	}
-	return st
+	return fileStamp{exists: true, ctime: ctime(fi), size: fi.Size(), mtime: fi.ModTime()}
 }
 
 // logWatcher sends what a process writes to one logfile as "log" updates.

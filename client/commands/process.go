@@ -5,24 +5,26 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/buildslave/buildslave/internal/procgroup"
 )
 
-// pipeGrace bounds how long the output pipes may stay open after the
-// process exited (a background grandchild may hold them).
+// pipeGrace bounds how long the output pipes, or the terminal, may stay
+// open after the process exited (a background grandchild may hold them).
 const pipeGrace = 5 * time.Second
 
-// process is a program to run in its own process group, its output going
-// to the master. shell and cpdir use it.
+// process is a program to run in a group of its own (a process group on
+// Unix, a job object on Windows: see procgroup), its output going to the
+// master. shell and cpdir use it.
 type process struct {
-	argv       []string
-	display    string // the command as the header shows it
-	argvRepr   string // argv as the header shows it (secrets obfuscated)
+	script     string   // a string command, which a shell runs (see execCmd)
+	argv       []string // a list command; nil for a script
+	display    string   // the command as the header shows it
+	argvRepr   string   // the command as the header's argv shows it (secrets obfuscated)
 	dir        string
 	env        []string // the complete environment (see childEnv)
 	logEnviron bool     // show env in the header (only when the master asks)
@@ -30,7 +32,7 @@ type process struct {
 	wantStdout bool
 	wantStderr bool
 	logfiles   []logfile
-	usePTY     bool // asked for; pipes are used anyway
+	usePTY     bool // run on a pseudo-terminal where there is one (see openTerminal)
 	timeout    time.Duration
 	maxTime    time.Duration
 	sigterm    time.Duration
@@ -45,29 +47,39 @@ func (p *process) run(ctx context.Context, j *job) error {
 		p.fail(j, err)
 		return nil
 	}
-	p.headers(j.out)
 	activity := make(chan struct{}, 1)
-	cmd := &exec.Cmd{
-		Path:        lookPath(p.argv[0], p.env),
-		Args:        p.argv,
-		Dir:         p.dir,
-		Env:         p.env,
-		Stdout:      &stream{out: j.out, key: "stdout", want: p.wantStdout, activity: activity},
-		Stderr:      &stream{out: j.out, key: "stderr", want: p.wantStderr, activity: activity},
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
-		WaitDelay:   pipeGrace,
+	stdout := &stream{out: j.out, key: "stdout", want: p.wantStdout, activity: activity}
+	cmd := p.execCmd()
+	cmd.Dir, cmd.Env, cmd.WaitDelay = p.dir, p.env, pipeGrace
+	var term *terminal
+	var noPTY error
+	if p.usePTY {
+		term, noPTY = openTerminal(cmd)
 	}
-	if p.stdin != nil {
-		cmd.Stdin = bytes.NewReader(p.stdin)
+	p.headers(j.out, term != nil, noPTY)
+	if term == nil {
+		cmd.Stdout = stdout
+		cmd.Stderr = &stream{out: j.out, key: "stderr", want: p.wantStderr, activity: activity}
+		if p.stdin != nil {
+			cmd.Stdin = bytes.NewReader(p.stdin)
+		}
 	}
 	watchers := make([]*logWatcher, len(p.logfiles))
 	for i, lf := range p.logfiles {
 		watchers[i] = newLogWatcher(lf, p.dir, j.out, activity)
 	}
-	if err := cmd.Start(); err != nil {
+	group, err := procgroup.Start(cmd)
+	if term != nil {
+		term.started()
+	}
+	if err != nil {
+		if term != nil {
+			term.pty.Close()
+		}
 		p.fail(j, err)
 		return nil
 	}
+	defer group.Close()
 	exited := make(chan struct{})
 	go func() {
 		_ = cmd.Wait() // the exit status is read from cmd.ProcessState
@@ -78,17 +90,34 @@ func (p *process) run(ctx context.Context, j *job) error {
 	for _, w := range watchers {
 		wg.Go(func() { w.watch(stop) })
 	}
+	copied := make(chan struct{})
+	if term != nil {
+		wg.Go(func() {
+			defer close(copied)
+			term.copyOut(stdout)
+		})
+		if p.stdin != nil {
+			wg.Go(func() { term.writeIn(p.stdin) })
+		}
+	}
+	hardKilled := false
 	sup := supervisor{timeout: p.timeout, maxTime: p.maxTime, sigtermTime: p.sigterm,
 		interrupt: p.interrupt, display: p.argvRepr,
-		signal: func(sig syscall.Signal) { signalGroup(cmd.Process, sig) },
+		signal: func(sig syscall.Signal) {
+			hardKilled = hardKilled || sig == syscall.SIGKILL
+			_ = group.Signal(sig) // an error: the group is gone
+		},
 		report: func(msg string) { j.out.header("%s", msg) }}
 	killed := sup.watch(ctx, activity, j.interrupted, j.why, exited)
+	if term != nil {
+		term.finish(copied)
+	}
 	close(stop)
 	wg.Wait()
 	j.out.endStreams()
 	rc := cmd.ProcessState.ExitCode()
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		j.out.header("process killed by signal %d\n", int(ws.Signal()))
+	if how := killedBy(cmd.ProcessState, hardKilled); how != "" {
+		j.out.header("process killed by %s\n", how)
 		rc = -1
 	}
 	if killed && rc == 0 {
@@ -105,7 +134,10 @@ func (p *process) fail(j *job, err error) {
 	j.out.send("rc", -1)
 }
 
-func (p *process) headers(out *output) {
+// headers sends the header lines the stock slave sends before it starts a
+// process; onPTY says whether it runs on a pseudo-terminal, and noPTY why
+// not, when usePTY asked for one.
+func (p *process) headers(out *output, onPTY bool, noPTY error) {
 	out.header("%s\n", p.display)
 	msg := " in dir " + p.dir
 	if p.timeout > 0 {
@@ -132,10 +164,10 @@ func (p *process) headers(out *output) {
 	if p.stdin != nil {
 		out.header(" writing %d bytes to stdin\n", len(p.stdin))
 	}
-	if p.usePTY {
-		out.header(" WARNING: this slave does not support usePTY; using pipes\n")
+	if noPTY != nil {
+		out.header(" WARNING: usePTY asked for a pseudo-terminal, but %v; using pipes\n", noPTY)
 	}
-	out.header(" using PTY: False\n")
+	out.header(" using PTY: %s\n", map[bool]string{false: "False", true: "True"}[onPTY])
 }
 
 func plural(d time.Duration, one, many string) string {
@@ -159,41 +191,6 @@ func (s *stream) Write(p []byte) (int, error) {
 		s.out.write(s.key, "", p)
 	}
 	return len(p), nil
-}
-
-// signalGroup sends sig to the process's group, or to the process alone if
-// the group is gone.
-func signalGroup(p *os.Process, sig syscall.Signal) {
-	if err := syscall.Kill(-p.Pid, sig); err != nil {
-		_ = p.Signal(sig) // it may have exited already; Wait reports that
-	}
-}
-
-// lookPath finds name in the PATH of the child's environment env, as
-// execvp would; a name with a slash is used as it is.
-func lookPath(name string, env []string) string {
-	if strings.Contains(name, "/") {
-		return name
-	}
-	for _, dir := range filepath.SplitList(envMap(env)["PATH"]) {
-		if dir == "" {
-			dir = "."
-		}
-		f := filepath.Join(dir, name)
-		if fi, err := os.Stat(f); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return f
-		}
-	}
-	return name // Start reports it as not found
-}
-
-func envMap(env []string) map[string]string {
-	m := make(map[string]string, len(env))
-	for _, kv := range env {
-		k, v, _ := strings.Cut(kv, "=")
-		m[k] = v
-	}
-	return m
 }
 
 // ping tells a supervisor there was output, without ever blocking.

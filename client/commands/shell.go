@@ -56,11 +56,12 @@ func parseShell(a argMap) (runner, error) {
 	return p, firstErr(errs[:]...)
 }
 
-// setCommand reads the command arg: a string runs under /bin/sh -c, a list
-// is the argv itself, whose items may be ["obfuscated", real, shown].
+// setCommand reads the command arg: a string is a script for the shell
+// (see execCmd), a list is the argv itself, whose items may be
+// ["obfuscated", real, shown].
 func (p *process) setCommand(v any) error {
 	if s, ok := asString(v); ok {
-		p.argv = []string{"/bin/sh", "-c", s}
+		p.script, p.argv = s, nil
 		p.display = s
 		p.argvRepr = pyRepr(s)
 		return nil

@@ -1,13 +1,13 @@
+//go:build unix
+
 package commands
 
 import (
 	"context"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -49,7 +49,6 @@ func TestShellListAndOptions(t *testing.T) {
 		"initial_stdin": "from stdin\n",
 		"timeout":       int8(60),
 		"maxTime":       3600.0,
-		"usePTY":        true,
 		"logEnviron":    true,
 		"logfiles":      map[string]any{},
 	})
@@ -64,7 +63,7 @@ func TestShellListAndOptions(t *testing.T) {
 	}
 	h := r.header.String()
 	for _, want := range []string{"'XXX'", "(timeout 60 secs) (maxTime 3600 secs)", " environment:\n", "  GREETING=a:b\n",
-		" writing 11 bytes to stdin\n", "does not support usePTY"} {
+		" writing 11 bytes to stdin\n", " using PTY: False\n"} {
 		if !strings.Contains(h, want) {
 			t.Errorf("header lacks %q:\n%s", want, h)
 		}
@@ -206,35 +205,4 @@ func (m *readyMaster) Update(ctx context.Context, pairs [][2]any) error {
 		}
 	}
 	return err
-}
-
-// assertDead fails unless the process whose pid is in pidFile ends within
-// 5 s; it waits on a pidfd, which works for processes that are not our
-// children.
-func assertDead(t *testing.T, pidFile string) {
-	t.Helper()
-	b, err := os.ReadFile(pidFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	const sysPidfdOpen = 434
-	fd, _, errno := syscall.Syscall(sysPidfdOpen, uintptr(pid), 0, 0)
-	if errno == syscall.ESRCH {
-		return
-	}
-	if errno != 0 {
-		t.Fatalf("pidfd_open: %v", errno)
-	}
-	defer syscall.Close(int(fd))
-	var set syscall.FdSet
-	set.Bits[fd/64] |= 1 << (fd % 64)
-	tv := syscall.Timeval{Sec: 5}
-	if n, err := syscall.Select(int(fd)+1, &set, nil, nil, &tv); err != nil || n != 1 {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-		t.Errorf("grandchild %d survived the kill (select: %d, %v)", pid, n, err)
-	}
 }

@@ -2,16 +2,21 @@ package commands
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"syscall"
 )
 
-// signals are the names interruptSignal may use (without "SIG").
-var signals = map[string]syscall.Signal{
-	"KILL": syscall.SIGKILL, "TERM": syscall.SIGTERM, "INT": syscall.SIGINT,
-	"HUP": syscall.SIGHUP, "QUIT": syscall.SIGQUIT, "USR1": syscall.SIGUSR1,
-	"USR2": syscall.SIGUSR2, "ABRT": syscall.SIGABRT,
-}
+// signals are the names interruptSignal may use (without "SIG"): those of
+// every platform, and the platform's own (platformSignals).
+var signals = func() map[string]syscall.Signal {
+	m := map[string]syscall.Signal{
+		"KILL": syscall.SIGKILL, "TERM": syscall.SIGTERM, "INT": syscall.SIGINT,
+		"HUP": syscall.SIGHUP, "QUIT": syscall.SIGQUIT, "ABRT": syscall.SIGABRT,
+	}
+	maps.Copy(m, platformSignals)
+	return m
+}()
 
 func parseSignal(name string) (syscall.Signal, error) {
 	sig, ok := signals[strings.TrimPrefix(strings.ToUpper(name), "SIG")]
