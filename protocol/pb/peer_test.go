@@ -36,10 +36,16 @@ type testMaster struct {
 
 func newTestMaster(t testing.TB, configure func(*Server)) *testMaster {
 	t.Helper()
+	return newTestMasterOf(t, []string{"good1", "good2", "good3", "bad"}, configure)
+}
+
+// newTestMasterOf is newTestMaster with the slaves named.
+func newTestMasterOf(t testing.TB, names []string, configure func(*Server)) *testMaster {
+	t.Helper()
 	logs := &testlog.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var slaves []*slave.Slave
-	for _, name := range []string{"good1", "good2", "good3", "bad"} {
+	for _, name := range names {
 		s, err := slave.New(name, "pw-"+name)
 		if err != nil {
 			t.Fatal(err)
