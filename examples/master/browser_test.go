@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"image/png"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -44,4 +47,34 @@ func TestBrowserWatchesALatentBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertProcessesGone(t, out.String())
+}
+
+// TestBrowserForceButton clicks the page's own "force build" button in
+// Chromium, which queues a build; a page of another site that submits the
+// same form is refused.
+func TestBrowserForceButton(t *testing.T) {
+	m, out := startMaster(t, testConfig(t, offlineBuilder))
+	page := "http://" + m.webAddr + "/"
+	tab := newChromiumTab(t, page)
+	if got := tab.eval(`document.querySelectorAll("#builders form input[name=csrf_token]").length`); got != "1" {
+		t.Fatalf("%s force forms with a token on the page", got)
+	}
+	tab.eval(`document.querySelector("#builders form button").click()`)
+	eventually(t, 20*time.Second, "the build forced by the button", func() bool { return len(m.history.Recent(10)) == 1 })
+	eventually(t, 20*time.Second, "back on the page", func() bool { return tab.loaded(page) })
+	if b := m.history.Recent(1)[0]; b.Builder != "b" || !strings.HasPrefix(b.Reason, "forced from 127.0.0.1:") {
+		t.Errorf("the button forced %+v", b)
+	}
+
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, `<form method="post" action="http://%s/force"><input type="hidden" name="builder" value="b"></form>
+<script>document.forms[0].submit()</script>`, m.webAddr)
+	}))
+	defer evil.Close()
+	tab.navigate(evil.URL)
+	eventually(t, 20*time.Second, "the cross-site form refused", func() bool { return len(out.Matching("limit=cross_origin")) == 1 })
+	if n := len(m.history.Recent(10)); n != 1 {
+		t.Errorf("%d builds after the cross-site form, want 1", n)
+	}
 }

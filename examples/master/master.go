@@ -19,6 +19,7 @@ import (
 	"github.com/buildslave/buildslave/examples/master/status"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/protocol"
+	"github.com/buildslave/buildslave/protocol/connlimit"
 	"github.com/buildslave/buildslave/slave"
 )
 
@@ -47,7 +48,8 @@ type master struct {
 	proto     *protocol.Server
 	protoAddr string // where slaves dial
 	web       *http.Server
-	webAddr   string
+	webAddr   string         // where to dial the web port from this host
+	webBound  string         // where it listens
 	wg        sync.WaitGroup // the servers and the progress reader
 	events    func()         // ends the manager subscription of progress lines
 }
@@ -75,6 +77,10 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 		return nil, fmt.Errorf("master.http: %w", err)
 	}
 	cleanup = append(cleanup, func() { webLn.Close() })
+	m.webBound = webLn.Addr().String()
+	if !cfg.Web.Authenticated() && !cfg.HTTPAllowUnauthenticated && !webLn.Addr().(*net.TCPAddr).IP.IsLoopback() {
+		return nil, fmt.Errorf("master.http: %s is reachable from other hosts, without authentication: set http_token_file or http_basic_auth_file, or http_allow_unauthenticated = true", m.webBound)
+	}
 	m.protoAddr, m.webAddr = dialable(protoLn.Addr()), dialable(webLn.Addr())
 
 	metrics := status.NewMetrics(nil)
@@ -119,14 +125,15 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 		Limits:    cfg.BuildLimits, LimitLog: limits})
 	m.runner.SetBuilders(cfg.Builders)
 	m.scheds = builds.NewSchedulers(m.runner, log)
+	wcfg := cfg.Web
+	wcfg.Limits = limits
+	guard := web.New(wcfg)
 	m.status = status.New(status.Config{Manager: m.mgr, Lifecycle: m.lc, Builds: hist, Builders: m.runner.Builders,
-		PageBuilds: cfg.PageBuilds, ForcePath: forcePath, Metrics: metrics, Logger: log})
+		PageBuilds: cfg.PageBuilds, ForcePath: forcePath, FormToken: guard.Token, Metrics: metrics, Logger: log})
 	mux := http.NewServeMux()
 	mux.Handle(forcePath, builds.ForceHandler(m.runner))
 	mux.Handle("/", m.status.Handler())
-	wcfg := cfg.Web
-	wcfg.Limits = limits
-	m.web = &http.Server{Handler: web.New(wcfg).Handler(mux), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	m.web = &http.Server{Handler: guard.Handler(mux), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	// Both transports share one cap on connections before login: they
 	// share one file limit.
 	lim := &connlimit.Limiter{Logger: log}

@@ -17,7 +17,14 @@ const bannerSlaves = 3
 // banner says where to look and how to attach a slave to the static slots.
 func (m *master) banner() {
 	cfg := m.config()
-	m.progress("status page: http://%s/  (JSON: /api/status, metrics: /metrics, force: POST %s?builder=NAME)", m.webAddr, forcePath)
+	web := "no authentication"
+	if cfg.Web.Authenticated() {
+		web = "credentials required"
+	}
+	if m.webBound != m.webAddr {
+		web = "listening on " + m.webBound + " (every interface), " + web
+	}
+	m.progress("status page: http://%s/  (%s; JSON: /api/status, metrics: /metrics, force: POST %s?builder=NAME)", m.webAddr, web, forcePath)
 	m.progress("slaves attach to %s://%s/ (%s)", m.scheme(), m.protoAddr, cfg.File)
 	for _, s := range cfg.Raw.Slaves[:min(len(cfg.Raw.Slaves), bannerSlaves)] {
 		// The embedded default's password is public; a real one is never shown.

@@ -130,6 +130,7 @@ func newFixture(t testing.TB, boot latenttest.Boot, notifier notify.Notifier) *f
 		Builds:    f.builds,
 		Builders:  func() []string { return []string{"hello", `"><script>alert(2)</script>`} },
 		ForcePath: "/force",
+		FormToken: func() string { return "page-token" },
 		Metrics:   f.metrics,
 		Logger:    quiet,
 	})

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/buildslave/buildslave/examples/master/internal/web"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/slave"
 )
@@ -71,6 +72,10 @@ type Config struct {
 	// ForcePath is where the buttons POST builder=NAME, such as "/force";
 	// "" means no buttons.
 	ForcePath string
+	// FormToken, if set, returns a new token for the forms of a page,
+	// which they POST as web.TokenField: the web guard refuses a
+	// browser's form without one (see package web).
+	FormToken func() string
 	// Registry receives the metrics unless Metrics is set; nil means a
 	// new one.
 	Registry *prometheus.Registry
@@ -313,7 +318,9 @@ func stateClass(state string) string {
 // view is the page template's data: the Snapshot with helpers.
 type view struct {
 	Snapshot
-	ForcePath string
+	ForcePath  string
+	TokenField string // the form field of Token
+	Token      string // the page's token for its forms, if any
 }
 
 // when is a moment with how long before the snapshot it was.
@@ -359,7 +366,11 @@ func (s *Status) page(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
 	w.Header().Set("X-Frame-Options", "DENY") // frame-ancestors for browsers without it
-	if err := pageTmpl.Execute(w, view{Snapshot: s.snapshot(before), ForcePath: s.cfg.ForcePath}); err != nil {
+	v := view{Snapshot: s.snapshot(before), ForcePath: s.cfg.ForcePath, TokenField: web.TokenField}
+	if s.cfg.FormToken != nil {
+		v.Token = s.cfg.FormToken()
+	}
+	if err := pageTmpl.Execute(w, v); err != nil {
 		s.log.Warn("status page not written", "remote", r.RemoteAddr, "reason", err.Error())
 	}
 }

@@ -108,7 +108,7 @@ func testPage(t *testing.T) {
 		}
 	}
 
-	if want := `<form method="post" action="/force"><input type="hidden" name="builder" value="hello"><button type="submit">force build</button></form>`; !strings.Contains(page, want) {
+	if want := `<form method="post" action="/force"><input type="hidden" name="builder" value="hello"><input type="hidden" name="csrf_token" value="page-token"><button type="submit">force build</button></form>`; !strings.Contains(page, want) {
 		t.Errorf("page lacks the force form %s", want)
 	}
 	if want := `value="&#34;&gt;&lt;script&gt;alert(2)&lt;/script&gt;"`; !strings.Contains(page, want) {

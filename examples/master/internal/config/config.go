@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -49,7 +50,10 @@ type Config struct {
 	StepOutput  int
 	BuildLimits builds.Limits // what builds may make the master hold
 	PageBuilds  int           // builds a page of the status page shows
-	Web         web.Config    // the web port's limits; Limits left to the caller
+	Web         web.Config    // the web port's credentials and limits; Limits left to the caller
+	// HTTPAllowUnauthenticated lets the web port listen beyond loopback
+	// without credentials.
+	HTTPAllowUnauthenticated bool
 
 	Manager       slave.Config  // Logger left to the caller
 	Lifecycle     latent.Config // MasterID and settings; Logger, Observe, Notifier left to the caller
@@ -174,8 +178,63 @@ func (c *Config) master(p *problems, ctx *parseContext, m Master, hasLatent bool
 	}
 	c.PageBuilds = e.positive("page_builds", m.PageBuilds, status.DefaultPageBuilds)
 	c.Web = web.Config{
+		Token:   e.httpToken(ctx, m.HTTPTokenFile),
+		Users:   e.httpUsers(ctx, m.HTTPBasicAuthFile),
 		MaxBody: e.size("http_max_body", m.HTTPMaxBody, web.DefaultMaxBody),
 	}
+	c.HTTPAllowUnauthenticated = m.HTTPAllowUnauthenticated
+}
+
+// minTokenLength is the least length of http_token_file's token.
+const minTokenLength = 16
+
+// httpToken reads the web port's bearer token from file, if given.
+func (e entry) httpToken(ctx *parseContext, file string) string {
+	if file == "" {
+		return ""
+	}
+	b, err := os.ReadFile(ctx.path(file))
+	if err != nil {
+		e.add("http_token_file", "%v", err)
+		return ""
+	}
+	tok := strings.TrimSpace(string(b))
+	if len(tok) < minTokenLength || strings.ContainsAny(tok, " \t\r\n") {
+		e.add("http_token_file", "%s: want one token of at least %d characters (such as the output of openssl rand -hex 16)", file, minTokenLength)
+		return ""
+	}
+	return tok
+}
+
+// httpUsers reads the web port's basic auth users from file, if given:
+// "user:password" lines; blank lines and lines starting with # are
+// skipped.
+func (e entry) httpUsers(ctx *parseContext, file string) map[string]string {
+	if file == "" {
+		return nil
+	}
+	b, err := os.ReadFile(ctx.path(file))
+	if err != nil {
+		e.add("http_basic_auth_file", "%v", err)
+		return nil
+	}
+	users := map[string]string{}
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimRight(line, "\r")
+		if strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		user, pw, ok := strings.Cut(line, ":")
+		if !ok || user == "" || pw == "" {
+			e.add("http_basic_auth_file", "%s:%d: want user:password", file, i+1)
+			continue
+		}
+		users[user] = pw
+	}
+	if len(users) == 0 {
+		e.add("http_basic_auth_file", "%s has no user:password line", file)
+	}
+	return users
 }
 
 // mail checks the [mail] table; without one, missing-slave mail goes out

@@ -39,6 +39,11 @@ type Master struct {
 	MaxReasonLength      int      `toml:"max_reason_length"`
 	PageBuilds           int      `toml:"page_builds"`
 	HTTPMaxBody          Size     `toml:"http_max_body"`
+	HTTPTokenFile        string   `toml:"http_token_file"`
+	HTTPBasicAuthFile    string   `toml:"http_basic_auth_file"`
+	// HTTPAllowUnauthenticated lets the web port listen beyond loopback
+	// without authentication.
+	HTTPAllowUnauthenticated bool `toml:"http_allow_unauthenticated"`
 }
 
 // Mail is the [mail] table: the seed's MailNotifier.

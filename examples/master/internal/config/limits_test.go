@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -98,5 +100,34 @@ func TestWebAndQueueLimits(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}
+	}
+}
+
+func TestHTTPAuth(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "token"), []byte("0123456789abcdef0123\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "users"), []byte("# who may force builds\nci:s3cret\n\nops:pa:ss\r\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "short"), []byte("abc\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "bad-users"), []byte("ci:s3cret\nnopassword\n"), 0o600)
+	src := "[master]\nhttp = \"0.0.0.0:8010\"\nhttp_token_file = \"token\"\nhttp_basic_auth_file = \"users\"\n"
+	c, err := Parse(filepath.Join(dir, "master.toml"), []byte(src), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Web.Token != "0123456789abcdef0123" || c.Web.Users["ci"] != "s3cret" || c.Web.Users["ops"] != "pa:ss" || len(c.Web.Users) != 2 || c.HTTPAllowUnauthenticated {
+		t.Errorf("web %+v, allow %v", c.Web, c.HTTPAllowUnauthenticated)
+	}
+	c, err = Parse(filepath.Join(dir, "master.toml"), []byte("[master]\nhttp_allow_unauthenticated = true\n"), env)
+	if err != nil || !c.HTTPAllowUnauthenticated || c.Web.Authenticated() {
+		t.Errorf("http_allow_unauthenticated: %+v %v", c, err)
+	}
+	_, err = Parse(filepath.Join(dir, "master.toml"), []byte("[master]\nhttp_token_file = \"short\"\nhttp_basic_auth_file = \"bad-users\"\n"), env)
+	for _, want := range []string{`:2: master: http_token_file: short: want one token of at least 16 characters`, `:3: master: http_basic_auth_file: bad-users:2: want user:password`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	if _, err := parse(t, "[master]\nhttp_token_file = \"/nonexistent\"\n"); err == nil || !strings.Contains(err.Error(), "http_token_file: open /nonexistent") {
+		t.Errorf("missing token file: %v", err)
 	}
 }

@@ -1,29 +1,65 @@
-// Package web guards the example master's web port: it bounds what a
-// request may make the master read.
+// Package web guards the example master's web port: optional
+// authentication (a bearer token, HTTP basic auth), refusal of
+// cross-origin state changes with a per-page token for the page's forms,
+// and bounds on what a request may make the master read.
 package web
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"net/http"
+	"strings"
+	"time"
 
 	"github.com/buildslave/buildslave/examples/master/internal/limit"
+	"github.com/buildslave/buildslave/slave"
 )
 
 // DefaultMaxBody bounds a request's body unless Config.MaxBody says
 // otherwise.
 const DefaultMaxBody = 64 << 10
 
+// TokenField is the form field, and TokenHeader the header, that carry a
+// page's token with a browser's request.
+const (
+	TokenField  = "csrf_token"
+	TokenHeader = "X-CSRF-Token"
+)
+
+// TokenLifetime is how long a page's token is accepted; the status page
+// refreshes itself every 10 s, with a new one.
+const TokenLifetime = time.Hour
+
+// realm names the master in authentication challenges.
+const realm = `realm="buildslave master"`
+
 // Config is what a Guard enforces; zero fields mean their defaults.
 type Config struct {
+	// Token, if set, is a bearer token that authenticates a request
+	// ("Authorization: Bearer TOKEN").
+	Token string
+	// Users, if set, are the user names and passwords of HTTP basic auth.
+	// With Token or Users set, every request needs one of them.
+	Users map[string]string
 	// MaxBody bounds a request's body: a larger form is refused with 413.
 	MaxBody int64
-	// Limits logs the limits hit; nil means limit.New(nil).
+	// Limits logs the limits hit and the requests refused; nil means
+	// limit.New(nil).
 	Limits *limit.Log
 }
 
-// Guard serves handlers behind the web port's limits.
+// Authenticated reports whether requests need credentials.
+func (c Config) Authenticated() bool { return c.Token != "" || len(c.Users) > 0 }
+
+// Guard serves handlers behind the web port's checks.
 type Guard struct {
-	cfg Config
+	cfg   Config
+	key   []byte // signs the pages' tokens; new at every start
+	cross *http.CrossOriginProtection
 }
 
 // New returns a Guard enforcing cfg.
@@ -34,28 +70,55 @@ func New(cfg Config) *Guard {
 	if cfg.Limits == nil {
 		cfg.Limits = limit.New(nil)
 	}
-	return &Guard{cfg: cfg}
+	key := make([]byte, 32)
+	_, _ = rand.Read(key) // never fails
+	return &Guard{cfg: cfg, key: key, cross: http.NewCrossOriginProtection()}
 }
 
-// Handler serves next behind the guard. A request's body is read up to
-// MaxBody; the form of a request that may change state (not GET, HEAD or
-// OPTIONS) is parsed here, so that one too large is refused with 413
-// before next runs.
+// Handler serves next behind the guard, in this order:
+//   - a request without valid credentials, when Config asks for them, is
+//     refused with 401;
+//   - the body is read up to MaxBody; the form of a request that may
+//     change state (not GET, HEAD or OPTIONS) is parsed here, so that one
+//     too large is refused with 413;
+//   - such a request from another origin (Sec-Fetch-Site, else Origin
+//     against Host) is refused with 403, and so is one from a browser
+//     (it sends either header) without a valid page token in TokenField
+//     or TokenHeader. A client that sends neither header, such as curl
+//     or a script, needs no token.
 func (g *Guard) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !g.authorized(r) {
+			g.cfg.Limits.Hit("http_auth", "credentials required", "web request refused: no valid credentials", "remote", r.RemoteAddr, "path", r.URL.Path)
+			if len(g.cfg.Users) > 0 {
+				w.Header().Set("WWW-Authenticate", "Basic "+realm+`, charset="UTF-8"`)
+			} else {
+				w.Header().Set("WWW-Authenticate", "Bearer "+realm)
+			}
+			http.Error(w, "authentication required", http.StatusUnauthorized)
+			return
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxBody)
-		if !safe(r.Method) {
-			if err := r.ParseForm(); err != nil {
-				var tooLarge *http.MaxBytesError
-				if errors.As(err, &tooLarge) {
-					g.cfg.Limits.Hit("http_max_body", limit.Bytes(g.cfg.MaxBody), "request refused: body too large",
-						"remote", r.RemoteAddr, "path", r.URL.Path)
-					http.Error(w, "request body larger than http_max_body ("+limit.Bytes(g.cfg.MaxBody)+")", http.StatusRequestEntityTooLarge)
-					return
-				}
-				http.Error(w, err.Error(), http.StatusBadRequest)
+		if safe(r.Method) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if err := r.ParseForm(); err != nil {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				g.cfg.Limits.Hit("http_max_body", limit.Bytes(g.cfg.MaxBody), "request refused: body too large",
+					"remote", r.RemoteAddr, "path", r.URL.Path)
+				http.Error(w, "request body larger than http_max_body ("+limit.Bytes(g.cfg.MaxBody)+")", http.StatusRequestEntityTooLarge)
 				return
 			}
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := g.sameOrigin(r); err != nil {
+			g.cfg.Limits.Hit("cross_origin", "same origin and page token required", "web request refused: "+err.Error(),
+				"remote", r.RemoteAddr, "path", r.URL.Path, "origin", r.Header.Get("Origin"), "sec_fetch_site", r.Header.Get("Sec-Fetch-Site"))
+			http.Error(w, err.Error(), http.StatusForbidden)
+			return
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -64,4 +127,67 @@ func (g *Guard) Handler(next http.Handler) http.Handler {
 // safe reports whether method only reads.
 func safe(method string) bool {
 	return method == http.MethodGet || method == http.MethodHead || method == http.MethodOptions
+}
+
+// authorized reports whether r carries the credentials Config asks for.
+func (g *Guard) authorized(r *http.Request) bool {
+	if !g.cfg.Authenticated() {
+		return true
+	}
+	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return g.cfg.Token != "" && slave.PasswordsEqual(tok, g.cfg.Token)
+	}
+	user, pw, ok := r.BasicAuth()
+	if !ok {
+		return false
+	}
+	want, known := g.cfg.Users[user]
+	// An unknown user costs the same comparison as a known one.
+	return slave.PasswordsEqual(pw, want) && known
+}
+
+// sameOrigin checks a state-changing request from a browser: it must come
+// from the page's own origin and carry one of its tokens.
+func (g *Guard) sameOrigin(r *http.Request) error {
+	if err := g.cross.Check(r); err != nil {
+		return errors.New("cross-origin request refused")
+	}
+	if r.Header.Get("Sec-Fetch-Site") == "" && r.Header.Get("Origin") == "" {
+		return nil // not a browser: curl, a script
+	}
+	tok := r.Header.Get(TokenHeader)
+	if tok == "" {
+		tok = r.PostForm.Get(TokenField)
+	}
+	if !g.valid(tok) {
+		return errors.New("the form's token is missing or stale: reload the page")
+	}
+	return nil
+}
+
+// Token returns a new token for a page's forms, valid for TokenLifetime:
+// when it was made and a random nonce, signed with the guard's key.
+func (g *Guard) Token() string {
+	b := make([]byte, 16, 16+sha256.Size)
+	binary.BigEndian.PutUint64(b, uint64(time.Now().Unix()))
+	_, _ = rand.Read(b[8:16]) // never fails
+	return base64.RawURLEncoding.EncodeToString(g.sign(b))
+}
+
+// sign appends b's signature to b.
+func (g *Guard) sign(b []byte) []byte {
+	mac := hmac.New(sha256.New, g.key)
+	mac.Write(b)
+	return mac.Sum(b)
+}
+
+// valid reports whether tok is a token of this guard, made less than
+// TokenLifetime ago.
+func (g *Guard) valid(tok string) bool {
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil || len(b) != 16+sha256.Size || !hmac.Equal(g.sign(b[:16:16]), b) {
+		return false
+	}
+	age := time.Since(time.Unix(int64(binary.BigEndian.Uint64(b)), 0))
+	return age > -time.Minute && age <= TokenLifetime
 }
