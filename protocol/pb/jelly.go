@@ -3,6 +3,7 @@ package pb
 import (
 	"fmt"
 	"sort"
+	"unicode/utf8"
 )
 
 // The Go values of jelly, the typed s-expressions PB sends inside banana:
@@ -510,6 +511,10 @@ func (e *encoder) value(v any) error {
 	case string:
 		if len(v) > SizeLimit {
 			return fmt.Errorf("pb: string of %d bytes is over banana's limit", len(v))
+		}
+		if !utf8.ValidString(v) {
+			// The peer would fail to decode it and drop the connection.
+			return fmt.Errorf("pb: string %q is not valid UTF-8, which unicode must be; send it as []byte", truncate([]byte(v), 32))
 		}
 		e.list(2)
 		e.atom("unicode")
