@@ -198,19 +198,26 @@ type rawPeer struct {
 	lastR int64      // our last request id
 }
 
-// dialRaw connects and runs the handshake: the master's dialect offer,
-// our choice of "pb", and both versions.
+// dialRaw connects and runs the handshake.
 func (tm *testMaster) dialRaw() *rawPeer {
 	tm.t.Helper()
 	p := tm.dialRawNoHandshake()
+	p.handshake()
+	return p
+}
+
+// handshake runs the client's side of the handshake: the master's dialect
+// offer, our choice of "pb", and both versions.
+func (p *rawPeer) handshake() {
+	p.t.Helper()
 	p.deadline()
 	p.dec.begin()
 	if n, typ, err := p.dec.token(); err != nil || typ != tokList || n != 2 {
-		tm.t.Fatalf("dialect offer: %d 0x%02x %v", n, typ, err)
+		p.t.Fatalf("dialect offer: %d 0x%02x %v", n, typ, err)
 	}
 	for range 2 {
 		if _, err := p.dec.atom(); err != nil {
-			tm.t.Fatalf("dialect offer: %v", err)
+			p.t.Fatalf("dialect offer: %v", err)
 		}
 	}
 	w := writer{}
@@ -218,9 +225,13 @@ func (tm *testMaster) dialRaw() *rawPeer {
 	p.write(w.b)
 	p.send("version", 6)
 	if msg, err := p.read(); err != nil || checkVersion(msg) != nil {
-		tm.t.Fatalf("version: %v %v", msg, err)
+		p.t.Fatalf("version: %v %v", msg, err)
 	}
-	return p
+}
+
+// newRawPeer is a raw peer on nc, before the handshake.
+func newRawPeer(t testing.TB, nc net.Conn) *rawPeer {
+	return &rawPeer{t: t, nc: nc, dec: newGoldenDecoder(nc, Limits{})}
 }
 
 func (tm *testMaster) dialRawNoHandshake() *rawPeer {
@@ -230,7 +241,7 @@ func (tm *testMaster) dialRawNoHandshake() *rawPeer {
 		tm.t.Fatal(err)
 	}
 	tm.t.Cleanup(func() { nc.Close() })
-	return &rawPeer{t: tm.t, nc: nc, dec: newGoldenDecoder(nc, Limits{})}
+	return newRawPeer(tm.t, nc)
 }
 
 // addr is the peer's address as the master sees it.
