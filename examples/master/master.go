@@ -133,7 +133,7 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 	mux := http.NewServeMux()
 	mux.Handle(forcePath, builds.ForceHandler(m.runner))
 	mux.Handle("/", m.status.Handler())
-	m.web = &http.Server{Handler: guard.Handler(mux), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	m.web = guard.Server(mux, slog.NewLogLogger(log.Handler(), slog.LevelWarn))
 	// Both transports share one cap on connections before login: they
 	// share one file limit.
 	lim := &connlimit.Limiter{Logger: log}
@@ -143,7 +143,7 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 	events, cancel := m.mgr.Subscribe()
 	m.events = cancel
 	m.wg.Go(func() { m.slaveProgress(events) })
-	m.wg.Go(func() { m.serve("web", m.web.Serve(webLn)) })
+	m.wg.Go(func() { m.serve("web", m.web.Serve(guard.Listener(webLn))) })
 	m.wg.Go(func() { m.serve("slave protocol", m.proto.Serve(protoLn)) })
 	m.banner()
 	m.atStart = m.scheds.Start(cfg.Schedules)

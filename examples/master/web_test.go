@@ -1,15 +1,20 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -200,4 +205,93 @@ func TestWebAuth(t *testing.T) {
 	if !strings.Contains(out.String(), "credentials required") {
 		t.Errorf("the banner does not say the page needs credentials:\n%s", out.String())
 	}
+}
+
+// rawGet sends a keep-alive GET on c and reads the response's status line
+// and headers (the body of /api/status follows, unread).
+func rawGet(t *testing.T, c net.Conn, r *bufio.Reader) string {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintf(c, "GET /metrics HTTP/1.1\r\nHost: master\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.Status
+}
+
+// closedByServer waits up to 10 s for the server to close c.
+func closedByServer(t *testing.T, c net.Conn, r *bufio.Reader) bool {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := r.ReadByte()
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// TestWebIdleConnectionsAreClosed: with real sockets on loopback, a
+// keep-alive connection left idle and one that never sends its request
+// are closed by the master.
+func TestWebIdleConnectionsAreClosed(t *testing.T) {
+	m, _ := startMaster(t, testConfig(t, strings.Replace(offlineBuilder, "[master]", "[master]\nhttp_idle_timeout = \"1s\"\nhttp_read_header_timeout = \"1s\"", 1)))
+	idle, err := net.Dial("tcp", m.webAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	r := bufio.NewReader(idle)
+	if status := rawGet(t, idle, r); status != "200 OK" {
+		t.Fatalf("GET: %s", status)
+	}
+	silent, err := net.Dial("tcp", m.webAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	if !closedByServer(t, idle, r) {
+		t.Error("an idle keep-alive connection is still open 10 s after http_idle_timeout (1s)")
+	}
+	if !closedByServer(t, silent, bufio.NewReader(silent)) {
+		t.Error("a connection that sends nothing is still open 10 s after http_read_header_timeout (1s)")
+	}
+}
+
+// TestWebConnectionCap: past http_max_connections, a new connection waits
+// until one closes.
+func TestWebConnectionCap(t *testing.T) {
+	m, out := startMaster(t, testConfig(t, strings.Replace(offlineBuilder, "[master]", "[master]\nhttp_max_connections = 2", 1)))
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", m.webAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if status := rawGet(t, c, bufio.NewReader(c)); status != "200 OK" {
+			t.Fatalf("GET: %s", status)
+		}
+		held = append(held, c)
+	}
+	third, err := net.Dial("tcp", m.webAddr) // the kernel accepts it; the master does not yet
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	r := bufio.NewReader(third)
+	fmt.Fprintf(third, "GET /metrics HTTP/1.1\r\nHost: master\r\n\r\n")
+	eventually(t, 10*time.Second, "the cap logged", func() bool { return len(out.Matching("limit=http_max_connections")) == 1 })
+	third.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, err := r.ReadByte(); err == nil {
+		t.Fatal("a third connection was served past http_max_connections = 2")
+	}
+	held[0].Close()
+	third.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatalf("the third connection once one closed: %v", err)
+	}
+	resp.Body.Close()
 }

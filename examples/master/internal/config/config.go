@@ -178,9 +178,14 @@ func (c *Config) master(p *problems, ctx *parseContext, m Master, hasLatent bool
 	}
 	c.PageBuilds = e.positive("page_builds", m.PageBuilds, status.DefaultPageBuilds)
 	c.Web = web.Config{
-		Token:   e.httpToken(ctx, m.HTTPTokenFile),
-		Users:   e.httpUsers(ctx, m.HTTPBasicAuthFile),
-		MaxBody: e.size("http_max_body", m.HTTPMaxBody, web.DefaultMaxBody),
+		Token:             e.httpToken(ctx, m.HTTPTokenFile),
+		Users:             e.httpUsers(ctx, m.HTTPBasicAuthFile),
+		MaxBody:           e.size("http_max_body", m.HTTPMaxBody, web.DefaultMaxBody),
+		MaxConnections:    e.positive("http_max_connections", m.HTTPMaxConnections, web.DefaultMaxConnections),
+		ReadHeaderTimeout: e.duration("http_read_header_timeout", m.HTTPReadHeaderTimeout, web.DefaultReadHeaderTimeout, positive),
+		ReadTimeout:       e.duration("http_read_timeout", m.HTTPReadTimeout, web.DefaultReadTimeout, positive),
+		WriteTimeout:      e.duration("http_write_timeout", m.HTTPWriteTimeout, web.DefaultWriteTimeout, positive),
+		IdleTimeout:       e.duration("http_idle_timeout", m.HTTPIdleTimeout, web.DefaultIdleTimeout, positive),
 	}
 	c.HTTPAllowUnauthenticated = m.HTTPAllowUnauthenticated
 }

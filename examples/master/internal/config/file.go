@@ -43,7 +43,12 @@ type Master struct {
 	HTTPBasicAuthFile    string   `toml:"http_basic_auth_file"`
 	// HTTPAllowUnauthenticated lets the web port listen beyond loopback
 	// without authentication.
-	HTTPAllowUnauthenticated bool `toml:"http_allow_unauthenticated"`
+	HTTPAllowUnauthenticated bool     `toml:"http_allow_unauthenticated"`
+	HTTPMaxConnections       int      `toml:"http_max_connections"`
+	HTTPReadHeaderTimeout    Duration `toml:"http_read_header_timeout"`
+	HTTPReadTimeout          Duration `toml:"http_read_timeout"`
+	HTTPWriteTimeout         Duration `toml:"http_write_timeout"`
+	HTTPIdleTimeout          Duration `toml:"http_idle_timeout"`
 }
 
 // Mail is the [mail] table: the seed's MailNotifier.

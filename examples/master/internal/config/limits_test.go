@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/buildslave/buildslave/examples/master/internal/builds"
 	"github.com/buildslave/buildslave/examples/master/internal/web"
@@ -129,5 +130,19 @@ func TestHTTPAuth(t *testing.T) {
 	}
 	if _, err := parse(t, "[master]\nhttp_token_file = \"/nonexistent\"\n"); err == nil || !strings.Contains(err.Error(), "http_token_file: open /nonexistent") {
 		t.Errorf("missing token file: %v", err)
+	}
+}
+
+func TestWebTimeoutsAndConnections(t *testing.T) {
+	c := mustParse(t, "[master]\nhttp_max_connections = 10\nhttp_read_header_timeout = \"2s\"\nhttp_read_timeout = \"3s\"\nhttp_write_timeout = \"4s\"\nhttp_idle_timeout = \"5s\"\n")
+	if w := c.Web; w.MaxConnections != 10 || w.ReadHeaderTimeout != 2*time.Second || w.ReadTimeout != 3*time.Second || w.WriteTimeout != 4*time.Second || w.IdleTimeout != 5*time.Second {
+		t.Errorf("web %+v", w)
+	}
+	if w := mustParse(t, "").Web; w.MaxConnections != web.DefaultMaxConnections || w.ReadHeaderTimeout != web.DefaultReadHeaderTimeout ||
+		w.ReadTimeout != web.DefaultReadTimeout || w.WriteTimeout != web.DefaultWriteTimeout || w.IdleTimeout != web.DefaultIdleTimeout {
+		t.Errorf("defaults: web %+v", w)
+	}
+	if _, err := parse(t, "[master]\nhttp_idle_timeout = \"0s\"\n"); err == nil || !strings.Contains(err.Error(), ":2: master: http_idle_timeout: must be positive") {
+		t.Errorf("http_idle_timeout = 0s: %v", err)
 	}
 }

@@ -1,7 +1,8 @@
 // Package web guards the example master's web port: optional
 // authentication (a bearer token, HTTP basic auth), refusal of
 // cross-origin state changes with a per-page token for the page's forms,
-// and bounds on what a request may make the master read.
+// bounds on what a request may make the master read, timeouts, and a cap
+// on open connections.
 package web
 
 import (
@@ -11,6 +12,8 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"log"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -19,9 +22,15 @@ import (
 	"github.com/buildslave/buildslave/slave"
 )
 
-// DefaultMaxBody bounds a request's body unless Config.MaxBody says
-// otherwise.
-const DefaultMaxBody = 64 << 10
+// Defaults of Config's limits.
+const (
+	DefaultMaxBody           = 64 << 10
+	DefaultMaxConnections    = 256
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 30 * time.Second
+	DefaultWriteTimeout      = time.Minute
+	DefaultIdleTimeout       = time.Minute
+)
 
 // TokenField is the form field, and TokenHeader the header, that carry a
 // page's token with a browser's request.
@@ -47,6 +56,14 @@ type Config struct {
 	Users map[string]string
 	// MaxBody bounds a request's body: a larger form is refused with 413.
 	MaxBody int64
+	// MaxConnections bounds the connections open at once; past it, new
+	// ones wait until one closes.
+	MaxConnections int
+	// ReadHeaderTimeout bounds the arrival of a request's headers,
+	// ReadTimeout of the whole request, WriteTimeout the writing of the
+	// response; IdleTimeout closes a keep-alive connection that long
+	// without a new request.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	// Limits logs the limits hit and the requests refused; nil means
 	// limit.New(nil).
 	Limits *limit.Log
@@ -67,12 +84,48 @@ func New(cfg Config) *Guard {
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = DefaultMaxBody
 	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = DefaultMaxConnections
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{
+		{&cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout}, {&cfg.ReadTimeout, DefaultReadTimeout},
+		{&cfg.WriteTimeout, DefaultWriteTimeout}, {&cfg.IdleTimeout, DefaultIdleTimeout},
+	} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
+	}
 	if cfg.Limits == nil {
 		cfg.Limits = limit.New(nil)
 	}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key) // never fails
 	return &Guard{cfg: cfg, key: key, cross: http.NewCrossOriginProtection()}
+}
+
+// Server returns a server of next behind the guard (Handler), with the
+// guard's timeouts; errorLog receives its errors.
+func (g *Guard) Server(next http.Handler, errorLog *log.Logger) *http.Server {
+	return &http.Server{
+		Handler:           g.Handler(next),
+		ReadHeaderTimeout: g.cfg.ReadHeaderTimeout,
+		ReadTimeout:       g.cfg.ReadTimeout,
+		WriteTimeout:      g.cfg.WriteTimeout,
+		IdleTimeout:       g.cfg.IdleTimeout,
+		ErrorLog:          errorLog,
+	}
+}
+
+// Listener returns ln with at most MaxConnections connections open at
+// once; past it, Accept waits until one closes.
+func (g *Guard) Listener(ln net.Listener) net.Listener {
+	return &limitListener{Listener: ln, slots: make(chan struct{}, g.cfg.MaxConnections), done: make(chan struct{}),
+		full: func() {
+			g.cfg.Limits.Hit("http_max_connections", g.cfg.MaxConnections, "web connections wait: too many open")
+		}}
 }
 
 // Handler serves next behind the guard, in this order:
