@@ -451,3 +451,57 @@ func TestBadManySilentMidAttach(t *testing.T) {
 	}
 	tm.alive(g)
 }
+
+// TestBadWorkerInfoOfSharedReferences answers getWorkerInfo with one list
+// of 5,000 strings and then thousands of dereferences of it: cheap to
+// send and to decode, but the master copies the info (Plain, ParseInfo),
+// each dereference anew. The decoder charges each dereference what its
+// value cost, so the answer is refused instead of copied a billion times.
+func TestBadWorkerInfoOfSharedReferences(t *testing.T) {
+	tm := newTestMaster(t, nil)
+	badCase(t, tm, func(p *rawPeer) {
+		challenge, challenger := p.login("bad")
+		p.respond(challenge, challenger, "pw-bad")
+		for {
+			msg, err := p.read()
+			if err != nil {
+				t.Fatalf("waiting for getWorkerInfo: %v", err)
+			}
+			if text(msg[3]) == "print" {
+				p.send("answer", msg[1], nil)
+				continue
+			}
+			if text(msg[3]) != "getWorkerInfo" {
+				t.Fatalf("the master called %v", msg)
+			}
+			const derefs = 150000
+			p.write(handMade(func(w *writer) {
+				w.list(3)
+				w.atom("answer")
+				w.int(msg[1].(int64))
+				w.list(derefs + 2)
+				w.atom("dictionary")
+				w.list(2)
+				w.atom("shared")
+				w.list(3)
+				w.atom("reference")
+				w.int(1)
+				w.list(5001)
+				w.atom("list")
+				for range 5000 {
+					w.list(2)
+					w.atom("unicode")
+					w.atom("abcdefgh")
+				}
+				for i := range derefs {
+					w.list(2)
+					w.bytes(fmt.Appendf(nil, "%x", i))
+					w.list(2)
+					w.atom("dereference")
+					w.int(1)
+				}
+			}))
+			return
+		}
+	}, "slave=bad", "slave sent bad input", "decoding would take more than 8 bytes per byte read")
+}
