@@ -380,6 +380,16 @@ func (p *rawPeer) serveAttach(msg []any) bool {
 	return true
 }
 
+// open reports whether the master has not closed the connection (it
+// must have nothing to read meanwhile).
+func (p *rawPeer) open() bool {
+	p.nc.SetReadDeadline(time.Now().Add(time.Millisecond))
+	var b [1]byte
+	_, err := p.nc.Read(b[:])
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 // closed waits for the master to close the connection, reading (and
 // ignoring) what it sends until then.
 func (p *rawPeer) closed() {
