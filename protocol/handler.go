@@ -74,9 +74,12 @@ func (s Settings) args() map[string]any {
 // build.Conn().(*protocol.Conn). Set Manager; the other fields
 // are optional and must not change once serving starts.
 //
-// Each connection is authenticated with HTTP Basic auth (401 for a missing
-// header, an unknown name or a wrong password; 400 for a header that cannot
-// be parsed), upgraded, set up and attached on its own: no lock is shared
+// Each connection is authenticated with HTTP Basic auth through
+// Manager.Login (401 for a missing header, an unknown name or a wrong
+// password; 400 for a header that cannot be parsed; 429 for an address
+// with too many refused logins lately; 409 while another connection under
+// the name is still attaching; the connection is closed after any
+// refusal), upgraded, set up and attached on its own: no lock is shared
 // between attaches and every step has a deadline. Once attached, a
 // connection costs one goroutine, which reads its messages.
 type Handler struct {
