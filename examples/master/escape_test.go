@@ -70,6 +70,11 @@ slaves = ["s1"]
 	if step := m.history.Recent(1)[0].Steps[0]; len(step.Output) > 2*builds.DefaultStepBytes || !strings.Contains(step.Output, "bytes of earlier output not shown") {
 		t.Errorf("the page keeps %d bytes of the step's output, starting %.80q", len(step.Output), step.Output)
 	}
+	for _, limit := range []string{"limit=max_printed_output", "limit=max_step_output"} {
+		if n := len(out.Matching(limit)); n != 1 {
+			t.Errorf("%d log lines with %s, want 1", n, limit)
+		}
+	}
 }
 
 // TestLogsEscapeSlaveText: both log formats write no raw control

@@ -145,10 +145,12 @@ func (h *History) step(r *record, name string) *stepRecord {
 }
 
 // output adds text to s's output. It keeps up to twice stepBytes, so
-// that dropping the head is rare; Recent shows the last stepBytes.
-func (h *History) output(s *stepRecord, text string) {
+// that dropping the head is rare; Recent shows the last stepBytes. It
+// reports whether it dropped output.
+func (h *History) output(s *stepRecord, text string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	dropped := s.dropped
 	if over := len(text) - h.stepBytes; over > 0 { // only its tail can be shown
 		s.dropped += int64(len(s.out) + over)
 		s.out, text = s.out[:0], text[over:]
@@ -158,6 +160,7 @@ func (h *History) output(s *stepRecord, text string) {
 		s.out = slices.Clone(s.out[over:])
 		s.dropped += int64(over)
 	}
+	return s.dropped > dropped
 }
 
 // stepDone gives s its result.

@@ -90,11 +90,14 @@ func (bd *build) update(sr *stepRecord, u remote.Update, rc int) int {
 	switch u.Key {
 	case "rc":
 		return u.RC
-	case "header":
-		bd.r.cfg.History.output(sr, u.Text)
-	case "stdout", "stderr":
-		bd.r.cfg.History.output(sr, u.Text)
-		bd.print(sr.Name, u.Text)
+	case "header", "stdout", "stderr":
+		if bd.r.cfg.History.output(sr, u.Text) {
+			bd.r.cfg.LimitLog.Hit("max_step_output", limit.Bytes(int64(bd.r.cfg.History.stepBytes)), "step output dropped from memory: the page keeps its tail",
+				"builder", bd.b.Name, "build", bd.rec.ID, "step", sr.Name)
+		}
+		if u.Key != "header" {
+			bd.print(sr.Name, u.Text)
+		}
 	}
 	return rc
 }
