@@ -78,8 +78,11 @@ func (m *master) shutdown(drain, stop time.Duration) error {
 		m.log.Warn("slave manager shutdown", "err", err)
 	}
 	m.mgr.Close()
+	if err := m.pb.Shutdown(ctx); err != nil {
+		m.log.Warn("Perspective Broker server shutdown", "err", err)
+	}
 	if err := m.proto.Shutdown(ctx); err != nil {
-		m.log.Warn("slave protocol server shutdown", "err", err)
+		m.log.Warn("msgpack server shutdown", "err", err)
 	}
 	if err := m.web.Shutdown(ctx); err != nil {
 		m.log.Warn("web server shutdown", "err", err)

@@ -50,7 +50,7 @@ type options struct {
 	config       string
 	once         bool
 	logJSON      bool
-	listen, http string
+	listen, listenMsgpack, http string
 	drain, stop  time.Duration
 }
 
@@ -61,7 +61,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.config, "config", "", "configuration `file` (TOML); the embedded default if empty")
 	fs.BoolVar(&o.once, "once", false, "exit once the at_start builds have finished and every latent slave has stopped")
 	fs.BoolVar(&o.logJSON, "log-json", false, "log JSON lines instead of text")
-	fs.StringVar(&o.listen, "listen", "", "slave protocol `host:port`, instead of the configuration's master.listen")
+	fs.StringVar(&o.listen, "listen", "", "Perspective Broker's `host:port` (Buildbot's default protocol), instead of the configuration's master.listen")
+	fs.StringVar(&o.listenMsgpack, "listen-msgpack", "", "msgpack's `host:port`, instead of the configuration's master.listen_msgpack")
 	fs.StringVar(&o.http, "http", "", "status page `host:port`, instead of the configuration's master.http")
 	fs.DurationVar(&o.drain, "drain-timeout", time.Minute, "on SIGINT/SIGTERM, how long running builds may finish before they are aborted")
 	fs.DurationVar(&o.stop, "stop-timeout", 5*time.Minute, "on SIGINT/SIGTERM, how long stopping the latent instances may take")
@@ -92,6 +93,9 @@ func (o options) load() (*config.Config, error) {
 	}
 	if o.listen != "" {
 		cfg.Listen = o.listen
+	}
+	if o.listenMsgpack != "" {
+		cfg.ListenMsgpack = o.listenMsgpack
 	}
 	if o.http != "" {
 		cfg.HTTP = o.http

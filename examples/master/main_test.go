@@ -70,13 +70,13 @@ func TestEmbeddedDefaultOnce(t *testing.T) {
 	t.Setenv("TMPDIR", t.TempDir()) // the default's basedir
 	var out, errs testlog.Buffer
 	start := time.Now()
-	code := run(t.Context(), []string{"-once", "-listen", "127.0.0.1:0", "-http", "127.0.0.1:0"}, &out, &errs, nil)
+	code := run(t.Context(), []string{"-once", "-listen", "127.0.0.1:0", "-listen-msgpack", "127.0.0.1:0", "-http", "127.0.0.1:0"}, &out, &errs, nil)
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errs.String())
 	}
 	for _, want := range []string{
 		"status page: http://127.0.0.1:",
-		"buildbot-worker create-worker --protocol=msgpack_experimental_v7 ",
+		"buildbot-worker create-worker /", // no protocol flag: PB
 		"go run ./examples/slave -master 127.0.0.1:",
 		"latent slave local1: substantiating",
 		"hello #1: started on local",

@@ -20,6 +20,7 @@ import (
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/protocol"
 	"github.com/buildslave/buildslave/protocol/connlimit"
+	"github.com/buildslave/buildslave/protocol/pb"
 	"github.com/buildslave/buildslave/slave"
 )
 
@@ -45,8 +46,10 @@ type master struct {
 	atStart []*builds.Handle
 	latentC chan struct{} // signalled at every latent event
 
+	pb        *pb.Server
+	pbAddr    string // where PB slaves dial (local latent slaves too)
 	proto     *protocol.Server
-	protoAddr string // where slaves dial
+	protoAddr string // where msgpack slaves dial
 	web       *http.Server
 	webAddr   string         // where to dial the web port from this host
 	webBound  string         // where it listens
@@ -67,9 +70,14 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 			}
 		}
 	}()
-	protoLn, err := net.Listen("tcp", cfg.Listen)
+	pbLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("master.listen: %w", err)
+	}
+	cleanup = append(cleanup, func() { pbLn.Close() })
+	protoLn, err := net.Listen("tcp", cfg.ListenMsgpack)
+	if err != nil {
+		return nil, fmt.Errorf("master.listen_msgpack: %w", err)
 	}
 	cleanup = append(cleanup, func() { protoLn.Close() })
 	webLn, err := net.Listen("tcp", cfg.HTTP)
@@ -81,13 +89,13 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 	if !cfg.Web.Authenticated() && !cfg.HTTPAllowUnauthenticated && !webLn.Addr().(*net.TCPAddr).IP.IsLoopback() {
 		return nil, fmt.Errorf("master.http: %s is reachable from other hosts, without authentication: set http_token_file or http_basic_auth_file, or http_allow_unauthenticated = true", m.webBound)
 	}
-	m.protoAddr, m.webAddr = dialable(protoLn.Addr()), dialable(webLn.Addr())
+	m.pbAddr, m.protoAddr, m.webAddr = dialable(pbLn.Addr()), dialable(protoLn.Addr()), dialable(webLn.Addr())
 
 	metrics := status.NewMetrics(nil)
 	notifier := metrics.Notifier(cfg.Manager.Notifier, log)
 	slaves := append([]*slave.Slave(nil), cfg.Slaves...)
 	for _, l := range cfg.Latents {
-		d, err := l.Driver(config.DriverEnv{Master: m.protoAddr, Output: slaveOut, Logger: log})
+		d, err := l.Driver(config.DriverEnv{Master: m.pbAddr, Output: slaveOut, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("latent slave %s: %w", l.Name, err)
 		}
@@ -137,6 +145,7 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 	// Both transports share one cap on connections before login: they
 	// share one file limit.
 	lim := &connlimit.Limiter{Logger: log}
+	m.pb = &pb.Server{Manager: m.mgr, Builders: m.runner.Builders(), AttachTimeout: cfg.AttachTimeout, Limiter: lim, Logger: log}
 	m.proto = &protocol.Server{TLSConfig: cfg.TLS, Limiter: lim, Handler: &protocol.Handler{Manager: m.mgr, Builders: m.runner.Builders(),
 		AttachTimeout: cfg.AttachTimeout, Logger: log}}
 
@@ -144,7 +153,8 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 	m.events = cancel
 	m.wg.Go(func() { m.slaveProgress(events) })
 	m.wg.Go(func() { m.serve("web", m.web.Serve(guard.Listener(webLn))) })
-	m.wg.Go(func() { m.serve("slave protocol", m.proto.Serve(protoLn)) })
+	m.wg.Go(func() { m.serve("Perspective Broker", m.pb.Serve(pbLn)) })
+	m.wg.Go(func() { m.serve("msgpack", m.proto.Serve(protoLn)) })
 	m.banner()
 	m.atStart = m.scheds.Start(cfg.Schedules)
 	return m, nil
@@ -171,7 +181,7 @@ func escapeArgs(args []any) []any {
 
 // serve logs why a server stopped, unless it was shut down.
 func (m *master) serve(what string, err error) {
-	if !errors.Is(err, http.ErrServerClosed) {
+	if !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, pb.ErrServerClosed) {
 		m.log.Error(what+" server stopped", "err", err)
 	}
 }

@@ -25,7 +25,7 @@ import (
 // own, with its basedir in the test's directory.
 func testConfig(t *testing.T, toml string) *config.Config {
 	t.Helper()
-	toml = strings.Replace(toml, "[master]", "[master]\nlisten = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nbasedir = \""+t.TempDir()+"\"", 1)
+	toml = strings.Replace(toml, "[master]", "[master]\nlisten = \"127.0.0.1:0\"\nlisten_msgpack = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nbasedir = \""+t.TempDir()+"\"", 1)
 	cfg, err := config.Parse("test.toml", []byte(toml), os.LookupEnv)
 	if err != nil {
 		t.Fatal(err)
@@ -261,16 +261,29 @@ func TestShutdownNamesTheInstanceItCouldNotStop(t *testing.T) {
 }
 
 // TestStockWorkerOnTheStaticSlot attaches Debian's buildbot-worker to the
-// embedded default's static slot, as the banner says, and runs a build.
+// embedded default's static slot, as the banner says — created with
+// create-worker's defaults (Perspective Broker), and with msgpack — and
+// runs a build.
 func TestStockWorkerOnTheStaticSlot(t *testing.T) {
+	for _, proto := range []string{client.PB, client.Msgpack} {
+		t.Run(proto, func(t *testing.T) { testStockWorkerOnTheStaticSlot(t, proto) })
+	}
+}
+
+func testStockWorkerOnTheStaticSlot(t *testing.T, proto string) {
 	integration.Require(t, "buildbot-worker")
 	cfg, err := config.Parse(defaultName, defaultConfig, os.LookupEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Listen, cfg.HTTP, cfg.Basedir, cfg.Schedules = "127.0.0.1:0", "127.0.0.1:0", t.TempDir(), nil
+	cfg.Listen, cfg.ListenMsgpack, cfg.HTTP, cfg.Basedir, cfg.Schedules = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", t.TempDir(), nil
 	m, out := startMaster(t, cfg)
-	w := integration.NewWorker(t, m.protoAddr, "static1", cfg.Raw.Slaves[0].Password)
+	var w *integration.Worker
+	if proto == client.PB {
+		w = integration.NewPBWorker(t, m.pbAddr, "static1", cfg.Raw.Slaves[0].Password)
+	} else {
+		w = integration.NewWorker(t, m.protoAddr, "static1", cfg.Raw.Slaves[0].Password)
+	}
 	w.Start()
 	eventually(t, 60*time.Second, "the stock worker attached", func() bool { st, _ := m.mgr.State("static1"); return st.Attached })
 	h, err := m.runner.Force("on-static", "test")

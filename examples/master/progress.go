@@ -25,7 +25,7 @@ func (m *master) banner() {
 		web = "listening on " + m.webBound + " (every interface), " + web
 	}
 	m.progress("status page: http://%s/  (%s; JSON: /api/status, metrics: /metrics, force: POST %s?builder=NAME)", m.webAddr, web, forcePath)
-	m.progress("slaves attach to %s://%s/ (%s)", m.scheme(), m.protoAddr, cfg.File)
+	m.progress("slaves attach over Perspective Broker (every Buildbot slave's default) to %s, over msgpack to %s://%s/ (%s)", m.pbAddr, m.scheme(), m.protoAddr, cfg.File)
 	for _, s := range cfg.Raw.Slaves[:min(len(cfg.Raw.Slaves), bannerSlaves)] {
 		// The embedded default's password is public; a real one is never shown.
 		pw := "$PASSWORD"
@@ -35,12 +35,9 @@ func (m *master) banner() {
 		dir := filepath.Join(cfg.Basedir, "workers", s.Name)
 		var b strings.Builder
 		fmt.Fprintf(&b, "static slave %q waits for a slave; attach a stock one with\n", s.Name)
-		fmt.Fprintf(&b, "      buildbot-worker create-worker --protocol=msgpack_experimental_v7 %s %s %s '%s' && buildbot-worker start %s\n", dir, m.protoAddr, s.Name, pw, dir)
+		fmt.Fprintf(&b, "      buildbot-worker create-worker %s %s %s '%s' && buildbot-worker start %s\n", dir, m.pbAddr, s.Name, pw, dir)
 		fmt.Fprintf(&b, "    or our Go slave with\n")
-		fmt.Fprintf(&b, "      BUILDSLAVE_PASSWORD='%s' go run ./examples/slave -master %s -name %s -basedir %s", pw, m.protoAddr, s.Name, dir)
-		if cfg.TLS != nil {
-			fmt.Fprintf(&b, " -ca %s", cfg.TLSCert)
-		}
+		fmt.Fprintf(&b, "      BUILDSLAVE_PASSWORD='%s' go run ./examples/slave -master %s -name %s -basedir %s", pw, m.pbAddr, s.Name, dir)
 		m.progress("%s", b.String())
 	}
 	if n := len(cfg.Raw.Slaves) - bannerSlaves; n > 0 {

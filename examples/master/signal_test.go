@@ -17,6 +17,7 @@ func TestSignals(t *testing.T) {
 	const cfg = `
 [master]
 listen = "127.0.0.1:0"
+listen_msgpack = "127.0.0.1:0"
 http = "127.0.0.1:0"
 [[slaves]]
 name = "s1"
@@ -58,6 +59,7 @@ func TestSIGTERMCancelsQueuedBuilds(t *testing.T) {
 	path := writeFile(t, `
 [master]
 listen = "127.0.0.1:0"
+listen_msgpack = "127.0.0.1:0"
 http = "127.0.0.1:0"
 basedir = "`+t.TempDir()+`"
 [[slaves]]

@@ -28,8 +28,12 @@ import (
 
 // Defaults of the [master] table.
 const (
-	DefaultListen  = "127.0.0.1:9989"
-	DefaultHTTP    = "127.0.0.1:8010"
+	// DefaultListen is where slaves attach over Perspective Broker, on
+	// Buildbot's usual port: stock buildbot-workers need no flag for it.
+	DefaultListen = "127.0.0.1:9989"
+	// DefaultListenMsgpack is where slaves attach over msgpack.
+	DefaultListenMsgpack = "127.0.0.1:9990"
+	DefaultHTTP          = "127.0.0.1:8010"
 	DefaultHistory = 100
 )
 
@@ -38,9 +42,10 @@ type Config struct {
 	File string // the file's name, for messages
 	Raw  File   // as written, to tell what a reconfiguration changes
 
-	Listen  string      // the slave protocol's host:port
-	HTTP    string      // the web page's host:port
-	TLS     *tls.Config // nil: ws://; else wss:// with this certificate
+	Listen        string      // Perspective Broker's host:port
+	ListenMsgpack string      // msgpack's host:port
+	HTTP          string      // the web page's host:port
+	TLS           *tls.Config // msgpack's: nil: ws://; else wss:// with this certificate
 	TLSCert string      // the certificate's file, for local slaves to trust
 	LogJSON bool
 	Basedir string // the master's directory: uploads/, local slaves' basedirs
@@ -129,6 +134,7 @@ func (p *problems) unknownKeys(keys []toml.Key) {
 func (c *Config) master(p *problems, ctx *parseContext, m Master, hasLatent bool) {
 	e := p.entry("master", "")
 	c.Listen = cmp.Or(m.Listen, DefaultListen)
+	c.ListenMsgpack = cmp.Or(m.ListenMsgpack, DefaultListenMsgpack)
 	c.HTTP = cmp.Or(m.HTTP, DefaultHTTP)
 	if m.LogFormat != "" {
 		e.oneOf("log_format", m.LogFormat, "text", "json")

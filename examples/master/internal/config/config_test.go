@@ -35,6 +35,7 @@ func mustParse(t *testing.T, src string) *Config {
 const full = `
 [master]
 listen = "127.0.0.1:19989"
+listen_msgpack = "127.0.0.1:19990"
 http = "127.0.0.1:18010"
 master_id = "m1"
 log_format = "json"
@@ -102,7 +103,7 @@ at_start = true
 
 func TestParseEveryField(t *testing.T) {
 	c := mustParse(t, full)
-	if c.Listen != "127.0.0.1:19989" || c.HTTP != "127.0.0.1:18010" || !c.LogJSON || c.History != 7 {
+	if c.Listen != "127.0.0.1:19989" || c.ListenMsgpack != "127.0.0.1:19990" || c.HTTP != "127.0.0.1:18010" || !c.LogJSON || c.History != 7 {
 		t.Errorf("master: %+v", c)
 	}
 	lc := c.Lifecycle
@@ -153,7 +154,7 @@ func TestPasswordFileAndDefaults(t *testing.T) {
 	if !c.Slaves[0].CheckPassword("from-file") {
 		t.Error("password_file not read relative to the file")
 	}
-	if c.Listen != DefaultListen || c.HTTP != DefaultHTTP || c.History != DefaultHistory || c.Slaves[0].KeepaliveInterval() != slave.DefaultKeepaliveInterval {
+	if c.Listen != DefaultListen || c.ListenMsgpack != DefaultListenMsgpack || c.HTTP != DefaultHTTP || c.History != DefaultHistory || c.Slaves[0].KeepaliveInterval() != slave.DefaultKeepaliveInterval {
 		t.Errorf("defaults: %+v", c)
 	}
 	// A latent slave without a password gets a random one; the default

@@ -17,6 +17,7 @@ type File struct {
 // of the slave manager and the latent lifecycle.
 type Master struct {
 	Listen               string   `toml:"listen"`
+	ListenMsgpack        string   `toml:"listen_msgpack"`
 	HTTP                 string   `toml:"http"`
 	MasterID             string   `toml:"master_id"`
 	LogFormat            string   `toml:"log_format"`

@@ -142,9 +142,7 @@ func (c *Config) localDriver(e entry, ctx *parseContext, l LatentEntry, pw strin
 		if err != nil {
 			e.add("local.program", "cannot find this master's executable (%v): give a slave program", err)
 		}
-		// The master serves msgpack; the Go slave speaks PB to a host:port
-		// unless told otherwise.
-		program, args = exe, append([]string{"slave", "-protocol", "msgpack"}, lc.Args...)
+		program, args = exe, append([]string{"slave"}, lc.Args...)
 	}
 	basedir := ctx.path(lc.Basedir)
 	if basedir == "" {
