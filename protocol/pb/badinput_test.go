@@ -431,12 +431,16 @@ func TestBadSilentMidAttach(t *testing.T) {
 // TestBadManySilentMidAttach: ten slaves silent mid-attach at once do not
 // delay another slave's attach; they are dropped at the step's deadline.
 func TestBadManySilentMidAttach(t *testing.T) {
-	tm := newTestMaster(t, func(s *Server) { s.StepTimeout = 3 * time.Second })
+	names := []string{"good1"}
+	for i := range 10 {
+		names = append(names, fmt.Sprintf("bad%d", i))
+	}
+	tm := newTestMasterOf(t, names, func(s *Server) { s.StepTimeout = 3 * time.Second })
 	var silent []*rawPeer
-	for range 10 {
+	for _, name := range names[1:] { // one name each: a name attaches once at a time
 		p := tm.dialRaw()
-		challenge, challenger := p.login("bad")
-		p.respond(challenge, challenger, "pw-bad")
+		challenge, challenger := p.login(name)
+		p.respond(challenge, challenger, "pw-"+name)
 		silent = append(silent, p)
 	}
 	for _, p := range silent {

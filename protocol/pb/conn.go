@@ -260,13 +260,18 @@ func (ch *challenger) Call(method string, args Tuple, _ map[string]any) (any, er
 	if again {
 		return nil, fmt.Errorf("%w: a second respond on one connection", ErrMalformed)
 	}
-	if err := c.s.Manager.Verify(ch.name, md5Proof{ch.challenge, response}, c.RemoteAddr()); err != nil {
+	// The name is held for this connection until its attach is over.
+	attaching, attached := context.WithCancel(c.Context())
+	if err := c.s.Manager.Login(attaching, ch.name, md5Proof{ch.challenge, response}, c.RemoteAddr()); err != nil {
+		attached()
 		return nil, &fatal{&refusedError{err}, &failure{parents: excUnauthorizedLogin}}
 	}
 	connlimit.Admit(c.b.conn) // logged in: no longer counts against Server.Limiter
 	c.name, c.mind = ch.name, mind
 	return Later(func(context.Context) (any, error) {
-		if err := c.attach(); err != nil {
+		err := c.attach()
+		attached()
+		if err != nil {
 			return nil, &fatal{err, &failure{parents: excUnauthorizedLogin, text: err.Error()}}
 		}
 		return perspective{c}, nil

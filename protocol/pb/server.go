@@ -16,9 +16,10 @@ import (
 // Manager is what a Server needs of the slave manager; *slave.Manager
 // implements it.
 type Manager interface {
-	// Verify checks a login; any error refuses it. It logs the refusal
-	// itself.
-	Verify(name string, proof slave.Proof, remoteAddr string) error
+	// Login checks a login and holds the name until ctx ends, so that
+	// one connection per name is past login and not yet attached; any
+	// error refuses it. It logs the refusal itself.
+	Login(ctx context.Context, name string, proof slave.Proof, remoteAddr string) error
 	// Attach registers an authenticated, set-up connection; an error
 	// refuses it.
 	Attach(ctx context.Context, name string, c slave.Conn) error
