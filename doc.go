@@ -39,7 +39,7 @@
 //	defer m.Close()
 //
 //	// A transport authenticates each login and attaches the connection:
-//	//   m.Authenticate(name, password, remoteAddr); m.Attach(ctx, name, conn)
+//	//   m.Login(ctx, name, proof, remoteAddr); m.Attach(ctx, name, conn)
 //
 //	build, err := m.Acquire(ctx, "bot-linux") // waits for a free slot
 //	if err != nil {

@@ -95,7 +95,7 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 	notifier := metrics.Notifier(cfg.Manager.Notifier, log)
 	slaves := append([]*slave.Slave(nil), cfg.Slaves...)
 	for _, l := range cfg.Latents {
-		d, err := l.Driver(config.DriverEnv{Master: m.pbAddr, Output: slaveOut, Logger: log})
+		d, err := l.Driver(config.DriverEnv{Master: m.pbAddr, MasterMsgpack: m.protoAddr, Output: slaveOut, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("latent slave %s: %w", l.Name, err)
 		}

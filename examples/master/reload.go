@@ -83,7 +83,7 @@ func (m *master) reconfigure(cfg *config.Config) error {
 	m.scheds.Replace(cfg.Schedules)
 	kept := *cfg
 	kept.Raw.Master, kept.Raw.Mail, kept.Latents = old.Raw.Master, old.Raw.Mail, old.Latents
-	kept.Listen, kept.HTTP, kept.TLS, kept.TLSCert, kept.Basedir = old.Listen, old.HTTP, old.TLS, old.TLSCert, old.Basedir
+	kept.Listen, kept.ListenMsgpack, kept.HTTP, kept.TLS, kept.TLSCert, kept.Basedir = old.Listen, old.ListenMsgpack, old.HTTP, old.TLS, old.TLSCert, old.Basedir
 	m.mu.Lock()
 	m.cfg = &kept
 	m.mu.Unlock()

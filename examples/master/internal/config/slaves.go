@@ -34,9 +34,12 @@ type Latent struct {
 
 // DriverEnv is what building a driver needs beyond the file.
 type DriverEnv struct {
-	// Master is the host:port the protocol listens on: local slaves dial
-	// it, and EC2 instances do unless master_address says otherwise.
+	// Master is the host:port Perspective Broker listens on: local slaves
+	// dial it, and EC2 instances do unless master_address says otherwise.
 	Master string
+	// MasterMsgpack is the host:port msgpack listens on: local slaves dial
+	// it with TLS when tls_cert is set (PB has no TLS here).
+	MasterMsgpack string
 	// Output receives local slaves' standard output and error.
 	Output io.Writer
 	Logger *slog.Logger
@@ -118,7 +121,7 @@ func (c *Config) latent(e entry, ctx *parseContext, l LatentEntry) (Latent, bool
 	if build == nil {
 		return Latent{}, false
 	}
-	d, err := build(DriverEnv{Master: c.Listen, Logger: slog.New(slog.DiscardHandler)})
+	d, err := build(DriverEnv{Master: c.Listen, MasterMsgpack: c.ListenMsgpack, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		e.addErr(l.Kind, err)
 		return Latent{}, false
@@ -149,8 +152,9 @@ func (c *Config) localDriver(e entry, ctx *parseContext, l LatentEntry, pw strin
 		basedir = filepath.Join(c.Basedir, "slaves", l.Name)
 	}
 	env := lc.Env
-	if c.TLSCert != "" {
-		env = append(env, "BUILDSLAVE_TLS=true", "BUILDSLAVE_CA="+c.TLSCert)
+	tls := c.TLSCert != ""
+	if tls { // over msgpack, whose wss:// verifies the master
+		env = append(env, "BUILDSLAVE_PROTOCOL=msgpack", "BUILDSLAVE_TLS=true", "BUILDSLAVE_CA="+c.TLSCert)
 	}
 	kill := e.duration("local.kill_timeout", lc.KillTimeout, 0, positive)
 	return func(de DriverEnv) (latent.LatentSlave, error) {
@@ -158,8 +162,12 @@ func (c *Config) localDriver(e entry, ctx *parseContext, l LatentEntry, pw strin
 		if err != nil {
 			return nil, err
 		}
+		master := de.Master
+		if tls {
+			master = de.MasterMsgpack
+		}
 		return local.New(local.Config{Slave: s, BuildWaitTimeout: wait, Program: program, Args: args,
-			Master: de.Master, Basedir: basedir, Env: env, Output: de.Output, KillTimeout: kill})
+			Master: master, Basedir: basedir, Env: env, Output: de.Output, KillTimeout: kill})
 	}
 }
 
