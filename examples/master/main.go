@@ -47,11 +47,11 @@ func main() {
 
 // options are the command line's settings.
 type options struct {
-	config       string
-	once         bool
-	logJSON      bool
+	config                      string
+	once                        bool
+	logJSON                     bool
 	listen, listenMsgpack, http string
-	drain, stop  time.Duration
+	drain, stop                 time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {

@@ -34,7 +34,7 @@ const (
 	// DefaultListenMsgpack is where slaves attach over msgpack.
 	DefaultListenMsgpack = "127.0.0.1:9990"
 	DefaultHTTP          = "127.0.0.1:8010"
-	DefaultHistory = 100
+	DefaultHistory       = 100
 )
 
 // Config is a valid configuration in the library's values.
@@ -46,10 +46,10 @@ type Config struct {
 	ListenMsgpack string      // msgpack's host:port
 	HTTP          string      // the web page's host:port
 	TLS           *tls.Config // msgpack's: nil: ws://; else wss:// with this certificate
-	TLSCert string      // the certificate's file, for local slaves to trust
-	LogJSON bool
-	Basedir string // the master's directory: uploads/, local slaves' basedirs
-	History int    // how many builds the history keeps
+	TLSCert       string      // the certificate's file, for local slaves to trust
+	LogJSON       bool
+	Basedir       string // the master's directory: uploads/, local slaves' basedirs
+	History       int    // how many builds the history keeps
 	// StepOutput is how many bytes of each step's output the history
 	// keeps.
 	StepOutput  int
