@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,7 +24,8 @@ const (
 // the network needs: a slow or silent client is dropped before its upgrade
 // completes, headers are small, and connections that have not logged in
 // yet are capped in total and per address (Limiter) so that they cannot
-// take the file descriptors attached slaves need. Set Handler; set
+// take the file descriptors attached slaves need. Set Handler (Serve
+// refuses to start without one, or without its Manager); set
 // TLSConfig (with a certificate) to serve wss:// instead of ws://.
 type Server struct {
 	Handler   *Handler
@@ -51,8 +53,29 @@ type Server struct {
 // on, for the Handler to admit it to the Limiter.
 type netConnKey struct{}
 
-// ListenAndServe listens on the TCP address addr and calls Serve.
+// ErrNoHandler is wrapped by the error Serve and ListenAndServe return for
+// a Server whose Handler, or the Handler's Manager, is not set.
+var ErrNoHandler = errors.New("protocol: Server.Handler is nil: set it to a *protocol.Handler with a Manager")
+
+// check returns an error wrapping ErrNoHandler, naming the field to set,
+// if the Server cannot serve.
+func (s *Server) check() error {
+	if s.Handler == nil {
+		return ErrNoHandler
+	}
+	if s.Handler.Manager == nil {
+		return fmt.Errorf("protocol: Server.Handler.Manager is nil: set it to the slave.Manager slaves attach to (%w)", ErrNoHandler)
+	}
+	return nil
+}
+
+// ListenAndServe listens on the TCP address addr and calls Serve. A
+// Server with no Handler (or a Handler with no Manager) returns an error
+// wrapping ErrNoHandler without listening.
 func (s *Server) ListenAndServe(addr string) error {
+	if err := s.check(); err != nil {
+		return err
+	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -63,8 +86,14 @@ func (s *Server) ListenAndServe(addr string) error {
 // Serve accepts connections on l until Shutdown or Close, and returns
 // http.ErrServerClosed then. It closes l.
 // It may be called on several listeners; the fields are read once, by the
-// first call.
+// first call. A Server with no Handler (or a Handler with no Manager)
+// serves nothing: Serve closes l and returns an error wrapping
+// ErrNoHandler that names the field to set.
 func (s *Server) Serve(l net.Listener) error {
+	if err := s.check(); err != nil {
+		l.Close()
+		return err
+	}
 	s.once.Do(func() {
 		s.srv.Handler = s.Handler
 		s.srv.ReadHeaderTimeout = orDefault(s.ReadHeaderTimeout, DefaultReadHeaderTimeout)
@@ -94,10 +123,16 @@ func (s *Server) Serve(l net.Listener) error {
 // every slave connection is dropped and its goroutine waited for, until
 // ctx's deadline.
 func (s *Server) Shutdown(ctx context.Context) error {
+	if s.Handler == nil {
+		return s.srv.Shutdown(ctx)
+	}
 	return errors.Join(s.srv.Shutdown(ctx), s.Handler.Shutdown(ctx))
 }
 
 // Close stops accepting connections and closes the Handler.
 func (s *Server) Close() error {
+	if s.Handler == nil {
+		return s.srv.Close()
+	}
 	return errors.Join(s.srv.Close(), s.Handler.Close())
 }

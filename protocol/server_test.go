@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -97,5 +98,39 @@ func TestShutdownDropsConnectionsAndRefusesNew(t *testing.T) {
 	var he *wire.HandshakeError
 	if !errors.As(err, &he) || he.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("dial after Shutdown = %v", err)
+	}
+}
+
+func TestServerWithoutHandlerSaysWhatToSet(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		s     *Server
+		field string
+	}{
+		{"no Handler", &Server{}, "Server.Handler"},
+		{"no Manager", &Server{Handler: &Handler{}}, "Server.Handler.Manager"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = tc.s.Serve(l)
+			if !errors.Is(err, ErrNoHandler) || !strings.Contains(err.Error(), tc.field+" is nil") {
+				t.Errorf("Serve = %v, want an error wrapping ErrNoHandler naming %s", err, tc.field)
+			}
+			if _, err := l.Accept(); err == nil {
+				t.Error("Serve left the listener open")
+			}
+			if err := tc.s.ListenAndServe("127.0.0.1:0"); !errors.Is(err, ErrNoHandler) {
+				t.Errorf("ListenAndServe = %v, want ErrNoHandler", err)
+			}
+			if err := tc.s.Shutdown(context.Background()); err != nil {
+				t.Errorf("Shutdown = %v", err)
+			}
+			if err := tc.s.Close(); err != nil {
+				t.Errorf("Close = %v", err)
+			}
+		})
 	}
 }
