@@ -69,10 +69,11 @@ func (s Settings) args() map[string]any {
 
 // Handler accepts slave connections: it is the http.Handler of the
 // protocol's WebSocket endpoint (any path). Each attached connection is
-// registered with the manager as a *Conn; the application runs remote
-// commands through Conn.Start, reaching a build's connection as
-// build.Conn().(*protocol.Conn). Set Manager; the other fields
-// are optional and must not change once serving starts.
+// registered with the manager as a *Conn, which is a remote.Commander: the
+// application runs a build's commands with
+// remote.Start(ctx, build.Conn(), req), whichever transport the slave
+// attached over. Set Manager; the other fields are optional and must not
+// change once serving starts.
 //
 // Each connection is authenticated with HTTP Basic auth through
 // Manager.Login (401 for a missing header, an unknown name or a wrong

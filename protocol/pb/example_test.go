@@ -47,10 +47,10 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer build.Release()
-	conn := build.Conn().(*pb.Conn) // or any remote.Commander
-	fmt.Println("attached:", conn.Name(), "running", conn.Info().Version)
+	fmt.Println("attached:", build.Slave(), "running", build.Conn().Info().Version)
 
-	cmd, err := conn.Start(ctx, remote.Request{Name: "shell", Builder: "hello", Args: map[string]any{
+	// The same call runs a command over either transport.
+	cmd, err := remote.Start(ctx, build.Conn(), remote.Request{Name: "shell", Builder: "hello", Args: map[string]any{
 		"workdir": "/tmp", "command": "echo hello"}})
 	if err != nil {
 		log.Fatal(err)

@@ -1,9 +1,13 @@
 // Package remote is the transport-neutral side of remote commands: what a build asks a slave to run (Request), what comes back (Update), and the Command that carries it, over msgpack (package protocol) and Perspective Broker (package protocol/pb) alike.
 //
-// A build reaches its slave's connection as build.Conn(), which every
-// transport's connection implements as a Commander:
+// A build reaches its slave's connection as build.Conn(); Start runs a
+// command there, whatever the transport:
 //
-//	cmd, err := build.Conn().(remote.Commander).Start(ctx, remote.Request{Name: "shell", Args: args})
+//	cmd, err := remote.Start(ctx, build.Conn(), remote.Request{Name: "shell", Args: args})
+//
+// Every transport's connection (protocol.Conn, pb.Conn) is a Commander;
+// Start returns an error wrapping ErrNoCommands for a connection that is
+// not, such as an in-memory test connection.
 //
 // Transports create Commands with New and drive them through the Progress
 // it returns; applications only ever see the Command.
@@ -17,14 +21,33 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/buildslave/buildslave/slave"
 )
 
-// Commander starts remote commands on a slave: protocol.Conn and pb.Conn
-// are Commanders.
+// Commander starts remote commands on a slave: protocol.Conn and pb.Conn,
+// the connections of every transport, are Commanders.
 type Commander interface {
 	// Start starts a command on the slave and returns once the slave has
 	// accepted it.
 	Start(ctx context.Context, req Request) (*Command, error)
+}
+
+// ErrNoCommands is wrapped by the error Start returns for a connection
+// that cannot run remote commands.
+var ErrNoCommands = errors.New("connection runs no remote commands")
+
+// Start starts req on conn, a build's connection (build.Conn()), and
+// returns once the slave has accepted it. conn runs commands if it is a
+// Commander, as the connections of every transport are; for any other
+// connection Start returns an error wrapping ErrNoCommands that names its
+// type.
+func Start(ctx context.Context, conn slave.Conn, req Request) (*Command, error) {
+	c, ok := conn.(Commander)
+	if !ok {
+		return nil, fmt.Errorf("remote: %T is not a remote.Commander: %w", conn, ErrNoCommands)
+	}
+	return c.Start(ctx, req)
 }
 
 // Request describes a remote command for Commander.Start.
