@@ -106,7 +106,7 @@ func NewClient(opts ...Option) (*Client, error) {
 }
 
 // ClientConfigError is NewClient's error for one invalid option, naming
-// it after the seed's keyword argument.
+// it after EC2LatentBuildSlave's keyword argument.
 type ClientConfigError struct {
 	Field  string
 	Reason string

@@ -26,7 +26,7 @@ type credentialSource struct {
 	id string
 }
 
-// resolveCredentials applies the seed's precedence: identifier and
+// resolveCredentials applies the precedence of Buildbot 0.8.6's manual: identifier and
 // secret_identifier, else aws_id_file_path, else ~/.ec2/aws_id if it
 // exists, else the SDK's default credential chain. Only a ~/.ec2/aws_id
 // that does not exist falls through to the chain; one that cannot be

@@ -1,4 +1,4 @@
-// Package ec2 runs latent build slaves on Amazon EC2 instances, the seed's EC2LatentBuildSlave, on aws-sdk-go-v2.
+// Package ec2 runs latent build slaves on Amazon EC2 instances, Buildbot 0.8.6's EC2LatentBuildSlave, on aws-sdk-go-v2.
 //
 // # Who owns what
 //
@@ -15,7 +15,7 @@
 //     Client with NewClient, gives it to each slave with WithClient, and
 //     closes it after the latent Lifecycle driving those slaves has shut
 //     down.
-//   - A slave built without WithClient, as the seed's EC2LatentBuildSlave
+//   - A slave built without WithClient, as Buildbot's EC2LatentBuildSlave
 //     is (keys and region among its own options), makes a Client of its
 //     own; the slave's Close closes it.
 //
@@ -47,10 +47,11 @@ import (
 	"github.com/buildslave/buildslave/slave"
 )
 
-// Defaults from the seed's EC2LatentBuildSlave, and this package's own.
+// Defaults from Buildbot 0.8.6's EC2LatentBuildSlave, and this package's own.
 const (
 	// DefaultMissingTimeout is how long a started instance may take to
-	// attach (the seed: missing_timeout defaults to 20 minutes).
+	// attach (missing_timeout: 20 minutes for a latent slave, as in
+	// Buildbot 0.8.6's manual).
 	DefaultMissingTimeout = latent.DefaultMissingTimeout
 	// DefaultBuildWaitTimeout is how long an idle instance is kept after a
 	// build (build_wait_timeout).
@@ -79,8 +80,9 @@ const (
 	SlaveTag  = "buildslave:slave"  // the slave's name
 )
 
-// Slave is an EC2 latent slave: the seed's EC2LatentBuildSlave. Build it
-// with New, configured the way the seed configures EC2LatentBuildSlave:
+// Slave is an EC2 latent slave: Buildbot 0.8.6's EC2LatentBuildSlave.
+// Build it with New, configured the way Buildbot 0.8.6's manual configures
+// EC2LatentBuildSlave:
 //
 //	bot1, err := ec2.New("bot1", "sekrit", "m1.large",
 //		ec2.AMI("ami-12345"),
@@ -112,7 +114,8 @@ var (
 	_ latent.Checker     = (*Slave)(nil)
 )
 
-// settings holds what the Options set, named after the seed's arguments.
+// settings holds what the Options set, named after EC2LatentBuildSlave's
+// arguments.
 type settings struct {
 	slaveOptions          []slave.Option
 	ami                   string
@@ -143,7 +146,7 @@ type settings struct {
 	logger                *slog.Logger
 	client                *Client
 	withClient            bool
-	// The options given, by the seed's keyword: a slave's own, refused
+	// The options given, by EC2LatentBuildSlave's keyword: a slave's own, refused
 	// by NewClient, and a Client's, refused by New next to WithClient.
 	slaveFields, clientFields []string
 }
@@ -160,7 +163,7 @@ func defaultSettings() settings {
 }
 
 // Option sets one of a Slave's optional settings, or a Client's; each is
-// named after the seed's keyword argument where it has one. The Client's
+// named after EC2LatentBuildSlave's keyword argument where it has one. The Client's
 // are Region, Endpoint, Identifier, SecretIdentifier, AWSIDFilePath,
 // PollInterval and Retry; Logger is both; the others are a slave's.
 type Option func(*settings)
@@ -360,8 +363,9 @@ type UserDataVars struct {
 }
 
 // New builds an EC2 latent slave from a name, a password and an instance
-// type, the seed's three required arguments, plus options, and validates
-// it; the errors are *slave.ConfigError naming the seed's field. New reads
+// type, EC2LatentBuildSlave's three required arguments, plus options, and
+// validates it; the errors are *slave.ConfigError naming the field by its
+// EC2LatentBuildSlave keyword (ami, instance_type, ...). New reads
 // the credentials (and warns if their file is readable by others) but
 // makes no EC2 call.
 func New(name, password, instanceType string, opts ...Option) (*Slave, error) {

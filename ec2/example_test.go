@@ -13,7 +13,7 @@ import (
 )
 
 // fakeEC2 starts the fake endpoint the examples talk to instead of AWS,
-// with the images the seed's examples choose among.
+// with the images the examples of Buildbot 0.8.6's manual choose among.
 func fakeEC2() *ec2test.Server {
 	fake := ec2test.NewServer(ec2test.Options{})
 	for _, img := range []ec2test.Image{
@@ -41,7 +41,7 @@ func startStop(bot *ec2.Slave, fake *ec2test.Server) {
 	fmt.Println(inst.ID, fake.Instances()[0].State)
 }
 
-// The seed's simplest EC2LatentBuildSlave: name, password, instance type,
+// The simplest EC2LatentBuildSlave of Buildbot 0.8.6's manual: name, password, instance type,
 // the AMI, and the AWS keys.
 //
 //	EC2LatentBuildSlave('bot1', 'sekrit', 'm1.large',

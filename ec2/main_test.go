@@ -10,7 +10,7 @@ import (
 // TestMain keeps the tests away from the developer's and CI's own AWS
 // settings, and so from AWS: no credentials, profile, region or endpoint
 // from the environment, no instance metadata service, and a home whose
-// ~/.ec2/aws_id holds the seed's example keys.
+// ~/.ec2/aws_id holds the example keys of Buildbot 0.8.6's manual.
 func TestMain(m *testing.M) {
 	home, err := os.MkdirTemp("", "ec2-test-home")
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 	"github.com/buildslave/buildslave/slave"
 )
 
-// The seed's on-demand VM: the slave and the domain are both called
+// The on-demand VM of Buildbot 0.8.6's manual: the slave and the domain are both called
 // minion1, and every start boots a fresh clone of base_image written to
 // minion1's disk, thrown away after the build.
 //

@@ -1,4 +1,4 @@
-// Package libvirt runs latent build slaves as libvirt domains: the seed's LibVirtBuildSlave on top of go-libvirt.
+// Package libvirt runs latent build slaves as libvirt domains: Buildbot 0.8.6's LibVirtBuildSlave on top of go-libvirt.
 package libvirt
 
 import (
@@ -30,7 +30,7 @@ const (
 	DefaultMissingTimeout = latent.DefaultMissingTimeout
 )
 
-// Slave is a libvirt latent slave: the seed's
+// Slave is a libvirt latent slave: Buildbot 0.8.6's
 // LibVirtBuildSlave(name, password, hd_image, base_image). Build one with
 // New and Close it when done; its methods are safe for concurrent use.
 type Slave struct {
@@ -107,7 +107,7 @@ func GuestEnv(kv ...string) Option {
 // SMBIOSOEMStrings otherwise.
 func Deliver(d EnvDelivery) Option { return func(c *config) { c.deliver = d } }
 
-// With applies options of a normal slave: slave.Properties,
+// SlaveOptions applies options of a normal slave: slave.Properties,
 // slave.MaxBuilds, slave.KeepaliveInterval, slave.NotifyOnMissing and
 // slave.MissingTimeout (20 minutes by default for a libvirt slave).
 func SlaveOptions(opts ...slave.Option) Option {

@@ -47,7 +47,7 @@ func ExampleMail_SlaveMissing() {
 	// Host:           Solaris 11 on a T2000
 }
 
-// The seed's recipe for a MailNotifier that sends missing-slave mail but no
+// The recipe of Buildbot 0.8.6's manual for a MailNotifier that sends missing-slave mail but no
 // build mail:
 //
 //	m = mail.MailNotifier(fromaddr="buildbot@localhost", builders=[],

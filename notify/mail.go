@@ -30,8 +30,8 @@ const (
 // subject to its builders filter.
 //
 // Zero fields mean defaults, so &Mail{} sends from "buildslave@<hostname>"
-// through localhost:25 and wants build mail for every builder. The seed's
-// recipe for missing-slave mail only is
+// through localhost:25 and wants build mail for every builder. The recipe
+// of Buildbot 0.8.6's manual for missing-slave mail only is
 //
 //	&notify.Mail{FromAddr: "buildbot@localhost", Builders: []string{}, RelayHost: "mail.example.org:25"}
 //
@@ -72,7 +72,8 @@ type Mail struct {
 var _ Notifier = (*Mail)(nil)
 
 // Default returns the configuration used for missing-slave mail when the
-// application configures no Mail, as the seed promises: from
+// application configures no Mail, as Buildbot 0.8.6's manual promises
+// for notify_on_missing: from
 // "buildslave@<hostname>" through DefaultRelayHost, without authentication
 // or TLS, and with no build mail (Builders is empty).
 func Default() *Mail {

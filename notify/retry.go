@@ -25,8 +25,8 @@ const maxBackoff = time.Hour
 // failure once, and logs a final line when it gives up. With the defaults it
 // tries four times in all, waiting 1s, 2s and 4s between tries.
 //
-// The zero value delivers through Default(), the mail configuration the seed
-// promises when the application configures none. Like any Notifier it is
+// The zero value delivers through Default(), the mail configuration
+// Buildbot 0.8.6's manual promises when the application configures none. Like any Notifier it is
 // meant to run in a goroutine the caller owns and waits for:
 //
 //	wg.Go(func() { _ = r.SlaveMissing(ctx, m) }) // Retrying has logged the outcome
