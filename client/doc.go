@@ -1,8 +1,12 @@
-// Package client is a Go build slave that attaches to a Buildbot-compatible master over the msgpack_experimental_v7 protocol and runs its commands.
+// Package client is a Go build slave that attaches to a Buildbot-compatible master, over Perspective Broker or msgpack_experimental_v7, and runs its commands.
 //
-// A [Slave] dials ws://host:port/ (or wss://) with its name and password,
-// answers the master's requests (print, keepalive, get_worker_info,
-// set_worker_settings, start_command, interrupt_command, shutdown), runs
-// commands through package commands, and reconnects with capped, jittered
-// exponential back-off when the connection drops.
+// A [Slave] dials its master with its name and password: over Perspective
+// Broker (PB) for a "host:port" Master, as every stock Buildbot master
+// listens (c['protocols'] = {'pb': {'port': 9989}}), or over msgpack on a
+// WebSocket for a ws:// or wss:// Master (Buildbot ≥ 3.6 with
+// msgpack_experimental_v7; [Config].Protocol chooses explicitly). It
+// answers the master's requests (print, keepalive, worker info, settings,
+// start, interrupt and shutdown), runs commands through package commands,
+// and reconnects with capped, jittered exponential back-off when the
+// connection drops.
 package client

@@ -123,7 +123,7 @@ func run(t *testing.T, b *slave.Build, req remote.Request) (stdout string, rc in
 	t.Helper()
 	ctx, cancel := context.WithTimeout(b.Context(), 20*time.Second)
 	defer cancel()
-	cmd, err := b.Conn().(remote.Commander).Start(ctx, req)
+	cmd, err := remote.Start(ctx, b.Conn(), req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +301,7 @@ func BenchmarkCommandsAcross100Slaves(b *testing.B) {
 				return
 			}
 			start := time.Now()
-			cmd, err := build.Conn().(*protocol.Conn).Start(ctx, remote.Request{Name: "shell", Args: map[string]any{"workdir": work, "command": []any{"true"}}})
+			cmd, err := remote.Start(ctx, build.Conn(), remote.Request{Name: "shell", Args: map[string]any{"workdir": work, "command": []any{"true"}}})
 			if err == nil {
 				for range cmd.Updates() {
 				}
