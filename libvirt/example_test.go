@@ -2,8 +2,11 @@ package libvirt_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
+
+	"libvirt.org/go/libvirtxml"
 
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/libvirt"
@@ -35,7 +38,8 @@ func Example() {
 // A domain that is not predefined comes from XML, as with virsh define:
 // it is created at every start and destroyed at every stop. The master
 // wires the slave into a latent.Lifecycle, which starts it when a build
-// wants it. This runs against libvirtd's built-in fake hypervisor.
+// wants it. test:///default is libvirtd's built-in fake hypervisor; this
+// example is compiled but not run, as it needs a libvirtd to talk to.
 func ExampleXML() {
 	minion2, err := libvirt.New("minion2", "sekrit", "/images/minion2",
 		libvirt.XML(`<domain type='test'><name>minion2</name><memory unit='MiB'>64</memory>
@@ -61,4 +65,67 @@ func ExampleXML() {
 	}
 	defer l.Shutdown(context.Background())
 	// l.Acquire(ctx, "minion2") now starts minion2's domain and waits for its slave.
+}
+
+// New checks the settings without connecting to libvirtd, and names the
+// offending option: here a domain XML for another domain.
+func ExampleNew_invalid() {
+	_, err := libvirt.New("minion3", "sekrit", "/images/minion3",
+		libvirt.XML(`<domain type='kvm'><name>minion4</name></domain>`))
+	fmt.Println(err)
+	var ce *slave.ConfigError
+	fmt.Println(errors.As(err, &ce), ce.Field)
+	// Output:
+	// slave "minion3": xml: the domain is named "minion4", not "minion3" like the slave
+	// true xml
+}
+
+// A domain that does not boot a kernel directly gets its slave's settings
+// as SMBIOS OEM strings, which a boot script in the guest reads with
+// dmidecode -t 11: this is what a start adds to the domain it defines.
+func ExampleSMBIOSOEMStrings() {
+	dom := &libvirtxml.Domain{Type: "kvm", Name: "minion1"}
+	err := libvirt.SMBIOSOEMStrings(dom, []string{
+		"BUILDSLAVE_NAME=minion1", "BUILDSLAVE_PASSWORD=fresh-password", "BUILDSLAVE_MASTER=10.0.2.2:9989"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	out, err := dom.Marshal()
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(out)
+	// Output:
+	// <domain type="kvm">
+	//   <name>minion1</name>
+	//   <sysinfo type="smbios">
+	//     <oemStrings>
+	//       <entry>BUILDSLAVE_NAME=minion1</entry>
+	//       <entry>BUILDSLAVE_PASSWORD=fresh-password</entry>
+	//       <entry>BUILDSLAVE_MASTER=10.0.2.2:9989</entry>
+	//     </oemStrings>
+	//   </sysinfo>
+	//   <os>
+	//     <smbios mode="sysinfo"></smbios>
+	//   </os>
+	// </domain>
+}
+
+// A domain that boots a kernel directly gets them on the kernel command
+// line, which hands unknown KEY=VALUE parameters to init as its
+// environment.
+func ExampleKernelCmdline() {
+	dom := &libvirtxml.Domain{Type: "kvm", Name: "minion1", OS: &libvirtxml.DomainOS{
+		Kernel: "/images/vmlinuz", Initrd: "/images/initrd.img", Cmdline: "console=ttyS0"}}
+	err := libvirt.KernelCmdline(dom, []string{"BUILDSLAVE_NAME=minion1", "BUILDSLAVE_PASSWORD=fresh-password"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(dom.OS.Cmdline)
+
+	err = libvirt.KernelCmdline(&libvirtxml.Domain{Name: "minion2"}, nil)
+	fmt.Println(err)
+	// Output:
+	// console=ttyS0 BUILDSLAVE_NAME=minion1 BUILDSLAVE_PASSWORD=fresh-password
+	// the domain boots no kernel directly (<os><kernel>), so it has no kernel command line
 }
