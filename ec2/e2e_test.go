@@ -91,7 +91,7 @@ func TestBuildOnAnEC2InstanceOverTheRealProtocol(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd, err := b.Conn().(*protocol.Conn).Start(ctx, remote.Request{Name: "shell", Args: map[string]any{
+	cmd, err := remote.Start(ctx, b.Conn(), remote.Request{Name: "shell", Args: map[string]any{
 		"workdir": t.TempDir(), "command": "echo built on $0", "env": map[string]any{}}})
 	if err != nil {
 		t.Fatal(err)

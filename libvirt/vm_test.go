@@ -279,7 +279,7 @@ func TestRealVM(t *testing.T) {
 	}
 
 	// A shell command of the build runs inside the VM: it sees the guest's kernel.
-	cmd, err := b.Conn().(*protocol.Conn).Start(ctx, remote.Request{Name: "shell", Args: map[string]any{
+	cmd, err := remote.Start(ctx, b.Conn(), remote.Request{Name: "shell", Args: map[string]any{
 		"workdir": "/", "command": []any{"/init", "uname"}}})
 	if err != nil {
 		t.Fatal(err)
