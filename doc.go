@@ -14,8 +14,11 @@
 //   - keepalive: the loop that keeps an attached connection alive.
 //   - notify: who is told when a slave goes missing; a mail notifier, and
 //     notifytest, an SMTP server on loopback for tests.
-//   - protocol: the master side of Buildbot's msgpack WebSocket protocol,
-//     which stock buildbot-worker processes speak; client: our Go slave.
+//   - protocol/pb and protocol: the master side of the two protocols
+//     Buildbot slaves speak, Perspective Broker (every slave's default,
+//     0.8 buildslaves included) and msgpack over WebSocket; both attach
+//     slaves to the same Manager. protocol/remote runs a build's remote
+//     commands over either; client is our Go slave.
 //   - latent: the LatentSlave interface that the ec2 and libvirt drivers
 //     implement, and the Lifecycle that starts and stops their instances;
 //     latenttest and ec2test are fakes for tests, latent/local runs
@@ -38,14 +41,26 @@
 //	}
 //	defer m.Close()
 //
-//	// A transport authenticates each login and attaches the connection:
-//	//   m.Login(ctx, name, proof, remoteAddr); m.Attach(ctx, name, conn)
+//	// The transports authenticate each login and attach the connection:
+//	// PB on Buildbot's port 9989, where every stock slave dials.
+//	pbServer := &pb.Server{Manager: m, Builders: []string{"hello"}}
+//	go pbServer.ListenAndServe(":9989")
+//	defer pbServer.Close()
 //
 //	build, err := m.Acquire(ctx, "bot-linux") // waits for a free slot
 //	if err != nil {
 //		return err
 //	}
 //	defer build.Release()
-//	// run remote commands on build.Conn(); build.Context() is cancelled
-//	// at once if the slave is lost.
+//	// build.Context() is cancelled at once if the slave is lost.
+//	cmd, err := remote.Start(build.Context(), build.Conn(), remote.Request{
+//		Name: "shell", Builder: "hello",
+//		Args: map[string]any{"workdir": "/var/lib/buildslave/hello/build", "command": "make"}})
+//	if err != nil {
+//		return err
+//	}
+//	for u := range cmd.Updates() { // stdout, stderr, rc, ...
+//		log.Print(u.Key, u.Text)
+//	}
+//	return cmd.Wait(build.Context())
 package buildslave
