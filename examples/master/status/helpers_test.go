@@ -131,8 +131,14 @@ func newFixture(t testing.TB, boot latenttest.Boot, notifier notify.Notifier) *f
 		Builders:  func() []string { return []string{"hello", `"><script>alert(2)</script>`} },
 		ForcePath: "/force",
 		FormToken: func() string { return "page-token" },
-		Metrics:   f.metrics,
-		Logger:    quiet,
+		LatentKind: func(name string) string {
+			if name == "local1" {
+				return "ec2"
+			}
+			return ""
+		},
+		Metrics: f.metrics,
+		Logger:  quiet,
 	})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -111,6 +111,47 @@ func (x *Metrics) watch(m *slave.Manager) {
 	)
 }
 
+// watchLatent registers the gauge of lc's running instances, labelled
+// with kind's answer for each latent slave.
+func (x *Metrics) watchLatent(lc *latent.Lifecycle, kind func(slave string) string) {
+	x.reg.MustRegister(&instancesCollector{lc: lc, kind: kind, desc: prometheus.NewDesc(
+		"buildslave_latent_instances_running",
+		"Latent instances that exist now (started and not yet stopped), by driver kind: local, ec2, libvirt.",
+		[]string{"kind"}, nil)})
+}
+
+// instancesCollector reads the running instances of a Lifecycle at each
+// scrape. Every kind of a configured latent slave is reported, 0 when
+// none of its instances runs.
+type instancesCollector struct {
+	lc   *latent.Lifecycle
+	kind func(slave string) string
+	desc *prometheus.Desc
+}
+
+var _ prometheus.Collector = (*instancesCollector)(nil)
+
+func (c *instancesCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *instancesCollector) Collect(ch chan<- prometheus.Metric) {
+	running := map[string]int{}
+	for _, st := range c.lc.Statuses() {
+		k := "unknown"
+		if c.kind != nil {
+			if s := c.kind(st.Name); s != "" {
+				k = s
+			}
+		}
+		running[k] += 0 // reported even with no instance
+		if st.Instance.ID != "" {
+			running[k]++
+		}
+	}
+	for k, n := range running {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), k)
+	}
+}
+
 // count counts the Refused events until events is closed.
 func (x *Metrics) count(events <-chan slave.Event) {
 	for ev := range events {

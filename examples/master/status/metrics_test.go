@@ -174,3 +174,25 @@ func TestNotifierKeepsRetrying(t *testing.T) {
 	}
 	wantLines(t, f, `buildslave_missing_mails_total{result="failed"} 1`)
 }
+
+func TestMetricsLatentInstances(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, latenttest.Boot{Delay: time.Minute}, &recorder{})
+		wantSeries(t, f, "buildslave_latent_instances_running", `buildslave_latent_instances_running{kind="ec2"} 0`)
+		f.lc.Want("local1")
+		synctest.Wait()
+		wantSeries(t, f, "buildslave_latent_instances_running", `buildslave_latent_instances_running{kind="ec2"} 1`)
+		time.Sleep(90 * time.Second) // booted after a minute and attached: still one instance
+		synctest.Wait()
+		if st, _ := f.lc.Status("local1"); st.State.String() != "idle" {
+			t.Fatalf("local1 is %v", st.State)
+		}
+		wantSeries(t, f, "buildslave_latent_instances_running", `buildslave_latent_instances_running{kind="ec2"} 1`)
+		time.Sleep(time.Minute) // past build_wait_timeout: stopped
+		synctest.Wait()
+		if st, _ := f.lc.Status("local1"); st.State.String() != "stopped" {
+			t.Fatalf("local1 is %v", st.State)
+		}
+		wantSeries(t, f, "buildslave_latent_instances_running", `buildslave_latent_instances_running{kind="ec2"} 0`)
+	})
+}

@@ -7,13 +7,16 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/buildslave/buildslave/examples/master/internal/limit"
 	"github.com/buildslave/buildslave/examples/master/internal/web"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/slave"
@@ -76,6 +79,15 @@ type Config struct {
 	// which they POST as web.TokenField: the web guard refuses a
 	// browser's form without one (see package web).
 	FormToken func() string
+	// LatentKind returns the driver kind ("local", "ec2", "libvirt") of a
+	// latent slave, which labels the gauge of running instances; nil or
+	// "" means "unknown".
+	LatentKind func(slave string) string
+	// MaxReasonLength bounds the bytes of a pause's reason (400 beyond);
+	// zero means DefaultMaxReasonLength.
+	MaxReasonLength int
+	// Limits logs the limits hit; nil means limit.New(Logger).
+	Limits *limit.Log
 	// Registry receives the metrics unless Metrics is set; nil means a
 	// new one.
 	Registry *prometheus.Registry
@@ -94,26 +106,41 @@ type Status struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *Metrics
+	limits  *limit.Log
 	handler http.Handler
 	cancel  func()        // ends the subscription to the manager's events
 	done    chan struct{} // closed when the event reader ends
+
+	// mu guards pauses, and makes a pause or an unpause and its record
+	// one step for a snapshot.
+	mu     sync.Mutex
+	pauses map[string]Pause // why the slaves paused from the web are paused
 }
 
 // New builds a Status, registers the slave gauges and subscribes to the
 // manager's events to count refused logins until Close. A Metrics serves
 // one Status only.
 func New(cfg Config) *Status {
-	s := &Status{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, done: make(chan struct{})}
+	s := &Status{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, limits: cfg.Limits, done: make(chan struct{}), pauses: map[string]Pause{}}
 	if s.cfg.PageBuilds <= 0 {
 		s.cfg.PageBuilds = DefaultPageBuilds
 	}
+	if s.cfg.MaxReasonLength <= 0 {
+		s.cfg.MaxReasonLength = DefaultMaxReasonLength
+	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	if s.limits == nil {
+		s.limits = limit.New(s.log)
 	}
 	if s.metrics == nil {
 		s.metrics = NewMetrics(cfg.Registry)
 	}
 	s.metrics.watch(cfg.Manager)
+	if cfg.Lifecycle != nil {
+		s.metrics.watchLatent(cfg.Lifecycle, cfg.LatentKind)
+	}
 	events, cancel := cfg.Manager.Subscribe()
 	s.cancel = cancel
 	go func() { // owned by s: Close waits for it
@@ -124,13 +151,17 @@ func New(cfg Config) *Status {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", s.page)
 	mux.HandleFunc("GET /api/status", s.json)
+	mux.HandleFunc("GET /slaves/{name}/pause", s.pauseForm)
+	mux.HandleFunc("POST /slaves/{name}/{action}", s.control)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	s.handler = mux
 	return s
 }
 
-// Handler serves the page on "/", the JSON on "/api/status" and the
-// metrics on "/metrics".
+// Handler serves the page on "/", the JSON on "/api/status", the
+// metrics on "/metrics", and the operator's controls of a slave on
+// "POST /slaves/NAME/pause" (optional reason=), ".../unpause" and
+// ".../shutdown".
 func (s *Status) Handler() http.Handler { return s.handler }
 
 // Metrics returns the metrics the master feeds with its builds, latent
@@ -163,7 +194,11 @@ type Slave struct {
 	// State is one of "attached", "detached", "never attached", "missing",
 	// "paused", "shutting down", or for a latent slave "stopped",
 	// "substantiating", "idle", "running", "stopping", "quarantined".
-	State      string         `json:"state"`
+	State string `json:"state"`
+	// Attached and Paused are the manager's flags, which State may hide
+	// ("shutting down" is paused too).
+	Attached   bool           `json:"attached"`
+	Paused     bool           `json:"paused"`
 	Since      time.Time      `json:"since,omitzero"` // when it entered State, if known
 	LastSeen   time.Time      `json:"last_seen,omitzero"`
 	RemoteAddr string         `json:"remote_addr,omitempty"`
@@ -172,6 +207,9 @@ type Slave struct {
 	Properties map[string]any `json:"properties,omitempty"`
 	Info       Info           `json:"info"`
 	Latent     *Latent        `json:"latent,omitempty"` // nil for a normal slave
+	// Pause is why the slave is paused, if it was paused from the page or
+	// the JSON API.
+	Pause *Pause `json:"pause,omitempty"`
 }
 
 // Info is what the slave reported about itself when it last attached.
@@ -206,23 +244,12 @@ func (s *Status) Snapshot() Snapshot { return s.snapshot(0) }
 // snapshot is Snapshot with the page of builds older than build before,
 // if not zero.
 func (s *Status) snapshot(before int) Snapshot {
-	states := s.cfg.Manager.States()
-	snap := Snapshot{Time: time.Now(), Slaves: make([]Slave, 0, len(states))}
+	snap := Snapshot{Time: time.Now(), Slaves: s.slaves()}
 	if s.cfg.Builders != nil {
 		snap.Builders = s.cfg.Builders()
 	}
 	if snap.Builders == nil {
 		snap.Builders = []string{}
-	}
-	latents := map[string]latent.Status{}
-	if s.cfg.Lifecycle != nil {
-		for _, st := range s.cfg.Lifecycle.Statuses() {
-			latents[st.Name] = st
-		}
-	}
-	for _, st := range states {
-		ls, ok := latents[st.Name]
-		snap.Slaves = append(snap.Slaves, row(st, ls, ok))
 	}
 	if s.cfg.Builds != nil {
 		n := s.cfg.PageBuilds
@@ -243,10 +270,42 @@ func (s *Status) snapshot(before int) Snapshot {
 	return snap
 }
 
+// slaves returns every slave's row, with the reason of each pause made
+// from the web; it forgets the reasons of slaves no longer paused.
+func (s *Status) slaves() []Slave {
+	latents := map[string]latent.Status{}
+	if s.cfg.Lifecycle != nil {
+		for _, st := range s.cfg.Lifecycle.Statuses() {
+			latents[st.Name] = st
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	states := s.cfg.Manager.States()
+	rows := make([]Slave, 0, len(states))
+	paused := make(map[string]bool, len(s.pauses))
+	for _, st := range states {
+		ls, ok := latents[st.Name]
+		r := row(st, ls, ok)
+		if p, ok := s.pauses[st.Name]; ok && st.Paused {
+			r.Pause, paused[st.Name] = &p, true
+		}
+		rows = append(rows, r)
+	}
+	for name := range s.pauses {
+		if !paused[name] {
+			delete(s.pauses, name)
+		}
+	}
+	return rows
+}
+
 // row is the Slave of st, with ls if the slave is latent.
 func row(st slave.State, ls latent.Status, isLatent bool) Slave {
 	r := Slave{
 		Name:       st.Name,
+		Attached:   st.Attached,
+		Paused:     st.Paused,
 		Since:      st.Since,
 		LastSeen:   st.LastSeen,
 		RemoteAddr: st.RemoteAddr,
@@ -292,13 +351,17 @@ func row(st slave.State, ls latent.Status, isLatent bool) Slave {
 	return r
 }
 
-//go:embed page.html style.css
+//go:embed page.html pause.html style.css
 var files embed.FS
 
-var pageTmpl = template.Must(template.New("page.html").Funcs(template.FuncMap{
-	"stateClass": stateClass,
-	"contains":   strings.Contains,
-}).ParseFS(files, "page.html", "style.css"))
+var (
+	pageTmpl = template.Must(template.New("page.html").Funcs(template.FuncMap{
+		"stateClass": stateClass,
+		"contains":   strings.Contains,
+		"pathEscape": url.PathEscape,
+	}).ParseFS(files, "page.html", "style.css"))
+	pauseTmpl = template.Must(template.New("pause.html").ParseFS(files, "pause.html", "style.css"))
+)
 
 // stateClass is the CSS class of a slave's or a build's state.
 func stateClass(state string) string {
@@ -358,14 +421,20 @@ func before(w http.ResponseWriter, r *http.Request) (int, bool) {
 	return id, true
 }
 
+// htmlHeaders sets the headers of an HTML page: no script, forms only to
+// this site, no framing.
+func htmlHeaders(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+	w.Header().Set("X-Frame-Options", "DENY") // frame-ancestors for browsers without it
+}
+
 func (s *Status) page(w http.ResponseWriter, r *http.Request) {
 	before, ok := before(w, r)
 	if !ok {
 		return
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
-	w.Header().Set("X-Frame-Options", "DENY") // frame-ancestors for browsers without it
+	htmlHeaders(w)
 	v := view{Snapshot: s.snapshot(before), ForcePath: s.cfg.ForcePath, TokenField: web.TokenField}
 	if s.cfg.FormToken != nil {
 		v.Token = s.cfg.FormToken()
