@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -567,4 +568,102 @@ func TestStartStopListCheck(t *testing.T) {
 		t.Log(err)
 		assertNoneLeft(t, cli, s, ma)
 	})
+}
+
+// TestManyAtOnce substantiates 50 Docker latent slaves at once (host
+// network, one PB port): all attach, all are removed after their builds,
+// and the test logs the total time and the master's CPU time.
+func TestManyAtOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: 50 containers")
+	}
+	cli := adminClient(t)
+	needImage(t, cli)
+	const n = 50
+	masterID := uniqueMaster(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var drivers []latent.LatentSlave
+	var slaves []*slave.Slave
+	var names []string
+	for i := range n {
+		name := fmt.Sprintf("many%02d", i)
+		d := newTestSlave(t, name, MasterFQDN(l.Addr().String()), WithHostConfig(HostConfig{NetworkMode: "host"}))
+		drivers = append(drivers, d)
+		slaves = append(slaves, d.Slave())
+		names = append(names, name)
+	}
+	quiet := testLogger(t)
+	m, err := slave.NewManager(slave.Config{Logger: quiet}, slaves...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &pb.Server{Manager: m, Builders: []string{"probe"}, Logger: quiet}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	defer func() { srv.Close(); <-served; m.Close() }()
+	lc, err := latent.New(m, latent.Config{MasterID: masterID, CheckInterval: time.Second, ReapInterval: -1, Logger: quiet}, drivers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	cpu0 := cpuTime()
+	t0 := time.Now()
+	builds := make([]*slave.Build, n)
+	errs := make([]error, n)
+	attached := make([]time.Time, n)
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Go(func() {
+			builds[i], errs[i] = m.Acquire(ctx, name)
+			attached[i] = time.Now()
+		})
+	}
+	wg.Wait()
+	took, cpu := time.Since(t0), cpuTime()-cpu0
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d containers asked for at once: all attached in %v; master CPU %v", n, took, cpu)
+	var waits []time.Duration
+	for i, name := range names {
+		inst := instanceOf(t, lc, name)
+		info, err := cli.ContainerInspect(ctx, inst.ID, client.ContainerInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		startedAt, _ := time.Parse(time.RFC3339Nano, info.Container.State.StartedAt)
+		waits = append(waits, attached[i].Sub(startedAt))
+	}
+	slices.Sort(waits)
+	// The daemon stamps StartedAt once its start call returns, when the
+	// slave may already run: under load an attach can precede it.
+	t.Logf("attached − the container's State.StartedAt: p50 %v, max %v", waits[n/2], waits[n-1])
+	if waits[n-1] > 2*time.Second {
+		t.Errorf("a slave attached %v after its container started, want under 2 s", waits[n-1])
+	}
+	for _, b := range builds {
+		b.Release()
+	}
+	eventually(t, 2*time.Minute, "every container removed after its build", func() bool {
+		got, err := drivers[0].(*Slave).List(ctx, masterID)
+		return err == nil && len(got) == 0
+	})
+	t.Logf("all %d removed %v after the builds", n, time.Since(t0)-took)
+	if err := lc.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertNoneLeft(t, cli, drivers[0].(*Slave), masterID)
+}
+
+// cpuTime is this process's user and system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
