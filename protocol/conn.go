@@ -23,6 +23,9 @@ type Conn struct {
 	// the attach is over; a no-op for a connection that did not log in.
 	endLogin func()
 
+	attaching sync.WaitGroup // until the attach sequence is over
+	attachErr error          // why it failed; read after attaching
+
 	mu       sync.Mutex
 	commands map[string]command // running commands by command_id
 	ended    bool               // the connection is over: no new commands
@@ -70,31 +73,37 @@ func (c *Conn) RequestShutdown(ctx context.Context) error {
 	return err
 }
 
-// serve runs the connection on the calling goroutine, which becomes its
-// reader, until it ends; a second goroutine runs the attach sequence and
-// exits once the slave is attached. It logs one line if the connection
-// failed or misbehaved.
-func (c *Conn) serve() {
-	var attachErr error
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if attachErr = c.attach(); attachErr != nil {
-			c.w.CloseWithCause(attachErr)
-		}
-	})
-	cause := c.w.Serve()
-	c.end(cause)
-	wg.Wait()
+// serve runs the attach sequence on the calling goroutine while a
+// goroutine of its own, started here, reads the connection's messages
+// until it ends, then logs one line if the connection failed or misbehaved
+// and calls done. Running the attach on the goroutine net/http gave
+// ServeHTTP, whose stack has already grown, spares each attach a goroutine.
+func (c *Conn) serve(done func()) {
+	c.attaching.Add(1)
+	go func() {
+		defer done()
+		cause := c.w.Serve()
+		c.end(cause)
+		c.attaching.Wait()
+		c.logEnd(cause)
+	}()
+	if c.attachErr = c.attach(); c.attachErr != nil {
+		c.w.CloseWithCause(c.attachErr)
+	}
+	c.attaching.Done()
+}
 
+// logEnd logs one line if the connection failed or misbehaved.
+func (c *Conn) logEnd(cause error) {
 	log := c.h.logger().With("slave", c.name, "remote", c.RemoteAddr())
 	var refused *refusedError
 	switch {
 	case errors.Is(cause, wire.ErrMalformed), errors.Is(cause, wire.ErrTooLarge):
 		log.Warn("slave sent bad input; connection dropped", "reason", cause.Error())
-	case errors.As(attachErr, &refused):
+	case errors.As(c.attachErr, &refused):
 		// The manager logged why.
-	case attachErr != nil:
-		log.Warn("slave attach failed; connection dropped", "reason", attachErr.Error())
+	case c.attachErr != nil:
+		log.Warn("slave attach failed; connection dropped", "reason", c.attachErr.Error())
 	default:
 		log.Debug("slave connection ended", "reason", cause.Error())
 	}

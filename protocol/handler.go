@@ -183,15 +183,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.track(c) {
 		c.w.CloseWithCause(errHandlerClosed)
 	}
-	// The connection moves to a goroutine of its own, owned by h (Shutdown
-	// waits for it), so that this one returns and net/http frees its
-	// buffers for the connection: an idle slave then costs one goroutine
-	// and little else.
-	go func() {
-		defer h.leave()
-		defer h.untrack(c)
-		c.serve()
-	}()
+	// The connection's reader is a goroutine of its own, owned by h
+	// (Shutdown waits for it); this one runs the attach sequence and
+	// returns, so that net/http ends it: an idle slave then costs one
+	// goroutine and little else.
+	c.serve(func() {
+		h.untrack(c)
+		h.leave()
+	})
 }
 
 // refuse answers a refused login and closes the connection after the

@@ -45,7 +45,8 @@ func newPipeMaster(t *testing.T) *pipeMaster {
 func (pm *pipeMaster) connect(name string) (wire.Transport, *Conn) {
 	master, peer := wire.Pipe()
 	c := newConn(pm.h, name, master)
-	pm.wg.Go(c.serve)
+	pm.wg.Add(1)
+	go c.serve(pm.wg.Done)
 	return peer, c
 }
 

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -95,11 +96,37 @@ func (u *Upgrader) Upgrade(w http.ResponseWriter, r *http.Request) (Transport, e
 		WriteBufferPool: &writeBuffers,
 		CheckOrigin:     func(*http.Request) bool { return true },
 	}
-	ws, err := up.Upgrade(w, r, nil)
+	hj := &hijacker{ResponseWriter: w}
+	ws, err := up.Upgrade(hj, r, nil)
 	if err != nil {
 		return nil, err
 	}
+	hj.release()
 	return newWSTransport(ws, cfg), nil
+}
+
+// hijacker keeps the buffered reader and writer that net/http hands over
+// with a hijacked connection. Once the handshake is written, gorilla/websocket
+// reads and writes through buffers of its own, and net/http, which no
+// longer uses them either, would keep them (8 KiB) until its handler
+// returns: release drops them at once.
+type hijacker struct {
+	http.ResponseWriter
+	brw *bufio.ReadWriter
+}
+
+func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	h.brw = brw
+	return c, brw, err
+}
+
+// release drops the buffers of the hijacked reader and writer.
+func (h *hijacker) release() {
+	if h.brw != nil {
+		*h.brw.Reader = bufio.Reader{}
+		*h.brw.Writer = bufio.Writer{}
+	}
 }
 
 // Dialer opens a slave's connection to a master: a WebSocket upgrade of
