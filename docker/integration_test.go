@@ -3,10 +3,12 @@ package docker
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -666,4 +668,159 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestDockerfile builds images through the driver: from a Dockerfile's
+// text with build arguments and a target (shared by concurrent starts),
+// from a custom gzipped context, and a failing build.
+func TestDockerfile(t *testing.T) {
+	cli := adminClient(t)
+	needImage(t, cli)
+	masterID := uniqueMaster(t)
+	req := func(name string) latent.StartRequest {
+		return latent.StartRequest{Name: name, Password: rand.Text(), MasterID: masterID}
+	}
+	removeImage := func(ref string) {
+		cli.ImageRemove(context.Background(), ref, client.ImageRemoveOptions{Force: true})
+	}
+	dockerfile := "FROM " + testImage + " AS base\nARG GREETING=none\nLABEL org.test.greeting=$GREETING\n" +
+		"FROM base AS final\nLABEL org.test.stage=final\n# " + rand.Text() + "\n"
+
+	t.Run("text, buildargs, target", func(t *testing.T) {
+		var drivers []*Slave
+		for i := range 3 {
+			drivers = append(drivers, newTestSlave(t, fmt.Sprintf("built%d", i), Image(""), Dockerfile(dockerfile),
+				BuildArgs(map[string]string{"GREETING": "hello"}), Target("base"),
+				MasterFQDN("127.0.0.1:1"), WithHostConfig(HostConfig{NetworkMode: "none"})))
+		}
+		image := drivers[0].cfg.image
+		if !strings.HasPrefix(image, "buildslave-built0:") || strings.TrimPrefix(drivers[1].cfg.image, "buildslave-built1:") != strings.TrimPrefix(image, "buildslave-built0:") {
+			t.Fatalf("built image names %q %q", image, drivers[1].cfg.image)
+		}
+		// The three slaves' names differ, so do their tags; all three
+		// build, each once, concurrently.
+		defer func() {
+			for _, d := range drivers {
+				removeImage(d.cfg.image)
+			}
+		}()
+		insts := make([]latent.Instance, len(drivers))
+		errs := make([]error, len(drivers))
+		var wg sync.WaitGroup
+		for i, d := range drivers {
+			wg.Go(func() { insts[i], errs[i] = d.Start(t.Context(), req(d.Slave().Name())) })
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+		img, err := cli.ImageInspect(t.Context(), image)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l := img.Config.Labels; l["org.test.greeting"] != "hello" || l["org.test.stage"] != "" {
+			t.Errorf("image labels %v: want greeting=hello from the build argument, no stage label (target base)", l)
+		}
+		for i, d := range drivers {
+			if err := d.Stop(t.Context(), insts[i]); err != nil {
+				t.Error(err)
+			}
+		}
+		assertNoneLeft(t, cli, drivers[0], masterID)
+	})
+
+	t.Run("one image shared by concurrent starts", func(t *testing.T) {
+		tag := "buildslave-docker-test-shared:" + strings.ToLower(rand.Text()[:8])
+		defer removeImage(tag)
+		var drivers []*Slave
+		counter := &countingHandler{}
+		for i := range 5 {
+			drivers = append(drivers, newTestSlave(t, fmt.Sprintf("shared%d", i), Image(tag), Dockerfile(dockerfile),
+				MasterFQDN("127.0.0.1:1"), WithHostConfig(HostConfig{NetworkMode: "none"}), Logger(slog.New(counter))))
+		}
+		insts := make([]latent.Instance, len(drivers))
+		errs := make([]error, len(drivers))
+		var wg sync.WaitGroup
+		for i, d := range drivers {
+			wg.Go(func() { insts[i], errs[i] = d.Start(t.Context(), req(d.Slave().Name())) })
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+		if n := counter.count("docker: building image"); n != 1 {
+			t.Errorf("5 concurrent starts built the image %d times, want once", n)
+		}
+		for i, d := range drivers {
+			if err := d.Stop(t.Context(), insts[i]); err != nil {
+				t.Error(err)
+			}
+		}
+		assertNoneLeft(t, cli, drivers[0], masterID)
+	})
+
+	t.Run("custom context", func(t *testing.T) {
+		var gz bytes.Buffer
+		zw := gzip.NewWriter(&gz)
+		tw := tar.NewWriter(zw)
+		for name, body := range map[string]string{"Dockerfile": "FROM " + testImage + "\nCOPY marker /marker\n", "marker": "here\n"} {
+			tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body))})
+			io.WriteString(tw, body)
+		}
+		tw.Close()
+		zw.Close()
+		path := filepath.Join(t.TempDir(), "context.tar.gz")
+		if err := os.WriteFile(path, gz.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		tag := "buildslave-docker-test-custom:" + strings.ToLower(rand.Text()[:8])
+		defer removeImage(tag)
+		d := newTestSlave(t, "custom", Image(tag), Dockerfile(path), CustomContext(true), Encoding("gzip"),
+			MasterFQDN("127.0.0.1:1"), WithHostConfig(HostConfig{NetworkMode: "none"}))
+		inst, err := d.Start(t.Context(), req("custom"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := cli.ContainerStatPath(t.Context(), inst.ID, client.ContainerStatPathOptions{Path: "/marker"}); err != nil {
+			t.Errorf("the context's file is not in the container: %+v, %v", st, err)
+		}
+		if err := d.Stop(t.Context(), inst); err != nil {
+			t.Fatal(err)
+		}
+		assertNoneLeft(t, cli, d, masterID)
+	})
+
+	t.Run("a failing build", func(t *testing.T) {
+		d := newTestSlave(t, "badbuild", Image(""), Dockerfile("FROM "+testImage+"\nCOPY no-such-file /x\n"))
+		_, err := d.Start(t.Context(), req("badbuild"))
+		if err == nil || !strings.Contains(err.Error(), "building image") || !strings.Contains(err.Error(), "no-such-file") {
+			t.Errorf("Start = %v, want the build's complaint", err)
+		}
+		assertNoneLeft(t, cli, d, masterID)
+	})
+}
+
+// countingHandler counts log messages.
+type countingHandler struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler            { return h }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.n == nil {
+		h.n = make(map[string]int)
+	}
+	h.n[r.Message]++
+	return nil
+}
+
+func (h *countingHandler) count(msg string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n[msg]
 }
