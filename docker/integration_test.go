@@ -824,3 +824,136 @@ func (h *countingHandler) count(msg string) int {
 	defer h.mu.Unlock()
 	return h.n[msg]
 }
+
+// TestLeftoversOfACrashedMasterAreReaped: containers started under a
+// master id and never stopped (the master died) are found by label and
+// removed when a master with that id starts again (latent.New reaps).
+func TestLeftoversOfACrashedMasterAreReaped(t *testing.T) {
+	cli := adminClient(t)
+	needImage(t, cli)
+	masterID := uniqueMaster(t)
+	crashed := newTestSlave(t, "phoenix", MasterFQDN("127.0.0.1:1"), WithHostConfig(HostConfig{NetworkMode: "none"}))
+	if _, err := crashed.Start(t.Context(), latent.StartRequest{Name: "phoenix", Password: rand.Text(), MasterID: masterID}); err != nil {
+		t.Fatal(err)
+	}
+	// A container of another master on the same host stays.
+	other := uniqueMaster(t)
+	otherInst, err := crashed.Start(t.Context(), latent.StartRequest{Name: "phoenix", Password: rand.Text(), MasterID: other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer crashed.Stop(context.Background(), otherInst)
+	crashed.Close() // the master is gone; its container runs on
+
+	restarted := newTestSlave(t, "phoenix", MasterFQDN("127.0.0.1:1"), WithHostConfig(HostConfig{NetworkMode: "none"}))
+	m, err := slave.NewManager(slave.Config{Logger: testLogger(t)}, restarted.Slave())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var reaped []string
+	var mu sync.Mutex
+	lc, err := latent.New(m, latent.Config{MasterID: masterID, ReapInterval: -1, Logger: testLogger(t), Observe: func(ev latent.Event) {
+		if ev.Reaped {
+			mu.Lock()
+			reaped = append(reaped, ev.Instance)
+			mu.Unlock()
+		}
+	}}, restarted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	assertNoneLeft(t, cli, restarted, masterID)
+	mu.Lock()
+	if len(reaped) != 1 {
+		t.Errorf("reaped %v, want the one leftover", reaped)
+	}
+	mu.Unlock()
+	if got, err := restarted.List(t.Context(), other); err != nil || len(got) != 1 || got[0].ID != otherInst.ID {
+		t.Errorf("another master's container: List = %+v, %v", got, err)
+	}
+}
+
+// TestDaemonRestartMidBuild restarts the dockerd of .ci/dockerd.sh while
+// a container is attached: the build learns the loss, the container is
+// removed once the daemon is back (the Lifecycle retries the stop), and
+// the next build gets a fresh container.
+func TestDaemonRestartMidBuild(t *testing.T) {
+	cli := adminClient(t)
+	needImage(t, cli)
+	dir := os.Getenv("BUILDSLAVE_DOCKERD_DIR")
+	if dir == "" {
+		dir = "/run/buildslave-dockerd"
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "dockerd.pid"))
+	if err != nil || os.Getenv("BUILDSLAVE_DOCKER_HOST") != "" && os.Getenv("BUILDSLAVE_DOCKER_HOST") != "unix://"+filepath.Join(dir, "docker.sock") {
+		needOrSkip(t, "no dockerd started by .ci/dockerd.sh in %s to restart: %v", dir, err)
+	}
+	script, err := filepath.Abs("../.ci/dockerd.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	masterID := uniqueMaster(t)
+	mst := newMasterFor(t, "127.0.0.1", func(addr string) *Slave {
+		return newTestSlave(t, "survivor", MasterFQDN(addr), WithHostConfig(HostConfig{NetworkMode: "host"}))
+	})
+	lc, err := latent.New(mst.m, latent.Config{MasterID: masterID, CheckInterval: 200 * time.Millisecond, ReapInterval: -1, Logger: testLogger(t)}, mst.driver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	build, err := mst.m.Acquire(ctx, "survivor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := instanceOf(t, lc, "survivor")
+
+	var pid int
+	fmt.Sscan(string(b), &pid)
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "dockerd exits", func() bool { return syscall.Kill(pid, 0) != nil })
+	select {
+	case <-build.Context().Done():
+		t.Logf("the build learned the loss: %v", context.Cause(build.Context()))
+	case <-time.After(30 * time.Second):
+		t.Error("the build did not learn that its container went away")
+	}
+	build.Release()
+	// With the daemon down, driver calls fail instead of hanging.
+	dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
+	if _, err := mst.driver.List(dctx, masterID); err == nil {
+		t.Error("List with dockerd down succeeded")
+	}
+	dcancel()
+	if out, err := exec.Command(script).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", script, err, out)
+	}
+	restarted := time.Now()
+	eventually(t, 90*time.Second, "the first container is removed once dockerd is back", func() bool {
+		_, err := cli.ContainerInspect(ctx, first.ID, client.ContainerInspectOptions{})
+		return cerrdefs.IsNotFound(err)
+	})
+	t.Logf("first container removed %v after dockerd came back", time.Since(restarted))
+	eventually(t, 90*time.Second, "the latent slave is stopped", func() bool {
+		st, _ := lc.Status("survivor")
+		return st.State == latent.Stopped || st.State == latent.Quarantined
+	})
+	// The next build waits out any back-off and gets a fresh container.
+	build, err = mst.m.Acquire(ctx, "survivor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second := instanceOf(t, lc, "survivor"); second.ID == first.ID {
+		t.Error("the second build reused the first container")
+	}
+	build.Release()
+	if err := lc.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertNoneLeft(t, cli, mst.driver, masterID)
+}
