@@ -23,6 +23,25 @@ type spec struct {
 	s    *slave.Slave
 	wait time.Duration // build_wait_timeout
 	boot latenttest.Boot
+	// plain hides every optional interface of the fake but Lister: a
+	// driver with only LatentSlave's methods, such as a user writes.
+	plain bool
+}
+
+// plainDriver is a LatentSlave and nothing more (Lister aside, so that
+// the reaper sees its instances): no BuildWaiter, no PasswordPasser, no
+// Checker.
+type plainDriver struct{ f *latenttest.Fake }
+
+func (d plainDriver) Slave() *slave.Slave { return d.f.Slave() }
+func (d plainDriver) Start(ctx context.Context, req latent.StartRequest) (latent.Instance, error) {
+	return d.f.Start(ctx, req)
+}
+func (d plainDriver) Stop(ctx context.Context, inst latent.Instance) error {
+	return d.f.Stop(ctx, inst)
+}
+func (d plainDriver) List(ctx context.Context, masterID string) ([]latent.Instance, error) {
+	return d.f.List(ctx, masterID)
 }
 
 // fixture is a manager, a fake cloud and a Lifecycle over them.
@@ -62,7 +81,11 @@ func newFixture(t testing.TB, cfg latent.Config, plant func(*latenttest.Cloud), 
 	for _, sp := range specs {
 		fk := f.cloud.Slave(sp.s, sp.wait, sp.boot)
 		f.fakes[sp.s.Name()] = fk
-		latents = append(latents, fk)
+		if sp.plain {
+			latents = append(latents, plainDriver{fk})
+		} else {
+			latents = append(latents, fk)
+		}
 	}
 	if plant != nil {
 		plant(f.cloud)

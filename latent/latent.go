@@ -11,20 +11,26 @@ import (
 	"github.com/buildslave/buildslave/slave"
 )
 
-// Defaults of a latent slave's timeouts, from the seed's EC2 section,
-// which the ec2 and libvirt drivers both use.
+// Defaults of a latent slave's timeouts, from the EC2LatentBuildSlave
+// section of Buildbot 0.8.6's manual. The Lifecycle applies them to every
+// driver, a user's own included.
 const (
 	// DefaultMissingTimeout is how long a started instance may take to
-	// attach (missing_timeout), where a normal slave's default is an hour.
+	// attach (missing_timeout), where a normal slave's default is an hour:
+	// the Lifecycle uses it for a slave whose Slave was built without
+	// slave.MissingTimeout.
 	DefaultMissingTimeout = 20 * time.Minute
 	// DefaultBuildWaitTimeout is how long an idle instance is kept after
-	// its last build (build_wait_timeout).
+	// its last build (build_wait_timeout), for a driver that is not a
+	// BuildWaiter.
 	DefaultBuildWaitTimeout = 10 * time.Minute
 )
 
 // LatentSlave is a slave whose machine (an instance) the master starts
 // when a build wants it and stops after use. Its Slave carries the name,
-// the password and every option of a normal slave.
+// the password and every option of a normal slave; its missing_timeout
+// bounds an instance's wait for the attach (DefaultMissingTimeout unless
+// set).
 //
 // Start and Stop are called by the Lifecycle only, never concurrently for
 // one LatentSlave, and at most one instance of a LatentSlave is running at
@@ -32,10 +38,6 @@ const (
 type LatentSlave interface {
 	// Slave is the slave's configuration.
 	Slave() *slave.Slave
-	// BuildWaitTimeout is how long an idle instance is kept after its last
-	// build: 0 stops it right after each build, a negative value keeps it
-	// until the Lifecycle shuts down.
-	BuildWaitTimeout() time.Duration
 	// Start starts one instance that will attach to the master as this
 	// slave with req's password, and returns once the start is under way
 	// (not once it has attached). On error nothing may be left running.
@@ -65,6 +67,27 @@ type Instance struct {
 	Slave    string // the slave it was started for
 	MasterID string // the master whose tag it carries
 	Started  time.Time
+}
+
+// BuildWaiter is a LatentSlave with a build_wait_timeout of its own; the
+// Lifecycle keeps an idle instance of a driver that is not one for
+// DefaultBuildWaitTimeout.
+type BuildWaiter interface {
+	// BuildWaitTimeout is how long an idle instance is kept after its last
+	// build: 0 stops it right after each build, a negative value keeps it
+	// until the Lifecycle shuts down.
+	BuildWaitTimeout() time.Duration
+}
+
+// PasswordPasser is a LatentSlave that may hand its instances
+// StartRequest.Password. While an instance of one that does is starting,
+// only that password admits an attach under the slave's name: the
+// configured one, which an impostor may know, does not. An instance of
+// any other driver attaches with the configured password.
+type PasswordPasser interface {
+	// PassesPassword reports whether the instances Start starts from now
+	// on present StartRequest.Password when they attach.
+	PassesPassword() bool
 }
 
 // Lister is a LatentSlave that can list the instances that carry a

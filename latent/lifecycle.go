@@ -110,23 +110,29 @@ type Event struct {
 // Lifecycle starts latent slaves' instances when builds want them and
 // stops them after use. It is the slave manager's Controller for its
 // slaves: an application asks for a build slot on a latent slave with
-// Manager.Acquire exactly as on a normal one.
+// Manager.Acquire exactly as on a normal one. The manager knows a latent
+// slave for exactly as long as the Lifecycle does: the Lifecycle adds it
+// and forgets it (through slave.Control), never Manager.Reconfigure.
 //
 // Each latent slave is a state machine (see State) held in one
 // mutex-guarded struct; nothing waits while holding that mutex, which is
-// taken before the manager's and never while the manager's is held. Driver
-// calls, timers and notifications run in goroutines the Lifecycle owns
-// and waits for in Close.
+// taken before the manager's (slave.Control's calls) and never while the
+// manager's is held. Driver calls, timers and notifications run in
+// goroutines the Lifecycle owns and waits for in Close.
 type Lifecycle struct {
 	m        *slave.Manager
+	ctl      *slave.Control
 	cfg      Config
 	log      *slog.Logger
 	notifier notify.Notifier
 	starting *semaphore.Weighted // nil: no cap
 	running  *semaphore.Weighted // nil: no cap
 
-	slaves map[string]*latentSlave // fixed after New
-	order  []*latentSlave          // sorted by name
+	// mu guards slaves and order. It is taken last: after a slave's mu,
+	// never before it.
+	mu     sync.Mutex
+	slaves map[string]*latentSlave
+	order  []*latentSlave // sorted by name
 
 	ctx         context.Context // cancelled by Close
 	cancel      context.CancelFunc
@@ -139,9 +145,10 @@ type Lifecycle struct {
 var _ slave.Controller = (*Lifecycle)(nil)
 
 // New builds a Lifecycle for the latent slaves and makes it m's
-// Controller. Every latent slave's Slave() must be among m's slaves. New
-// runs the reaper once before it returns, so that instances a crashed
-// master left behind are stopped before any new one starts.
+// Controller. It adds their Slaves to m; one m knows already (given to
+// NewManager) becomes the Lifecycle's, out of Manager.Reconfigure's
+// reach. New runs the reaper once before it returns, so that instances a
+// crashed master left behind are stopped before any new one starts.
 func New(m *slave.Manager, cfg Config, latents ...LatentSlave) (*Lifecycle, error) {
 	if cfg.MasterID == "" {
 		return nil, errors.New("latent: Config.MasterID must name this master")
@@ -169,39 +176,25 @@ func New(m *slave.Manager, cfg Config, latents ...LatentSlave) (*Lifecycle, erro
 	if cfg.MaxRunning > 0 {
 		l.running = semaphore.NewWeighted(int64(cfg.MaxRunning))
 	}
-	var errs []error
-	for _, ls := range latents {
-		cfg := ls.Slave()
-		name := cfg.Name()
-		if _, ok := m.State(name); !ok {
-			errs = append(errs, fmt.Errorf("latent: slave %q is not configured in the manager", name))
-			continue
-		}
-		if l.slaves[name] != nil {
-			errs = append(errs, fmt.Errorf("latent: slave %q given twice", name))
-			continue
-		}
-		s := &latentSlave{l: l, ls: ls, cfg: cfg, name: name, changed: make(chan struct{}), since: time.Now()}
-		l.slaves[name] = s
-		l.order = append(l.order, s)
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := checkLatents(latents); err != nil {
 		return nil, err
 	}
-	slices.SortFunc(l.order, func(a, b *latentSlave) int { return strings.Compare(a.name, b.name) })
 	l.ctx, l.cancel = context.WithCancel(context.Background())
-
-	events, unsubscribe := m.Subscribe() // before SetController: no attach goes unseen
-	l.unsubscribe = unsubscribe
-	for _, s := range l.order {
-		if st, _ := m.State(s.name); st.Attached {
-			s.mu.Lock()
-			s.connected = true
-			s.disconnect(slog.LevelWarn, "latent slave attached before the lifecycle started; dropping its connection")
-			s.unlock()
+	events, unsubscribe := m.Subscribe() // before the slaves are added: no attach goes unseen
+	ctl, err := m.SetController(l)
+	if err != nil {
+		unsubscribe()
+		l.cancel()
+		return nil, err
+	}
+	l.ctl, l.unsubscribe = ctl, unsubscribe
+	for _, ls := range latents {
+		if err := l.add(ls); err != nil {
+			unsubscribe()
+			l.cancel()
+			return nil, err
 		}
 	}
-	m.SetController(l)
 	l.wg.Go(func() {
 		for ev := range events {
 			l.handle(ev)
@@ -214,16 +207,110 @@ func New(m *slave.Manager, cfg Config, latents ...LatentSlave) (*Lifecycle, erro
 	return l, nil
 }
 
-// Controls reports whether name is one of the Lifecycle's latent slaves.
-func (l *Lifecycle) Controls(name string) bool { return l.slaves[name] != nil }
+// checkLatents refuses a nil LatentSlave and a name given twice.
+func checkLatents(latents []LatentSlave) error {
+	seen := make(map[string]bool, len(latents))
+	var errs []error
+	for _, ls := range latents {
+		if ls == nil || ls.Slave() == nil {
+			errs = append(errs, errors.New("latent: a nil LatentSlave, or one with a nil Slave"))
+			continue
+		}
+		name := ls.Slave().Name()
+		if seen[name] {
+			errs = append(errs, fmt.Errorf("latent: slave %q given twice", name))
+		}
+		seen[name] = true
+	}
+	return errors.Join(errs...)
+}
 
-// Admit decides a login under a latent slave's name: it accepts a proof
-// of the password generated for the current start, or of the slave's
-// configured one, only while a substantiation waits for the attach. It refuses while
-// the slave is attached, so that a second instance cannot disturb the
-// first.
+// add makes ls one of the Lifecycle's slaves, Stopped, and the manager's
+// controlled slave; a connection already attached under its name is
+// dropped.
+func (l *Lifecycle) add(ls LatentSlave) error {
+	cfg := ls.Slave()
+	name := cfg.Name()
+	s := &latentSlave{l: l, ls: ls, cfg: cfg, name: name, changed: make(chan struct{}), since: time.Now()}
+	s.mu.Lock()
+	defer s.unlock()
+	if err := l.ctl.Set(cfg); err != nil {
+		return fmt.Errorf("latent: slave %q: %w", name, err)
+	}
+	l.mu.Lock()
+	l.slaves[name] = s
+	i, _ := slices.BinarySearchFunc(l.order, name, func(o *latentSlave, n string) int { return strings.Compare(o.name, n) })
+	l.order = slices.Insert(l.order, i, s)
+	l.mu.Unlock()
+	if st, _ := l.m.State(name); st.Attached {
+		s.connected = true
+		s.disconnect(slog.LevelWarn, "latent slave attached before the lifecycle started; dropping its connection")
+	}
+	return nil
+}
+
+// lookup returns the named latent slave, or nil.
+func (l *Lifecycle) lookup(name string) *latentSlave {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.slaves[name]
+}
+
+// list returns the latent slaves, sorted by name.
+func (l *Lifecycle) list() []*latentSlave {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.order)
+}
+
+// Reconfigure replaces the set of latent slaves while instances run on,
+// like Buildbot's reconfig. A new slave is added, Stopped. A slave whose
+// LatentSlave changed takes the new one (driver, password, options) at
+// its next start: a running instance is left alone until it stops. A
+// slave no longer listed takes no new build and is stopped once its
+// builds end; Acquires waiting for it alone fail, and once its instance
+// is stopped the manager forgets it. A static slave of the manager under
+// a new slave's name becomes the Lifecycle's, as in New. A nil or
+// duplicate LatentSlave is refused, and then nothing changes.
+func (l *Lifecycle) Reconfigure(latents ...LatentSlave) error {
+	if err := checkLatents(latents); err != nil {
+		return err
+	}
+	if l.shutting.Load() {
+		return ErrClosed
+	}
+	var errs []error
+	keep := make(map[string]bool, len(latents))
+	for _, ls := range latents {
+		name := ls.Slave().Name()
+		keep[name] = true
+		s := l.lookup(name)
+		if s == nil {
+			errs = append(errs, l.add(ls))
+			continue
+		}
+		s.mu.Lock()
+		s.change(ls)
+		s.unlock()
+	}
+	for _, s := range l.list() {
+		if !keep[s.name] {
+			s.mu.Lock()
+			s.remove()
+			s.unlock()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Admit decides a login under a latent slave's name, only while a
+// substantiation waits for the attach: it accepts a proof of the password
+// generated for the current start, or, unless the driver is a
+// PasswordPasser that passed that one, of the slave's configured
+// password. It refuses while the slave is attached, so that a second
+// instance cannot disturb the first.
 func (l *Lifecycle) Admit(name string, proof slave.Proof) error {
-	s := l.slaves[name]
+	s := l.lookup(name)
 	if s == nil {
 		return fmt.Errorf("%w: %q is not a latent slave", slave.ErrUnknownSlave, name)
 	}
@@ -244,7 +331,8 @@ func (l *Lifecycle) Admit(name string, proof slave.Proof) error {
 		return ErrNotSubstantiating
 	}
 	perStart := proof.Proves(s.sub.password)
-	if !s.cfg.Accepts(proof) && !perStart {
+	configured := !s.sub.passed && s.cfg.Accepts(proof)
+	if !perStart && !configured {
 		return slave.ErrBadPassword
 	}
 	return nil
@@ -254,7 +342,7 @@ func (l *Lifecycle) Admit(name string, proof slave.Proof) error {
 // or remembers the want until the slave can substantiate, and reports
 // whether it started one. It never blocks.
 func (l *Lifecycle) Want(name string) bool {
-	s := l.slaves[name]
+	s := l.lookup(name)
 	if s == nil {
 		return false
 	}
@@ -265,7 +353,7 @@ func (l *Lifecycle) Want(name string) bool {
 
 // handle applies one manager event to its latent slave.
 func (l *Lifecycle) handle(ev slave.Event) {
-	s := l.slaves[ev.Slave]
+	s := l.lookup(ev.Slave)
 	if s == nil {
 		return
 	}
@@ -289,7 +377,7 @@ func (l *Lifecycle) handle(ev slave.Event) {
 // Manager.Acquire waits through failed substantiations until its own ctx
 // ends; Acquire below gives a build slot or the failure instead.
 func (l *Lifecycle) Substantiate(ctx context.Context, name string) error {
-	s := l.slaves[name]
+	s := l.lookup(name)
 	if s == nil {
 		return fmt.Errorf("%w: %q is not a latent slave", slave.ErrUnknownSlave, name)
 	}
@@ -301,6 +389,8 @@ func (l *Lifecycle) Substantiate(ctx context.Context, name string) error {
 		switch {
 		case mine != nil && mine.err != nil:
 			err = mine.err
+		case s.removing:
+			err = fmt.Errorf("%w: %q was removed from the configuration", slave.ErrUnknownSlave, name)
 		case s.state == Idle || s.state == Running:
 		case s.state == Quarantined:
 			err = fmt.Errorf("%w until %s: %w", ErrQuarantined, s.until.Format(time.RFC3339), s.lastErr)
@@ -339,12 +429,12 @@ func (l *Lifecycle) Substantiate(ctx context.Context, name string) error {
 // call Close then.
 func (l *Lifecycle) Shutdown(ctx context.Context) error {
 	l.shutting.Store(true)
-	for _, s := range l.order {
+	for _, s := range l.list() {
 		s.mu.Lock()
 		s.shutdown()
 		s.unlock()
 	}
-	for _, s := range l.order {
+	for _, s := range l.list() {
 		for {
 			s.mu.Lock()
 			done := s.inst == nil && !s.starting && s.state != Substantiating && s.state != Idle && s.state != Running
@@ -372,7 +462,7 @@ func (l *Lifecycle) Close() error {
 	l.closeOnce.Do(func() {
 		l.cancel()
 		l.unsubscribe()
-		for _, s := range l.order {
+		for _, s := range l.list() {
 			s.mu.Lock() // after this no goroutine or timer starts: l.ctx is done
 			s.stopTimer()
 			if s.sub != nil {
@@ -388,7 +478,7 @@ func (l *Lifecycle) Close() error {
 // leftovers names the instances still running, and starts under way.
 func (l *Lifecycle) leftovers() error {
 	var errs []error
-	for _, s := range l.order {
+	for _, s := range l.list() {
 		s.mu.Lock()
 		switch {
 		case s.inst != nil:

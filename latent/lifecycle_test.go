@@ -301,10 +301,30 @@ func TestLoginsRefusedUnlessSubstantiating(t *testing.T) {
 	})
 }
 
+// A driver that passes the start's password to its instance admits no
+// other while the instance starts: the configured password, which an
+// impostor may know, is refused then.
+func TestOnlyTheStartsPasswordAdmittedWhenTheDriverPassesIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, latent.Config{}, nil,
+			spec{s: mustSlave(t, "bot"), wait: time.Minute, boot: latenttest.Boot{Delay: time.Minute}})
+		f.lc.Want("bot")
+		synctest.Wait()
+		if err := f.m.Authenticate("bot", "configured-bot", "127.0.0.1:1"); !errors.Is(err, slave.ErrBadPassword) {
+			t.Errorf("configured password while the start's is expected = %v", err)
+		}
+		f.wantState(t, "bot", latent.Substantiating)
+		time.Sleep(time.Minute) // the real instance boots and attaches
+		f.wantState(t, "bot", latent.Idle)
+	})
+}
+
+// A driver that cannot pass the start's password (an image with the
+// password baked in) attaches with the configured one.
 func TestConfiguredPasswordAdmittedWhileSubstantiating(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFixture(t, latent.Config{}, nil,
-			spec{s: mustSlave(t, "bot"), wait: time.Minute, boot: latenttest.Boot{Hang: true}})
+			spec{s: mustSlave(t, "bot"), wait: time.Minute, boot: latenttest.Boot{Hang: true}, plain: true})
 		f.lc.Want("bot")
 		synctest.Wait()
 		if err := f.m.Authenticate("bot", "wrong", "127.0.0.1:1"); !errors.Is(err, slave.ErrBadPassword) {
@@ -485,11 +505,20 @@ func TestNewRefusesMisconfiguration(t *testing.T) {
 	if _, err := latent.New(m, latent.Config{}, bot); err == nil {
 		t.Error("no MasterID accepted")
 	}
-	if _, err := latent.New(m, latent.Config{MasterID: "m"}, cloud.Slave(mustSlave(t, "other"), 0, latenttest.Boot{})); err == nil {
-		t.Error("a slave unknown to the manager accepted")
-	}
 	if _, err := latent.New(m, latent.Config{MasterID: "m"}, bot, bot); err == nil {
 		t.Error("a slave given twice accepted")
+	}
+	// A slave the manager does not know yet is added to it.
+	lc, err := latent.New(m, latent.Config{MasterID: "m", Logger: quiet}, cloud.Slave(mustSlave(t, "other"), 0, latenttest.Boot{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	if _, ok := m.State("other"); !ok {
+		t.Error("New did not add its slave to the manager")
+	}
+	if _, err := latent.New(m, latent.Config{MasterID: "m", Logger: quiet}, bot); !errors.Is(err, slave.ErrController) {
+		t.Errorf("a second Lifecycle on one manager = %v", err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,14 +21,17 @@ import (
 // with it held, and never wait.
 type latentSlave struct {
 	l    *Lifecycle
-	ls   LatentSlave
-	cfg  *slave.Slave
 	name string
 	// op serializes the driver's Start and Stop calls for this slave, the
 	// reaper's included, as LatentSlave promises drivers.
 	op sync.Mutex
 
 	mu         sync.Mutex
+	ls         LatentSlave  // the driver; replaced by next only with no instance
+	cfg        *slave.Slave // ls.Slave()
+	next       LatentSlave  // a change Reconfigure made, for the next start
+	removing   bool         // gone from the configuration: stop, then forget
+	noticed    bool         // notify_on_missing was told of this outage
 	state      State
 	since      time.Time
 	reason     string
@@ -56,6 +60,7 @@ type substantiation struct {
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
 	password string        // set before Start; "" while waiting for a slot
+	passed   bool          // the driver passes password: it alone admits the attach
 	attached chan struct{} // closed when the slave attached
 	err      error         // why it failed; guarded by the slave's mu
 	wanted   bool          // a Want joined: on failure, try again after the quarantine
@@ -114,7 +119,7 @@ func (s *latentSlave) set(st State, reason string) {
 // substantiation; mu is held.
 func (s *latentSlave) want(reason string) bool {
 	switch {
-	case s.l.shutting.Load():
+	case s.l.shutting.Load() || s.removing:
 	case s.state == Substantiating:
 		s.sub.wanted = true
 	case s.state == Stopped && !s.connected:
@@ -162,17 +167,20 @@ func (s *latentSlave) substantiate(sub *substantiation) {
 	}
 	defer release(l.starting)
 
-	timeout := s.cfg.MissingTimeout()
-	ctx, cancel := context.WithTimeoutCause(sub.ctx, timeout, fmt.Errorf("%w (%v)", ErrMissing, timeout))
-	defer cancel()
 	s.mu.Lock()
+	ls, timeout := s.ls, missingTimeout(s.cfg)
 	sub.password = rand.Text()
+	if p, ok := ls.(PasswordPasser); ok {
+		sub.passed = p.PassesPassword()
+	}
 	s.starting = true
 	req := StartRequest{Name: s.name, Password: sub.password, MasterID: l.cfg.MasterID}
 	s.unlock()
+	ctx, cancel := context.WithTimeoutCause(sub.ctx, timeout, fmt.Errorf("%w (%v)", ErrMissing, timeout))
+	defer cancel()
 
 	s.op.Lock()
-	inst, err := s.ls.Start(ctx, req)
+	inst, err := ls.Start(ctx, req)
 	s.op.Unlock()
 	s.mu.Lock()
 	s.starting = false
@@ -198,7 +206,7 @@ func (s *latentSlave) substantiate(sub *substantiation) {
 	}
 
 	var tick <-chan time.Time
-	checker, _ := s.ls.(Checker)
+	checker, _ := ls.(Checker)
 	if checker != nil {
 		t := time.NewTicker(l.cfg.CheckInterval)
 		defer t.Stop()
@@ -248,9 +256,9 @@ func (s *latentSlave) failLocked(sub *substantiation, err error) {
 	// An instance that still attaches late takes no build; builds waiting
 	// for this slave alone learn why, and only those that also wait for
 	// other slaves make it try again after the quarantine.
-	s.l.m.Drain(s.name) // cannot be busy: it is not attached
-	s.l.m.FailWaiters(s.name, fmt.Errorf("latent slave %s: %w", s.name, err))
-	s.wanted = s.l.m.Waiting(s.name) > 0
+	s.checkCtl("drain", s.l.ctl.Drain(s.name)) // not attached, so not busy
+	s.l.ctl.FailWaiters(s.name, fmt.Errorf("latent slave %s: %w", s.name, err))
+	s.wanted = s.l.ctl.Waiting(s.name) > 0
 	s.logf(slog.LevelError, "latent substantiation failed", "reason", err.Error())
 	if errors.Is(err, ErrMissing) || errors.Is(err, ErrDied) {
 		s.notifyMissing()
@@ -258,13 +266,32 @@ func (s *latentSlave) failLocked(sub *substantiation, err error) {
 	s.stop(err.Error(), Quarantined)
 }
 
-// notifyMissing tells notify_on_missing that an instance never attached;
-// mu is held.
+// checkCtl logs a failed call of the manager's Control; mu is held. Only
+// the Lifecycle forgets its slaves, so none fails but Drain of a slave
+// that just took a build, whose event is on its way.
+func (s *latentSlave) checkCtl(what string, err error) {
+	if err != nil {
+		s.logf(slog.LevelWarn, "latent slave: "+what+" failed", "reason", err.Error())
+	}
+}
+
+// missingTimeout is how long an instance of cfg may take to attach.
+func missingTimeout(cfg *slave.Slave) time.Duration {
+	if cfg.MissingTimeoutSet() {
+		return cfg.MissingTimeout()
+	}
+	return DefaultMissingTimeout
+}
+
+// notifyMissing tells notify_on_missing that an instance never attached,
+// once per outage: until an instance attaches again, later failures of
+// the slave send none. mu is held.
 func (s *latentSlave) notifyMissing() {
 	rcpt := s.cfg.NotifyOnMissing()
-	if len(rcpt) == 0 {
+	if len(rcpt) == 0 || s.noticed {
 		return
 	}
+	s.noticed = true
 	st, _ := s.l.m.State(s.name)
 	report := notify.Missing{
 		Slave:         s.name,
@@ -284,10 +311,10 @@ func (s *latentSlave) attached() {
 		s.disconnect(slog.LevelWarn, "latent slave attached while not substantiating; dropping its connection")
 		return
 	}
-	s.l.m.Undrain(s.name) // drained when its previous instance stopped
+	s.checkCtl("undrain", s.l.ctl.Undrain(s.name)) // drained when its previous instance stopped
 	close(s.sub.attached)
 	s.sub = nil
-	s.failures, s.until = 0, time.Time{}
+	s.failures, s.until, s.noticed = 0, time.Time{}, false
 	s.lastAttach = time.Now()
 	s.set(Idle, "attached")
 	s.idle()
@@ -296,7 +323,7 @@ func (s *latentSlave) attached() {
 // disconnect logs why, then drops the slave's connection; mu is held.
 func (s *latentSlave) disconnect(level slog.Level, why string) {
 	s.logf(level, why, "state", s.state.String())
-	if err := s.l.m.Disconnect(s.name, errors.New(why)); err != nil && !errors.Is(err, slave.ErrNotAttached) { // detached: its event is on the way
+	if err := s.l.ctl.Disconnect(s.name, errors.New(why)); err != nil && !errors.Is(err, slave.ErrNotAttached) { // detached: its event is on the way
 		s.logf(slog.LevelWarn, "latent slave could not be disconnected", "reason", err.Error())
 	}
 }
@@ -337,11 +364,18 @@ func (s *latentSlave) builds(running int) {
 // idle arms build_wait_timeout, or stops at once while shutting down; mu
 // is held and the slave is Idle.
 func (s *latentSlave) idle() {
-	if s.l.shutting.Load() {
+	switch {
+	case s.l.shutting.Load():
 		s.drainAndStop("shutting down")
 		return
+	case s.removing:
+		s.drainAndStop("removed from the configuration")
+		return
 	}
-	wait := s.ls.BuildWaitTimeout()
+	wait := DefaultBuildWaitTimeout
+	if w, ok := s.ls.(BuildWaiter); ok {
+		wait = w.BuildWaitTimeout()
+	}
 	if wait < 0 {
 		return
 	}
@@ -354,7 +388,7 @@ func (s *latentSlave) drainAndStop(reason string) {
 	if s.state != Idle {
 		return
 	}
-	if err := s.l.m.Drain(s.name); err != nil {
+	if err := s.l.ctl.Drain(s.name); err != nil {
 		// A build started or the slave detached: that event is on its way.
 		s.logf(slog.LevelDebug, "latent slave not drained", "reason", err.Error())
 		return
@@ -382,14 +416,14 @@ func (s *latentSlave) stopInstance() {
 		s.maybeFinish()
 		return
 	}
-	inst := *s.inst
-	s.l.spawn(func() { s.runStop(inst) })
+	inst, ls := *s.inst, s.ls // ls started inst: next waits for the stop
+	s.l.spawn(func() { s.runStop(ls, inst) })
 }
 
-func (s *latentSlave) runStop(inst Instance) {
+func (s *latentSlave) runStop(ls LatentSlave, inst Instance) {
 	ctx, cancel := context.WithTimeout(s.l.ctx, s.l.cfg.StopTimeout)
 	s.op.Lock()
-	err := s.ls.Stop(ctx, inst)
+	err := ls.Stop(ctx, inst)
 	s.op.Unlock()
 	cancel()
 	s.mu.Lock()
@@ -421,6 +455,11 @@ func (s *latentSlave) maybeFinish() {
 		s.slot = false
 		release(s.l.running)
 	}
+	if s.removing {
+		s.forget()
+		return
+	}
+	s.applyChange()
 	if s.afterStop == Quarantined && !s.l.shutting.Load() {
 		s.failures++
 		wait := quarantine.Delay(s.failures)
@@ -439,6 +478,78 @@ func (s *latentSlave) maybeFinish() {
 	if s.wanted {
 		s.want("a build is waiting")
 	}
+}
+
+// change takes ls as the slave's driver at its next start, or at once
+// if it has no instance; mu is held.
+func (s *latentSlave) change(ls LatentSlave) {
+	if s.removing {
+		s.removing = false
+		s.logf(slog.LevelInfo, "latent slave back in the configuration")
+	}
+	if ls == s.ls {
+		s.next = nil
+		return
+	}
+	s.next = ls
+	if s.state == Stopped || s.state == Quarantined {
+		s.applyChange()
+	} else {
+		s.logf(slog.LevelInfo, "latent slave changed: the change takes effect at its next start", "state", s.state.String())
+	}
+}
+
+// applyChange makes a pending change the slave's; mu is held and the
+// slave has no instance.
+func (s *latentSlave) applyChange() {
+	if s.next == nil {
+		return
+	}
+	ls := s.next
+	s.next = nil
+	s.checkCtl("set", s.l.ctl.Set(ls.Slave()))
+	s.ls, s.cfg = ls, ls.Slave()
+	s.logf(slog.LevelInfo, "latent slave changed")
+}
+
+// remove stops the slave for good: builds waiting for it alone fail, it
+// takes no new one, and once its instance is stopped it is forgotten. mu
+// is held.
+func (s *latentSlave) remove() {
+	if s.removing {
+		return
+	}
+	s.removing, s.wanted, s.next = true, false, nil
+	why := errors.New("removed from the configuration")
+	s.l.ctl.FailWaiters(s.name, fmt.Errorf("latent slave %s: %w", s.name, why))
+	s.logf(slog.LevelInfo, "latent slave removed from the configuration; stopping it", "state", s.state.String())
+	switch s.state {
+	case Stopped, Quarantined:
+		s.stopTimer()
+		s.forget()
+	case Substantiating:
+		s.sub.cancel(why)
+	case Idle:
+		s.stopTimer()
+		s.drainAndStop(why.Error())
+	}
+	// Running: stopped when its last build ends; Stopping: forgotten
+	// once stopped.
+}
+
+// forget ends a removed slave, which has no instance: the manager and
+// the Lifecycle forget it. mu is held.
+func (s *latentSlave) forget() {
+	s.checkCtl("remove", s.l.ctl.Remove(s.name))
+	l := s.l
+	l.mu.Lock()
+	if l.slaves[s.name] == s {
+		delete(l.slaves, s.name)
+		l.order = slices.DeleteFunc(l.order, func(o *latentSlave) bool { return o == s })
+	}
+	l.mu.Unlock()
+	s.until = time.Time{}
+	s.set(Stopped, "removed from the configuration")
 }
 
 // shutdown starts stopping the slave for Shutdown; mu is held.

@@ -18,8 +18,11 @@ func (l *Lifecycle) Reap(ctx context.Context) ([]Instance, error) {
 	var reaped []Instance
 	var errs []error
 	seen := l.instances() // tracked before List: one stopped meanwhile is not an orphan
-	for _, s := range l.order {
-		lister, ok := s.ls.(Lister)
+	for _, s := range l.list() {
+		s.mu.Lock()
+		ls := s.ls
+		s.unlock()
+		lister, ok := ls.(Lister)
 		if !ok {
 			continue
 		}
@@ -35,7 +38,7 @@ func (l *Lifecycle) Reap(ctx context.Context) ([]Instance, error) {
 				continue
 			}
 			seen[inst.ID] = true
-			if err := s.reap(ctx, inst); err != nil {
+			if err := s.reap(ctx, ls, inst); err != nil {
 				errs = append(errs, err)
 				continue
 			}
@@ -52,7 +55,7 @@ func (l *Lifecycle) Reap(ctx context.Context) ([]Instance, error) {
 // instances returns the ids of the instances the Lifecycle tracks.
 func (l *Lifecycle) instances() map[string]bool {
 	ids := make(map[string]bool)
-	for _, s := range l.order {
+	for _, s := range l.list() {
 		s.mu.Lock()
 		if s.inst != nil {
 			ids[s.inst.ID] = true
@@ -65,7 +68,7 @@ func (l *Lifecycle) instances() map[string]bool {
 // tracked reports whether inst is an instance the Lifecycle knows, or may
 // be one whose Start has not returned yet.
 func (l *Lifecycle) tracked(inst Instance) bool {
-	s := l.slaves[inst.Slave]
+	s := l.lookup(inst.Slave)
 	if s == nil {
 		return false
 	}
@@ -74,12 +77,12 @@ func (l *Lifecycle) tracked(inst Instance) bool {
 	return s.starting || s.inst != nil && s.inst.ID == inst.ID
 }
 
-// reap stops an untracked instance through s's driver, which listed it.
-func (s *latentSlave) reap(ctx context.Context, inst Instance) error {
+// reap stops an untracked instance through ls, s's driver, which listed it.
+func (s *latentSlave) reap(ctx context.Context, ls LatentSlave, inst Instance) error {
 	ctx, cancel := context.WithTimeout(ctx, s.l.cfg.StopTimeout)
 	defer cancel()
 	s.op.Lock()
-	err := s.ls.Stop(ctx, inst)
+	err := ls.Stop(ctx, inst)
 	s.op.Unlock()
 	log := s.l.log.With("slave", inst.Slave, "instance", inst.ID, "master_id", inst.MasterID, "started", inst.Started)
 	if err != nil {

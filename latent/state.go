@@ -66,7 +66,7 @@ type Status struct {
 
 // Status returns a snapshot of the named latent slave.
 func (l *Lifecycle) Status(name string) (Status, bool) {
-	s := l.slaves[name]
+	s := l.lookup(name)
 	if s == nil {
 		return Status{}, false
 	}
@@ -77,8 +77,9 @@ func (l *Lifecycle) Status(name string) (Status, bool) {
 
 // Statuses returns a snapshot of every latent slave, sorted by name.
 func (l *Lifecycle) Statuses() []Status {
-	out := make([]Status, 0, len(l.order))
-	for _, s := range l.order {
+	slaves := l.list()
+	out := make([]Status, 0, len(slaves))
+	for _, s := range slaves {
 		s.mu.Lock()
 		out = append(out, s.status())
 		s.unlock()

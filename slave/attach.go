@@ -224,7 +224,7 @@ func (m *Manager) detach(a *attachment, cause error) {
 		m.armMissing(e)
 	}
 	m.emit(Event{Kind: Detached, Slave: name, Time: now, Err: cause})
-	waited := e.waiters.Len() > 0
+	waited := e.controlled && e.waiters.Len() > 0
 	m.mu.Unlock()
 	if waited {
 		m.want(name)

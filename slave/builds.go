@@ -145,10 +145,10 @@ func (m *Manager) acquire(ctx context.Context, names []string, wait bool) (*Buil
 		return nil, ErrNoSlot
 	}
 	w := &waiter{ch: make(chan grant, 1), elems: make([]waitElem, 0, len(entries))}
-	var detached []string
+	var detached []string // controlled ones, for the Controller
 	for _, e := range entries {
 		w.elems = append(w.elems, waitElem{e, e.waiters.PushBack(w)})
-		if e.att == nil {
+		if e.att == nil && e.controlled {
 			detached = append(detached, e.cfg.name)
 		}
 	}

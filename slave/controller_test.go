@@ -19,7 +19,6 @@ type gate struct {
 	wanted []string
 }
 
-func (g *gate) Controls(name string) bool { return name == "latent" }
 func (g *gate) Admit(name string, proof slave.Proof) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -34,6 +33,20 @@ func (g *gate) Want(name string) bool {
 	g.wanted = append(g.wanted, name)
 	return true
 }
+
+// control makes g the manager's Controller, controlling the slave "latent".
+func (g *gate) control(t *testing.T, m *slave.Manager) *slave.Control {
+	t.Helper()
+	c, err := m.SetController(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(mustNew(t, "latent", "configured")); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func (g *gate) wants() []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -43,7 +56,7 @@ func (g *gate) wants() []string {
 func TestControllerDecidesLoginsOfItsSlaves(t *testing.T) {
 	f := newFixture(t, slave.Config{}, mustNew(t, "latent", "configured"), mustNew(t, "plain", "pw"))
 	g := &gate{pass: "per-start"}
-	f.m.SetController(g)
+	g.control(t, f.m)
 	if err := f.m.Authenticate("latent", "per-start", "127.0.0.1:1"); err != nil {
 		t.Errorf("controller's password refused: %v", err)
 	}
@@ -60,7 +73,9 @@ func TestControllerIsToldWhatIsWanted(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFixture(t, slave.Config{}, mustNew(t, "latent", "pw", slave.MaxBuilds(1)), mustNew(t, "plain", "pw"))
 		g := &gate{pass: "pw"}
-		f.m.SetController(g)
+		if err := g.control(t, f.m).Set(mustNew(t, "latent", "pw", slave.MaxBuilds(1))); err != nil {
+			t.Fatal(err)
+		}
 		go f.m.Acquire(context.Background(), "plain", "latent")
 		synctest.Wait()
 		if w := g.wants(); len(w) != 1 || w[0] != "latent" {
@@ -82,49 +97,138 @@ func TestControllerIsToldWhatIsWanted(t *testing.T) {
 }
 
 func TestDrainRefusesBusySlavesAndLastsUntilUndrain(t *testing.T) {
-	f := newFixture(t, slave.Config{}, mustNew(t, "a", "pw"))
-	c := slavetest.Attach(t, f.m, "a", "pw", slave.Info{})
-	b, _ := f.m.TryAcquire("a")
-	if err := f.m.Drain("a"); !errors.Is(err, slave.ErrBusy) {
+	f := newFixture(t, slave.Config{})
+	ctl := (&gate{pass: "pw"}).control(t, f.m)
+	c := slavetest.Attach(t, f.m, "latent", "pw", slave.Info{})
+	b, _ := f.m.TryAcquire("latent")
+	if err := ctl.Drain("latent"); !errors.Is(err, slave.ErrBusy) {
 		t.Errorf("Drain with a build = %v", err)
 	}
 	b.Release()
-	if err := f.m.Drain("a"); err != nil {
+	if err := ctl.Drain("latent"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.m.TryAcquire("a"); !errors.Is(err, slave.ErrNoSlot) {
+	if _, err := f.m.TryAcquire("latent"); !errors.Is(err, slave.ErrNoSlot) {
 		t.Errorf("drained slave took a build: %v", err)
 	}
 	// A late attach after the machine was stopped takes no build either.
 	c.Drop(nil)
-	slavetest.Attach(t, f.m, "a", "pw", slave.Info{})
-	if _, err := f.m.TryAcquire("a"); !errors.Is(err, slave.ErrNoSlot) {
+	slavetest.Attach(t, f.m, "latent", "pw", slave.Info{})
+	if _, err := f.m.TryAcquire("latent"); !errors.Is(err, slave.ErrNoSlot) {
 		t.Errorf("drain ended with a detach: %v", err)
 	}
-	f.m.Undrain("a")
-	if _, err := f.m.TryAcquire("a"); err != nil {
+	if err := ctl.Undrain("latent"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.m.TryAcquire("latent"); err != nil {
 		t.Errorf("undrained slave: %v", err)
+	}
+}
+
+func TestControlOnlyReachesControlledSlaves(t *testing.T) {
+	f := newFixture(t, slave.Config{}, mustNew(t, "plain", "pw"))
+	ctl := (&gate{pass: "pw"}).control(t, f.m)
+	slavetest.Attach(t, f.m, "plain", "pw", slave.Info{})
+	for name, err := range map[string]error{
+		"Drain":      ctl.Drain("plain"),
+		"Undrain":    ctl.Undrain("plain"),
+		"Remove":     ctl.Remove("plain"),
+		"Disconnect": ctl.Disconnect("plain", errors.New("x")),
+	} {
+		if !errors.Is(err, slave.ErrUnknownSlave) {
+			t.Errorf("%s of a static slave = %v, want ErrUnknownSlave", name, err)
+		}
+	}
+	if _, err := f.m.TryAcquire("plain"); err != nil {
+		t.Errorf("static slave after Control calls: %v", err)
+	}
+	if _, err := f.m.SetController(&gate{}); !errors.Is(err, slave.ErrController) {
+		t.Errorf("second SetController = %v", err)
+	}
+}
+
+// A Reconfigure that leaves out a controlled slave does not forget it,
+// and one that names it is refused: only its Controller changes it.
+func TestReconfigureCannotForgetOrTakeAControlledSlave(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, slave.Config{}, mustNew(t, "plain", "pw"))
+		ctl := (&gate{pass: "per-start"}).control(t, f.m)
+		if err := f.m.Reconfigure(mustNew(t, "plain", "pw")); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := f.m.State("latent"); !ok {
+			t.Fatal("Reconfigure without the latent slave forgot it")
+		}
+		if err := f.m.Authenticate("latent", "per-start", "127.0.0.1:1"); err != nil {
+			t.Errorf("login after Reconfigure: %v", err)
+		}
+		var cerr *slave.ConfigError
+		err := f.m.Reconfigure(mustNew(t, "plain", "pw"), mustNew(t, "latent", "static"))
+		if !errors.As(err, &cerr) || cerr.Slave != "latent" || cerr.Field != "name" {
+			t.Errorf("Reconfigure naming a latent slave = %v", err)
+		}
+		if err := f.m.Authenticate("latent", "static", "127.0.0.1:2"); err == nil {
+			t.Error("a refused Reconfigure took the latent slave's name")
+		}
+
+		// Remove forgets it: waiters fail, logins are unknown, and the
+		// name is free for a static slave.
+		waited := make(chan error, 1)
+		go func() { _, err := f.m.Acquire(context.Background(), "latent"); waited <- err }()
+		synctest.Wait()
+		if err := ctl.Remove("latent"); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-waited; !errors.Is(err, slave.ErrUnknownSlave) {
+			t.Errorf("waiter of a removed slave got %v", err)
+		}
+		if err := f.m.Authenticate("latent", "per-start", "127.0.0.1:3"); !errors.Is(err, slave.ErrUnknownSlave) {
+			t.Errorf("login of a removed slave = %v", err)
+		}
+		if err := f.m.Reconfigure(mustNew(t, "plain", "pw"), mustNew(t, "latent", "static")); err != nil {
+			t.Errorf("static slave under a removed latent name: %v", err)
+		}
+	})
+}
+
+// Set adopts a slave given to NewManager, and changes a controlled one's
+// settings at once.
+func TestSetAdoptsAndChanges(t *testing.T) {
+	f := newFixture(t, slave.Config{}, mustNew(t, "latent", "configured", slave.MaxBuilds(1)))
+	ctl, err := f.m.SetController(&gate{pass: "pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ctl.Set(mustNew(t, "latent", "configured", slave.MaxBuilds(2))); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.m.Reconfigure(); err != nil {
+		t.Fatal(err)
+	}
+	if st := state(t, f.m, "latent"); st.MaxBuilds != 2 {
+		t.Errorf("max_builds %d after Set, want 2", st.MaxBuilds)
 	}
 }
 
 func TestFailWaitersFailsThoseWaitingForTheSlaveAlone(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := newFixture(t, slave.Config{}, mustNew(t, "latent", "pw"), mustNew(t, "plain", "pw"))
+		f := newFixture(t, slave.Config{}, mustNew(t, "plain", "pw"))
+		ctl := (&gate{pass: "pw"}).control(t, f.m)
 		alone, either := make(chan error, 1), make(chan error, 1)
 		go func() { _, err := f.m.Acquire(context.Background(), "latent"); alone <- err }()
 		go func() { _, err := f.m.Acquire(context.Background(), "latent", "plain"); either <- err }()
 		synctest.Wait()
-		if n := f.m.Waiting("latent"); n != 2 {
+		if n := ctl.Waiting("latent"); n != 2 {
 			t.Fatalf("Waiting = %d, want 2", n)
 		}
 		boom := errors.New("instance never attached")
-		if n := f.m.FailWaiters("latent", boom); n != 1 {
+		if n := ctl.FailWaiters("latent", boom); n != 1 {
 			t.Fatalf("FailWaiters failed %d, want 1", n)
 		}
 		if err := <-alone; !errors.Is(err, boom) {
 			t.Errorf("lone waiter got %v", err)
 		}
-		if n := f.m.Waiting("latent"); n != 1 {
+		if n := ctl.Waiting("latent"); n != 1 {
 			t.Errorf("Waiting after = %d, want the one that also waits for plain", n)
 		}
 		slavetest.Attach(t, f.m, "plain", "pw", slave.Info{})
@@ -136,15 +240,16 @@ func TestFailWaitersFailsThoseWaitingForTheSlaveAlone(t *testing.T) {
 
 func TestDisconnectDropsTheConnection(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := newFixture(t, slave.Config{}, mustNew(t, "a", "pw"))
-		if err := f.m.Disconnect("a", errors.New("x")); !errors.Is(err, slave.ErrNotAttached) {
+		f := newFixture(t, slave.Config{})
+		ctl := (&gate{pass: "pw"}).control(t, f.m)
+		if err := ctl.Disconnect("latent", errors.New("x")); !errors.Is(err, slave.ErrNotAttached) {
 			t.Errorf("Disconnect of a detached slave = %v", err)
 		}
-		c := slavetest.Attach(t, f.m, "a", "pw", slave.Info{})
+		c := slavetest.Attach(t, f.m, "latent", "pw", slave.Info{})
 		events, cancel := f.m.Subscribe()
 		defer cancel()
 		gone := errors.New("instance terminated")
-		if err := f.m.Disconnect("a", gone); err != nil {
+		if err := ctl.Disconnect("latent", gone); err != nil {
 			t.Fatal(err)
 		}
 		ev := <-events
@@ -159,7 +264,7 @@ func TestControlledSlavesAreNeverMissing(t *testing.T) {
 		f := newFixture(t, slave.Config{},
 			mustNew(t, "latent", "pw", slave.NotifyOnMissing("a@example.com")),
 			mustNew(t, "plain", "pw", slave.NotifyOnMissing("a@example.com")))
-		f.m.SetController(&gate{pass: "pw"})
+		(&gate{pass: "pw"}).control(t, f.m)
 		c := slavetest.Attach(t, f.m, "latent", "pw", slave.Info{})
 		c.Drop(nil) // a stopped latent slave
 		time.Sleep(48 * time.Hour)

@@ -17,7 +17,7 @@ import (
 // quietLogger keeps examples' output to what they print.
 var quietLogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 
-// The seed's first configuration: two slaves, each with a name and a
+// Buildbot 0.8.6's first configuration: two slaves, each with a name and a
 // password, given to a manager.
 //
 //	c['slaves'] = [BuildSlave('bot-solaris', 'solarispasswd'),
@@ -91,7 +91,7 @@ func ExampleMaxBuilds() {
 	// running: 0 of 2
 }
 
-// The keepalive interval is an hour unless set; Disabled is the seed's None.
+// The keepalive interval is an hour unless set; Disabled is keepalive_interval=None.
 //
 //	BuildSlave('bot-linux', 'linuxpasswd', keepalive_interval=3600)
 func ExampleKeepaliveInterval() {
@@ -119,7 +119,7 @@ func ExampleNotifyOnMissing() {
 	// [bob@example.com alice@example.org] 5m0s
 }
 
-// The seed's recipe for missing-slave mail but no build mail: a mail
+// Buildbot 0.8.6's recipe for missing-slave mail but no build mail: a mail
 // notifier with builders=[], whose from address and relay host the
 // missing-slave mail uses. Here the relay host is an SMTP server on
 // loopback, and the slave is missing after 50 ms instead of 5 minutes.

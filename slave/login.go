@@ -105,16 +105,20 @@ func (m *Manager) endLogins() {
 func (m *Manager) check(name string, proof Proof) error {
 	m.mu.Lock()
 	var cfg *Slave
+	var ctl Controller
 	if e := m.slaves[name]; e != nil && !e.removed {
 		cfg = e.cfg
+		if e.controlled {
+			ctl = m.ctl
+		}
 	}
 	m.mu.Unlock()
 	if cfg == nil {
 		proof.Proves(name) // spend the same time as a real check
 		return ErrUnknownSlave
 	}
-	if c := m.controller(name); c != nil {
-		return c.Admit(name, proof)
+	if ctl != nil {
+		return ctl.Admit(name, proof)
 	}
 	if !cfg.Accepts(proof) {
 		return ErrBadPassword

@@ -28,7 +28,7 @@ type Config struct {
 	Logger *slog.Logger
 	// Notifier is told when a slave with notify_on_missing goes missing.
 	// Nil means notify.Default(): missing-slave mail still goes out, as
-	// the seed promises, through a relay on localhost. A failed notice is
+	// Buildbot 0.8.6's manual promises, through a relay on localhost. A failed notice is
 	// retried as a zero notify.Retrying does; pass a *notify.Retrying to
 	// choose other retries.
 	Notifier notify.Notifier
@@ -109,6 +109,7 @@ type entry struct {
 	shuttingDown bool // graceful shutdown asked: no new builds, shut down when idle
 	draining     bool // a Controller is about to stop its machine: no new builds
 	removed      bool // gone from the config: dropped once detached
+	controlled   bool // the Controller's: only Control adds, changes or removes it
 
 	builds  map[*Build]struct{}
 	waiters *list.List // of *waiter, oldest first
@@ -122,6 +123,9 @@ func NewManager(cfg Config, slaves ...*Slave) (*Manager, error) {
 	}
 	if cfg.DuplicatePingTimeout <= 0 {
 		cfg.DuplicatePingTimeout = DefaultDuplicatePingTimeout
+	}
+	if cfg.Notifier == nil {
+		cfg.Notifier = notify.Default()
 	}
 	notifier, ok := cfg.Notifier.(*notify.Retrying)
 	if !ok {
@@ -159,11 +163,20 @@ func checkUnique(slaves []*Slave) error {
 	return errors.Join(errs...)
 }
 
+// newEntry returns the entry of a slave the manager did not know.
+func newEntry(s *Slave) *entry {
+	return &entry{name: s.name, cfg: s, attachLock: make(chan struct{}, 1), builds: make(map[*Build]struct{}), waiters: list.New()}
+}
+
 // Reconfigure replaces the set of known slaves while others stay attached,
 // like Buildbot's reconfig: new slaves are added, slaves whose settings
 // changed keep their connection and builds and take the new settings at
 // once, and slaves no longer listed take no new builds and are
 // disconnected once their running builds end. On error nothing changes.
+//
+// The slaves of a Controller (latent slaves) are not Reconfigure's: it
+// leaves them as they are, and refuses a slave under one of their names.
+// Change them through their Controller (latent.Lifecycle.Reconfigure).
 func (m *Manager) Reconfigure(slaves ...*Slave) error {
 	if err := checkUnique(slaves); err != nil {
 		return err
@@ -176,16 +189,27 @@ func (m *Manager) Reconfigure(slaves ...*Slave) error {
 		m.mu.Unlock()
 		return ErrClosed
 	}
+	var errs []error
+	for _, s := range slaves {
+		if e := m.slaves[s.name]; e != nil && e.controlled && !e.removed {
+			errs = append(errs, &ConfigError{Slave: s.name, Field: "name", Reason: "is a latent slave: its Controller configures it"})
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		m.mu.Unlock()
+		return err
+	}
 	keep := make(map[string]bool, len(slaves))
 	for _, s := range slaves {
 		keep[s.name] = true
 		e := m.slaves[s.name]
 		if e == nil {
-			e = &entry{name: s.name, cfg: s, attachLock: make(chan struct{}, 1), builds: make(map[*Build]struct{}), waiters: list.New()}
+			e = newEntry(s)
 			m.slaves[s.name] = e
 			m.armMissing(e)
 			continue
 		}
+		e.controlled = false // a controlled slave removed, still attached
 		old := e.cfg
 		e.cfg = s
 		e.removed = false
@@ -202,17 +226,11 @@ func (m *Manager) Reconfigure(slaves ...*Slave) error {
 		m.serveWaiters(e)
 	}
 	for name, e := range m.slaves {
-		if keep[name] {
+		if keep[name] || e.controlled || e.removed {
 			continue
 		}
-		e.removed = true
-		m.failWaiters(e, fmt.Errorf("%w: %s was removed from the configuration", ErrUnknownSlave, name))
-		switch {
-		case e.att == nil:
-			m.disarmMissing(e)
-			delete(m.slaves, name)
-		case len(e.builds) == 0:
-			drop = append(drop, e.att)
+		if a := m.remove(e); a != nil {
+			drop = append(drop, a)
 		}
 	}
 	m.mu.Unlock()
@@ -227,7 +245,24 @@ func (m *Manager) Reconfigure(slaves ...*Slave) error {
 	return nil
 }
 
-// Slaves returns the configured slaves, sorted by name.
+// remove forgets e: its waiters fail, it is dropped now if detached, else
+// once it detaches. It returns e's attachment if it is to be disconnected
+// now, having no build. m.mu is held.
+func (m *Manager) remove(e *entry) *attachment {
+	e.removed = true
+	m.failWaiters(e, fmt.Errorf("%w: %s was removed from the configuration", ErrUnknownSlave, e.name))
+	switch {
+	case e.att == nil:
+		m.disarmMissing(e)
+		delete(m.slaves, e.name)
+	case len(e.builds) == 0:
+		return e.att
+	}
+	return nil
+}
+
+// Slaves returns the configured slaves, latent ones included, sorted by
+// name.
 func (m *Manager) Slaves() []*Slave {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -10,7 +10,7 @@ import (
 // after now, unless the slave attaches first. m.mu is held.
 func (m *Manager) armMissing(e *entry) {
 	m.disarmMissing(e)
-	if m.closed || m.controls(e.cfg.name) {
+	if m.closed || e.controlled {
 		return
 	}
 	gen := e.missingGen

@@ -2,7 +2,9 @@ package slave_test
 
 import (
 	"context"
+	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -212,5 +214,26 @@ func TestSlavesOwnKeepalivesCountAsSeen(t *testing.T) {
 		if st := state(t, f.m, "bot"); st.LastSeen.Sub(start) != 10*time.Minute {
 			t.Errorf("last seen %v after attach, want 10m", st.LastSeen.Sub(start))
 		}
+	})
+}
+
+// A notice that fails is sent again: NewManager wraps the Notifier in
+// notify.Retrying.
+func TestFailedNoticeIsRetried(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var attempts atomic.Int32
+		flaky := notifierFunc(func(context.Context) error {
+			if attempts.Add(1) == 1 {
+				return errors.New("relay down")
+			}
+			return nil
+		})
+		f := newFixture(t, slave.Config{Notifier: flaky}, mustNew(t, "bot", "pw", slave.NotifyOnMissing("a@example.com"), slave.MissingTimeout(time.Minute)))
+		time.Sleep(time.Minute + time.Hour) // the missing timeout, then every back-off
+		synctest.Wait()
+		if n := attempts.Load(); n != 2 {
+			t.Errorf("%d attempts, want the failed one and its retry", n)
+		}
+		f.m.Close()
 	})
 }

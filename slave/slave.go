@@ -19,11 +19,11 @@ const (
 	DefaultMissingTimeout = 3600 * time.Second
 )
 
-// Disabled, given to KeepaliveInterval, turns keepalives off: the seed's
-// keepalive_interval=None.
+// Disabled, given to KeepaliveInterval, turns keepalives off: Buildbot
+// 0.8.6's keepalive_interval=None.
 const Disabled time.Duration = -1
 
-// Slave is the configuration of one build slave: the seed's
+// Slave is the configuration of one build slave: Buildbot 0.8.6's
 // BuildSlave(name, password, ...). Build one with New; a Slave is immutable
 // once built, so it is safe to share.
 type Slave struct {
@@ -34,14 +34,15 @@ type Slave struct {
 	keepaliveInterval time.Duration
 	notifyOnMissing   []string
 	missingTimeout    time.Duration
+	missingTimeoutSet bool // MissingTimeout was given
 }
 
-// Option sets one of a Slave's optional settings; each is named after the
-// seed's keyword argument.
+// Option sets one of a Slave's optional settings; each is named after
+// BuildSlave's keyword argument in Buildbot 0.8.6's manual.
 type Option func(*Slave)
 
 // Properties sets properties that are available to every build on this
-// slave (the seed's properties=). The map is copied.
+// slave (properties=). The map is copied.
 func Properties(p map[string]any) Option {
 	return func(s *Slave) { s.properties = maps.Clone(p) }
 }
@@ -67,7 +68,7 @@ func NotifyOnMissing(addresses ...string) Option {
 // MissingTimeout sets how long the slave may be disconnected before
 // notify_on_missing is told (missing_timeout=).
 func MissingTimeout(d time.Duration) Option {
-	return func(s *Slave) { s.missingTimeout = d }
+	return func(s *Slave) { s.missingTimeout, s.missingTimeoutSet = d, true }
 }
 
 // New builds a Slave from a name and a password plus options, and
@@ -88,8 +89,8 @@ func New(name, password string, opts ...Option) (*Slave, error) {
 	return s, nil
 }
 
-// ConfigError is an invalid slave configuration. Field is the seed's name
-// for the setting (name, password, max_builds, ...).
+// ConfigError is an invalid slave configuration. Field is the setting's
+// name in Buildbot 0.8.6's manual (name, password, max_builds, ...).
 type ConfigError struct {
 	Slave  string
 	Field  string
@@ -159,6 +160,11 @@ func (s *Slave) NotifyOnMissing() []string { return slices.Clone(s.notifyOnMissi
 
 // MissingTimeout is how long the slave may be gone before it counts as missing.
 func (s *Slave) MissingTimeout() time.Duration { return s.missingTimeout }
+
+// MissingTimeoutSet reports whether the MissingTimeout option was given.
+// When it was not, a latent slave's Lifecycle waits for an instance's
+// attach for its own default, 20 minutes, where a static slave's is an hour.
+func (s *Slave) MissingTimeoutSet() bool { return s.missingTimeoutSet }
 
 // String names the slave; it never shows the password.
 func (s *Slave) String() string { return "slave " + s.name }

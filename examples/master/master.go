@@ -33,18 +33,20 @@ type master struct {
 	log      *slog.Logger
 	progress func(format string, args ...any)
 
-	mu  sync.Mutex     // guards cfg
-	cfg *config.Config // the configuration applied last
+	mu      sync.Mutex                    // guards cfg, latents and drivers
+	cfg     *config.Config                // the configuration applied last
+	latents map[string]latent.LatentSlave // the driver of each latent slave, by name
+	drivers []latent.LatentSlave          // every driver built, closed at shutdown
 
-	mgr     *slave.Manager
-	lc      *latent.Lifecycle // nil without latent slaves
-	drivers []latent.LatentSlave
-	status  *status.Status
-	history *builds.History
-	runner  *builds.Runner
-	scheds  *builds.Schedulers
-	atStart []*builds.Handle
-	latentC chan struct{} // signalled at every latent event
+	mgr       *slave.Manager
+	lc        *latent.Lifecycle // nil without latent slaves at start
+	driverEnv config.DriverEnv  // what a reload builds new drivers with
+	status    *status.Status
+	history   *builds.History
+	runner    *builds.Runner
+	scheds    *builds.Schedulers
+	atStart   []*builds.Handle
+	latentC   chan struct{} // signalled at every latent event
 
 	pb        *pb.Server
 	pbAddr    string // where PB slaves dial (local latent slaves too)
@@ -60,7 +62,7 @@ type master struct {
 // start builds and starts a master on cfg. Progress lines go to out; the
 // local latent slaves' output goes to slaveOut.
 func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *master, err error) {
-	m := &master{cfg: cfg, log: log, latentC: make(chan struct{}, 1),
+	m := &master{cfg: cfg, log: log, latentC: make(chan struct{}, 1), latents: make(map[string]latent.LatentSlave),
 		progress: func(format string, args ...any) { fmt.Fprintf(out, "==> "+format+"\n", escapeArgs(args)...) }}
 	var cleanup []func()
 	defer func() {
@@ -94,13 +96,14 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 	metrics := status.NewMetrics(nil)
 	notifier := metrics.Notifier(cfg.Manager.Notifier, log)
 	slaves := append([]*slave.Slave(nil), cfg.Slaves...)
+	m.driverEnv = config.DriverEnv{Master: m.pbAddr, MasterMsgpack: m.protoAddr, Output: slaveOut, Logger: log}
 	for _, l := range cfg.Latents {
-		d, err := l.Driver(config.DriverEnv{Master: m.pbAddr, MasterMsgpack: m.protoAddr, Output: slaveOut, Logger: log})
+		d, err := l.Driver(m.driverEnv)
 		if err != nil {
 			return nil, fmt.Errorf("latent slave %s: %w", l.Name, err)
 		}
 		m.drivers = append(m.drivers, d)
-		slaves = append(slaves, d.Slave())
+		m.latents[l.Name] = d
 	}
 	cleanup = append(cleanup, m.closeDrivers)
 	mcfg := cfg.Manager
@@ -196,12 +199,21 @@ func dialable(a net.Addr) string {
 	return tcp.String()
 }
 
-// closeDrivers closes the drivers that hold a connection (libvirt).
+// closeDrivers closes the drivers that hold a connection (libvirt),
+// those a reload replaced included.
 func (m *master) closeDrivers() {
-	for _, d := range m.drivers {
-		if c, ok := d.(io.Closer); ok {
-			_ = c.Close() // nothing left to do with the error
-		}
+	m.mu.Lock()
+	drivers := m.drivers
+	m.mu.Unlock()
+	for _, d := range drivers {
+		closeDriver(d)
+	}
+}
+
+// closeDriver closes d if it holds a connection (libvirt).
+func closeDriver(d latent.LatentSlave) {
+	if c, ok := d.(io.Closer); ok {
+		_ = c.Close() // nothing left to do with the error
 	}
 }
 

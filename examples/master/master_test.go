@@ -302,3 +302,44 @@ func testStockWorkerOnTheStaticSlot(t *testing.T, proto string) {
 		t.Errorf("the worker logged an error:\n%s", l)
 	}
 }
+
+// A reload adds, changes and removes latent slaves: a removed one that
+// has no instance is forgotten at once, a new one substantiates for its
+// builder, and a running one whose entry changed keeps its instance.
+func TestReconfigureAppliesLatentSlaveChanges(t *testing.T) {
+	m, out := startMaster(t, testConfig(t, localLatent))
+	withL2 := strings.Replace(localLatent, `name = "l1"`, `name = "l2"`, 1)
+	withL2 = strings.Replace(withL2, `slaves = ["l1"]`, `slaves = ["l2"]`, 1)
+	if err := m.reconfigure(testConfig(t, withL2)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.lc.Status("l1"); ok {
+		t.Error("removed latent slave l1 is still known to the Lifecycle")
+	}
+	if _, ok := m.mgr.State("l1"); ok {
+		t.Error("removed latent slave l1 is still known to the manager")
+	}
+	if st, ok := m.lc.Status("l2"); !ok || st.State != latent.Stopped {
+		t.Fatalf("new latent slave l2: %+v, %v", st, ok)
+	}
+	h, err := m.runner.Force("b", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastBuild(t, m, builds.Running)
+	changed := strings.Replace(withL2, `missing_timeout = "20s"`, `missing_timeout = "30s"`, 1)
+	if err := m.reconfigure(testConfig(t, changed)); err != nil {
+		t.Fatal(err)
+	}
+	<-h.Done()
+	if h.State() != builds.Success {
+		t.Errorf("build on the new latent slave: %s", h.State())
+	}
+	if st, _ := m.lc.Status("l2"); st.State != latent.Idle && st.State != latent.Running {
+		t.Errorf("l2 after a change while it ran: %s (%s)", st.State, st.Reason)
+	}
+	if err := m.shutdown(30*time.Second, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	assertProcessesGone(t, out.String())
+}

@@ -4,9 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"slices"
+	"strings"
 
 	"github.com/buildslave/buildslave/examples/master/internal/config"
+	"github.com/buildslave/buildslave/latent"
 )
 
 // reload re-reads the configuration with load and applies it; on error
@@ -25,10 +26,12 @@ func (m *master) reload(load func() (*config.Config, error)) {
 }
 
 // reconfigure applies cfg while slaves stay attached and builds run on:
-// the static slaves through Manager.Reconfigure, the builders and the
-// schedulers replaced. Latent slaves and the [master] and [mail] tables
-// cannot change without a restart: a change is logged, and the running
-// ones stay.
+// the static slaves through Manager.Reconfigure, the latent slaves
+// through Lifecycle.Reconfigure (a new one is added, a changed one takes
+// its new settings at its next start, a removed one is stopped once its
+// builds end, then forgotten), the builders and the schedulers replaced.
+// The [master] and [mail] tables cannot change without a restart: a
+// change is logged, and the running ones stay.
 func (m *master) reconfigure(cfg *config.Config) error {
 	old := m.config()
 	if !reflect.DeepEqual(old.Raw.Master, cfg.Raw.Master) {
@@ -37,55 +40,84 @@ func (m *master) reconfigure(cfg *config.Config) error {
 	if !reflect.DeepEqual(old.Raw.Mail, cfg.Raw.Mail) {
 		m.log.Warn("[mail] changed: it takes effect at the next start; the running notifier stays")
 	}
-	running := map[string]config.Latent{}
-	for _, l := range old.Latents {
-		running[l.Name] = l
-	}
-	for _, l := range cfg.Latents {
-		r, ok := running[l.Name]
-		switch {
-		case !ok:
-			m.log.Warn("new latent slave: latent slaves cannot be added by a reconfiguration; restart the master to add it", "slave", l.Name)
-		case !reflect.DeepEqual(r.Entry, l.Entry):
-			m.log.Warn("latent slave changed: latent slaves cannot be changed by a reconfiguration; the running one stays until a restart", "slave", l.Name)
-		}
-	}
-	for name := range running {
-		if !slices.ContainsFunc(cfg.Latents, func(l config.Latent) bool { return l.Name == name }) {
-			m.log.Warn("latent slave removed: latent slaves cannot be removed by a reconfiguration; it stays until a restart", "slave", name)
-		}
-	}
-
-	slaves := slices.Clone(cfg.Slaves)
-	known := map[string]bool{}
-	for _, s := range cfg.Slaves {
-		known[s.Name()] = true
-	}
-	for _, d := range m.drivers {
-		slaves = append(slaves, d.Slave())
-		known[d.Slave().Name()] = true
-	}
-	var errs []error
-	for _, b := range cfg.Builders {
-		for _, s := range b.Slaves {
-			if !known[s] {
-				errs = append(errs, fmt.Errorf("builder %s: slave %s is a latent slave this master did not start with; restart the master to add it", b.Name, s))
-			}
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
+	drivers, built, err := m.latentDrivers(old, cfg)
+	if err != nil {
 		return err
 	}
-	if err := m.mgr.Reconfigure(slaves...); err != nil {
+	if m.lc != nil {
+		if err := m.lc.Reconfigure(drivers...); err != nil {
+			return err
+		}
+	}
+	m.mu.Lock()
+	m.drivers = append(m.drivers, built...)
+	m.latents = make(map[string]latent.LatentSlave, len(drivers))
+	for _, d := range drivers {
+		m.latents[d.Slave().Name()] = d
+	}
+	m.mu.Unlock()
+	if err := m.mgr.Reconfigure(cfg.Slaves...); err != nil {
 		return err
 	}
 	m.runner.SetBuilders(cfg.Builders)
 	m.scheds.Replace(cfg.Schedules)
 	kept := *cfg
-	kept.Raw.Master, kept.Raw.Mail, kept.Latents = old.Raw.Master, old.Raw.Mail, old.Latents
+	kept.Raw.Master, kept.Raw.Mail = old.Raw.Master, old.Raw.Mail
 	kept.Listen, kept.ListenMsgpack, kept.HTTP, kept.TLS, kept.TLSCert, kept.Basedir = old.Listen, old.ListenMsgpack, old.HTTP, old.TLS, old.TLSCert, old.Basedir
 	m.mu.Lock()
 	m.cfg = &kept
 	m.mu.Unlock()
 	return nil
+}
+
+// latentDrivers returns the drivers of cfg's latent slaves: the running
+// one of each slave whose entry did not change, a new one for each that
+// is new or changed (also returned as built). It refuses, before
+// anything changes, what a reload cannot do: a first latent slave on a
+// master that started without any, and a static slave under the name of
+// a latent slave that still has an instance.
+func (m *master) latentDrivers(old, cfg *config.Config) (drivers, built []latent.LatentSlave, err error) {
+	if m.lc == nil && len(cfg.Latents) > 0 {
+		names := make([]string, 0, len(cfg.Latents))
+		for _, l := range cfg.Latents {
+			names = append(names, l.Name)
+		}
+		return nil, nil, fmt.Errorf("latent slaves %s: this master started without any; restart it to add the first", strings.Join(names, ", "))
+	}
+	running := map[string]config.Latent{}
+	for _, l := range old.Latents {
+		running[l.Name] = l
+	}
+	m.mu.Lock()
+	current := m.latents
+	m.mu.Unlock()
+	var errs []error
+	for _, l := range cfg.Latents {
+		if r, ok := running[l.Name]; ok && reflect.DeepEqual(r.Entry, l.Entry) && current[l.Name] != nil {
+			drivers = append(drivers, current[l.Name])
+			continue
+		}
+		d, err := l.Driver(m.driverEnv)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("latent slave %s: %w", l.Name, err))
+			continue
+		}
+		drivers = append(drivers, d)
+		built = append(built, d)
+	}
+	for _, s := range cfg.Slaves {
+		if _, ok := running[s.Name()]; !ok || m.lc == nil {
+			continue
+		}
+		if st, ok := m.lc.Status(s.Name()); ok && st.State != latent.Stopped && st.State != latent.Quarantined {
+			errs = append(errs, fmt.Errorf("slave %s: it is a latent slave with an instance (%s): reload again once it has stopped", s.Name(), st.State))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		for _, d := range built {
+			closeDriver(d)
+		}
+		return nil, nil, err
+	}
+	return drivers, built, nil
 }

@@ -203,9 +203,11 @@ type Fake struct {
 }
 
 var (
-	_ latent.LatentSlave = (*Fake)(nil)
-	_ latent.Lister      = (*Fake)(nil)
-	_ latent.Checker     = (*Fake)(nil)
+	_ latent.LatentSlave    = (*Fake)(nil)
+	_ latent.Lister         = (*Fake)(nil)
+	_ latent.Checker        = (*Fake)(nil)
+	_ latent.BuildWaiter    = (*Fake)(nil)
+	_ latent.PasswordPasser = (*Fake)(nil)
 )
 
 // Next scripts how the next instances behave, in order; after them,
@@ -263,6 +265,10 @@ func (f *Fake) Slave() *slave.Slave { return f.s }
 
 // BuildWaitTimeout is the buildWait given to Cloud.Slave.
 func (f *Fake) BuildWaitTimeout() time.Duration { return f.buildWait }
+
+// PassesPassword reports true: a fake instance attaches with its start's
+// password, so no other password admits an attach while it starts.
+func (f *Fake) PassesPassword() bool { return true }
 
 // enter marks a call in progress, failing the test if another is.
 func (f *Fake) enter(call string) {

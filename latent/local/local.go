@@ -39,9 +39,14 @@ const (
 type Config struct {
 	// Slave is the slave's configuration; required.
 	Slave *slave.Slave
-	// BuildWaitTimeout is the slave's build_wait_timeout: 0 stops the
-	// process after each build, negative keeps it until shutdown.
+	// BuildWaitTimeout is the slave's build_wait_timeout: how long an
+	// idle process is kept after its last build. 0 means
+	// latent.DefaultBuildWaitTimeout (10 minutes), negative keeps it
+	// until shutdown.
 	BuildWaitTimeout time.Duration
+	// StopAfterEachBuild stops the process as soon as its last build
+	// ends (build_wait_timeout=0), whatever BuildWaitTimeout says.
+	StopAfterEachBuild bool
 	// Program is the slave program, such as the examples/slave binary;
 	// required. It is started as Program Args... -master Master -name
 	// NAME -basedir Basedir, with the same values in the environment.
@@ -81,9 +86,11 @@ type Driver struct {
 }
 
 var (
-	_ latent.LatentSlave = (*Driver)(nil)
-	_ latent.Lister      = (*Driver)(nil)
-	_ latent.Checker     = (*Driver)(nil)
+	_ latent.LatentSlave    = (*Driver)(nil)
+	_ latent.Lister         = (*Driver)(nil)
+	_ latent.Checker        = (*Driver)(nil)
+	_ latent.BuildWaiter    = (*Driver)(nil)
+	_ latent.PasswordPasser = (*Driver)(nil)
 )
 
 // process is one started slave program. Its reaper goroutine waits for it
@@ -124,8 +131,22 @@ func New(cfg Config) (*Driver, error) {
 // Slave is the slave's configuration.
 func (d *Driver) Slave() *slave.Slave { return d.cfg.Slave }
 
-// BuildWaitTimeout is Config.BuildWaitTimeout.
-func (d *Driver) BuildWaitTimeout() time.Duration { return d.cfg.BuildWaitTimeout }
+// BuildWaitTimeout is Config.BuildWaitTimeout, or 0 with
+// Config.StopAfterEachBuild, or latent.DefaultBuildWaitTimeout if unset.
+func (d *Driver) BuildWaitTimeout() time.Duration {
+	switch {
+	case d.cfg.StopAfterEachBuild:
+		return 0
+	case d.cfg.BuildWaitTimeout == 0:
+		return latent.DefaultBuildWaitTimeout
+	}
+	return d.cfg.BuildWaitTimeout
+}
+
+// PassesPassword reports true: the process gets its start's password in
+// its environment, so no other password admits an attach while it
+// starts.
+func (d *Driver) PassesPassword() bool { return true }
 
 // Start starts the slave program in a process group of its own, with
 // req's password in its environment. The instance id is the process id.

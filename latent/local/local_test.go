@@ -588,3 +588,27 @@ func started(t *testing.T, basedir string, inst latent.Instance) []int {
 	}
 	return pids
 }
+
+// A local slave keeps an idle process for the default build_wait_timeout
+// unless told otherwise, like every latent slave.
+func TestBuildWaitTimeoutDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		wait time.Duration
+		stop bool
+		want time.Duration
+	}{
+		{0, false, latent.DefaultBuildWaitTimeout},
+		{time.Minute, false, time.Minute},
+		{-1, false, -1},
+		{time.Minute, true, 0},
+	} {
+		d, err := local.New(local.Config{Slave: newSlave(t), BuildWaitTimeout: tc.wait, StopAfterEachBuild: tc.stop,
+			Program: "/bin/true", Master: "127.0.0.1:1", Basedir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := d.BuildWaitTimeout(); got != tc.want {
+			t.Errorf("BuildWaitTimeout %v, StopAfterEachBuild %v: got %v, want %v", tc.wait, tc.stop, got, tc.want)
+		}
+	}
+}

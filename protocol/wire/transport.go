@@ -44,10 +44,7 @@ type decodeLimiter interface {
 const (
 	DefaultMaxMessageSize = 2 << 20
 	DefaultWriteTimeout   = 30 * time.Second
-	// DefaultBufferSize is small: every connection keeps its read buffer
-	// while idle, and larger messages are read past it, straight into the
-	// message's own buffer.
-	DefaultBufferSize = 256
+	DefaultBufferSize     = 1024
 )
 
 // ErrTooLarge is matched by the error reading a message above the size

@@ -132,7 +132,7 @@ func TestParseEveryField(t *testing.T) {
 		t.Fatal(err)
 	}
 	if d.(*local.Driver).BuildWaitTimeout() != 0 || d.Slave().MaxBuilds() != 1 || d.Slave().Name() != "l1" {
-		t.Errorf("latent: %v %v", d.BuildWaitTimeout(), d.Slave().MaxBuilds())
+		t.Errorf("latent: %v %v", d.(*local.Driver).BuildWaitTimeout(), d.Slave().MaxBuilds())
 	}
 	b := c.Builders[0]
 	if b.Name != "hello" || len(b.Steps) != 2 || b.Steps[0].Timeout != 5*time.Minute || b.Steps[0].Env["X"] != "1" || b.Steps[1].Name != "step 2" || b.Steps[1].Upload != "out.txt" {

@@ -166,7 +166,7 @@ func (c *Config) localDriver(e entry, ctx *parseContext, l LatentEntry, pw strin
 		if tls {
 			master = de.MasterMsgpack
 		}
-		return local.New(local.Config{Slave: s, BuildWaitTimeout: wait, Program: program, Args: args,
+		return local.New(local.Config{Slave: s, BuildWaitTimeout: wait, StopAfterEachBuild: wait == 0, Program: program, Args: args,
 			Master: master, Basedir: basedir, Env: env, Output: de.Output, KillTimeout: kill})
 	}
 }
