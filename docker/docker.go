@@ -1,7 +1,7 @@
 // Package docker runs latent build slaves as Docker containers, a fresh one per start: Buildbot's DockerLatentWorker on the Docker Engine API.
 //
-// A Slave starts a container from an image (built offline or pulled with
-// autopull), hands it Buildbot's environment convention (BUILDMASTER,
+// A Slave starts a container from an image (on the host, built from a
+// dockerfile, or pulled with autopull), hands it Buildbot's environment convention (BUILDMASTER,
 // BUILDMASTER_PORT, WORKERNAME, WORKERPASS) and ours (BUILDSLAVE_MASTER,
 // BUILDSLAVE_NAME, BUILDSLAVE_PASSWORD), labels it with the master's id
 // and the slave's name, and removes it with its anonymous volumes when
@@ -14,9 +14,10 @@
 //	ENTRYPOINT ["/slave", "-basedir", "/build"]
 //
 // Options carry the names of Buildbot 3.7's DockerLatentWorker:
-// docker_host (New's argument), image, command, volumes, hostconfig,
-// autopull, alwaysPull, hostname, followStartupLogs, masterFQDN, version
-// and tls, with its defaults (build_wait_timeout 0: a container per
+// docker_host (New's argument), image, dockerfile, custom_context,
+// encoding, buildargs, target, command, volumes, hostconfig, autopull,
+// alwaysPull, hostname, followStartupLogs, masterFQDN, version and tls,
+// with its defaults (build_wait_timeout 0: a container per
 // build).
 //
 // # Which client
@@ -34,10 +35,12 @@ package docker
 import (
 	"context"
 	"crypto/sha1"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"slices"
@@ -94,8 +97,6 @@ type Slave struct {
 	cli        *client.Client
 	cliErr     error
 
-	pulls singleflight.Group // one pull per image at a time
-
 	mu      sync.Mutex
 	follows map[string]context.CancelFunc // container id → stop following its logs
 	wg      sync.WaitGroup                // log followers
@@ -110,6 +111,11 @@ var (
 type config struct {
 	dockerHostURL     string // docker_host, or empty for the client's default
 	image             string
+	dockerfile        string
+	customContext     bool
+	encoding          string
+	buildArgs         map[string]string
+	target            string
 	command           []string
 	volumes           []string
 	hostConfig        HostConfig
@@ -131,6 +137,30 @@ type Option func(*config)
 
 // Image is the image every container starts from (image=).
 func Image(name string) Option { return func(c *config) { c.image = name } }
+
+// Dockerfile builds the image when the Docker host lacks it
+// (dockerfile=): the Dockerfile's text, or with CustomContext the path
+// of a tar archive holding the whole build context. Without Image the
+// image is tagged buildslave-NAME:HASH, HASH covering the Dockerfile, the
+// build arguments and the target, so that a changed Dockerfile builds a
+// new image and an unchanged one is built once. Concurrent starts of one
+// image on one Docker host share one build.
+func Dockerfile(textOrPath string) Option { return func(c *config) { c.dockerfile = textOrPath } }
+
+// CustomContext makes Dockerfile the path of a tar archive holding the
+// build context, Dockerfile included (custom_context=).
+func CustomContext(on bool) Option { return func(c *config) { c.customContext = on } }
+
+// Encoding is the custom context archive's compression (encoding=):
+// "gzip" (Buildbot's default), "bzip2", "xz" or "identity"; the daemon
+// reads any of them, so it is checked but not sent.
+func Encoding(e string) Option { return func(c *config) { c.encoding = e } }
+
+// BuildArgs are the image build's ARG values (buildargs=).
+func BuildArgs(args map[string]string) Option { return func(c *config) { c.buildArgs = args } }
+
+// Target is the stage of a multi-stage Dockerfile to build (target=).
+func Target(stage string) Option { return func(c *config) { c.target = stage } }
 
 // Command replaces the image's command (command=); the image's
 // entrypoint stays.
@@ -234,8 +264,21 @@ func New(name, password, dockerHost string, opts ...Option) (*Slave, error) {
 			bad("docker_host", "%q: want unix://PATH or tcp://HOST:PORT", dockerHost)
 		}
 	}
+	switch {
+	case c.image == "" && c.dockerfile == "":
+		bad("image", "give an image, a dockerfile or both")
+	case c.customContext && c.dockerfile == "":
+		bad("custom_context", "needs a dockerfile (the context archive's path)")
+	case c.customContext:
+		if _, err := os.Stat(c.dockerfile); err != nil {
+			bad("dockerfile", "custom context: %v", err)
+		}
+	}
+	if c.encoding != "" && !slices.Contains([]string{"gzip", "bzip2", "xz", "identity"}, c.encoding) {
+		bad("encoding", "%q is not gzip, bzip2, xz or identity", c.encoding)
+	}
 	if c.image == "" {
-		bad("image", "must not be empty")
+		c.image = builtImageName(name, c.dockerfile, c.buildArgs, c.target)
 	}
 	for _, v := range c.volumes {
 		if err := checkVolume(v); err != nil {
@@ -305,6 +348,7 @@ func (s *Slave) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	s.clientOnce.Do(func() { s.cliErr = errors.New("docker: the Slave is closed") }) // none made after Close
 	if s.cli != nil {
 		return s.cli.Close()
 	}
@@ -332,6 +376,10 @@ func (s *Slave) client() (*client.Client, error) {
 	return s.cli, s.cliErr
 }
 
+// imageWork shares the pulls and builds of an image among every Slave of
+// this process that starts it on one Docker host at one time.
+var imageWork singleflight.Group
+
 // containerName is the container's name: like Buildbot's
 // buildbot-NAME-HASH, with a hash of the master's id, so that two masters
 // on one Docker host never collide.
@@ -344,6 +392,19 @@ func containerName(slaveName, masterID string) string {
 		return '-'
 	}, slaveName)
 	return "buildslave-" + safe + "-" + hex.EncodeToString(h[:3])
+}
+
+// builtImageName is the tag of an image built from a dockerfile without
+// an image name.
+func builtImageName(slaveName, dockerfile string, args map[string]string, target string) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%q\x00%q\x00", dockerfile, target)
+	for _, k := range slices.Sorted(maps.Keys(args)) {
+		fmt.Fprintf(h, "%q=%q\x00", k, args[k])
+	}
+	repo := strings.ToLower(containerName(slaveName, "")) // lower case only in repositories
+	repo = strings.TrimRight(repo[:strings.LastIndex(repo, "-")], "-.")
+	return repo + ":" + hex.EncodeToString(h.Sum(nil))[:12]
 }
 
 // checkVolume checks a volumes= entry: src:dst[:ro|:rw].

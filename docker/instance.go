@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -35,8 +37,6 @@ func (s *Slave) Start(ctx context.Context, req latent.StartRequest) (inst latent
 		return latent.Instance{}, err
 	}
 	started := time.Now()
-	var binds []string
-	binds = append(binds, s.cfg.volumes...)
 	created, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: name,
 		Config: &container.Config{
@@ -50,7 +50,7 @@ func (s *Slave) Start(ctx context.Context, req latent.StartRequest) (inst latent
 				LabelStarted: started.UTC().Format(time.RFC3339Nano),
 			},
 		},
-		HostConfig: s.cfg.hostConfig.api(binds),
+		HostConfig: s.cfg.hostConfig.api(s.cfg.volumes),
 	})
 	if err != nil {
 		return latent.Instance{}, fmt.Errorf("docker: creating container %s from %s: %w", name, s.cfg.image, err)
@@ -98,42 +98,110 @@ func joinHostPort(host, port string) string {
 	return host + ":" + port
 }
 
-// ensureImage makes sure the Docker host has the image: with autopull, it
-// pulls it when missing (or always, with alwaysPull); concurrent starts
-// of one image on one Slave share the pull.
+// ensureImage makes sure the Docker host has the image: it builds it
+// from the dockerfile when missing; with autopull, it pulls it when
+// missing (or always, with alwaysPull). Concurrent starts of one image on
+// one Docker host share the build or pull.
 func (s *Slave) ensureImage(ctx context.Context, cli *client.Client) error {
 	_, err := cli.ImageInspect(ctx, s.cfg.image)
 	have := err == nil
 	if err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("docker: inspecting image %s: %w", s.cfg.image, err)
 	}
-	if have && !(s.cfg.autopull && s.cfg.alwaysPull) {
+	var verb string
+	var work func(context.Context) error
+	switch {
+	case !have && s.cfg.dockerfile != "":
+		verb, work = "building", func(ctx context.Context) error { return s.build(ctx, cli) }
+	case s.cfg.autopull && (!have || s.cfg.alwaysPull):
+		verb, work = "pulling", func(ctx context.Context) error { return s.pull(ctx, cli) }
+	case have:
 		return nil
-	}
-	if !s.cfg.autopull {
+	default:
 		return fmt.Errorf("docker: image %q not found on the Docker host, and autopull is off", s.cfg.image)
 	}
-	ch := s.pulls.DoChan(s.cfg.image, func() (any, error) {
-		// The pull outlives one caller's ctx: others may share it.
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Minute)
+	ch := imageWork.DoChan(verb+"\x00"+cli.DaemonHost()+"\x00"+s.cfg.image, func() (any, error) {
+		// The work outlives one caller's ctx: others may share it.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Minute)
 		defer cancel()
-		s.log.Info("docker: pulling image", "image", s.cfg.image)
-		resp, err := cli.ImagePull(pctx, s.cfg.image, client.ImagePullOptions{})
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Close()
-		return nil, resp.Wait(pctx)
+		s.log.Info("docker: "+verb+" image", "image", s.cfg.image)
+		return nil, work(wctx)
 	})
 	select {
 	case r := <-ch:
 		if r.Err != nil {
-			return fmt.Errorf("docker: pulling image %s: %w", s.cfg.image, r.Err)
+			return fmt.Errorf("docker: %s image %s: %w", verb, s.cfg.image, r.Err)
 		}
 		return nil
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
+}
+
+func (s *Slave) pull(ctx context.Context, cli *client.Client) error {
+	resp, err := cli.ImagePull(ctx, s.cfg.image, client.ImagePullOptions{})
+	if err != nil {
+		return err
+	}
+	defer resp.Close()
+	return resp.Wait(ctx)
+}
+
+// build builds the image from the dockerfile (or the custom context) and
+// tags it.
+func (s *Slave) build(ctx context.Context, cli *client.Client) error {
+	var buildContext io.Reader
+	if s.cfg.customContext {
+		f, err := os.Open(s.cfg.dockerfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		buildContext = f
+	} else {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		if err := tw.WriteHeader(&tar.Header{Name: "Dockerfile", Mode: 0o644, Size: int64(len(s.cfg.dockerfile))}); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(tw, s.cfg.dockerfile); err != nil {
+			return err
+		}
+		if err := tw.Close(); err != nil {
+			return err
+		}
+		buildContext = &buf
+	}
+	var args map[string]*string
+	for k, v := range s.cfg.buildArgs {
+		if args == nil {
+			args = make(map[string]*string)
+		}
+		args[k] = &v
+	}
+	res, err := cli.ImageBuild(ctx, buildContext, client.ImageBuildOptions{
+		Tags:        []string{s.cfg.image},
+		BuildArgs:   args,
+		Target:      s.cfg.target,
+		PullParent:  s.cfg.alwaysPull,
+		Remove:      true,
+		ForceRemove: true,
+	})
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	out, err := readBuildStream(res.Body)
+	if err != nil {
+		return fmt.Errorf("%w; the build's last output:\n%s", err, lastLines(out, LogTailLines))
+	}
+	return nil
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // removeLeftover removes a container of ours that has the name a new one

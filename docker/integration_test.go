@@ -3,10 +3,12 @@ package docker
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -666,4 +668,368 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestDockerfile builds images through the driver: from a Dockerfile's
+// text with build arguments and a target (shared by concurrent starts),
+// from a custom gzipped context, and a failing build.
+func TestDockerfile(t *testing.T) {
+	cli := adminClient(t)
+	needImage(t, cli)
+	masterID := uniqueMaster(t)
+	req := func(name string) latent.StartRequest {
+		return latent.StartRequest{Name: name, Password: rand.Text(), MasterID: masterID}
+	}
+	removeImage := func(ref string) {
+		cli.ImageRemove(context.Background(), ref, client.ImageRemoveOptions{Force: true})
+	}
+	dockerfile := "FROM " + testImage + " AS base\nARG GREETING=none\nLABEL org.test.greeting=$GREETING\n" +
+		"FROM base AS final\nLABEL org.test.stage=final\n# " + rand.Text() + "\n"
+
+	t.Run("text, buildargs, target", func(t *testing.T) {
+		var drivers []*Slave
+		for i := range 3 {
+			drivers = append(drivers, newTestSlave(t, fmt.Sprintf("built%d", i), Image(""), Dockerfile(dockerfile),
+				BuildArgs(map[string]string{"GREETING": "hello"}), Target("base"),
+				MasterFQDN("127.0.0.1:1"), WithHostConfig(HostConfig{NetworkMode: "none"})))
+		}
+		image := drivers[0].cfg.image
+		if !strings.HasPrefix(image, "buildslave-built0:") || strings.TrimPrefix(drivers[1].cfg.image, "buildslave-built1:") != strings.TrimPrefix(image, "buildslave-built0:") {
+			t.Fatalf("built image names %q %q", image, drivers[1].cfg.image)
+		}
+		// The three slaves' names differ, so do their tags; all three
+		// build, each once, concurrently.
+		defer func() {
+			for _, d := range drivers {
+				removeImage(d.cfg.image)
+			}
+		}()
+		insts := make([]latent.Instance, len(drivers))
+		errs := make([]error, len(drivers))
+		var wg sync.WaitGroup
+		for i, d := range drivers {
+			wg.Go(func() { insts[i], errs[i] = d.Start(t.Context(), req(d.Slave().Name())) })
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+		img, err := cli.ImageInspect(t.Context(), image)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l := img.Config.Labels; l["org.test.greeting"] != "hello" || l["org.test.stage"] != "" {
+			t.Errorf("image labels %v: want greeting=hello from the build argument, no stage label (target base)", l)
+		}
+		for i, d := range drivers {
+			if err := d.Stop(t.Context(), insts[i]); err != nil {
+				t.Error(err)
+			}
+		}
+		assertNoneLeft(t, cli, drivers[0], masterID)
+	})
+
+	t.Run("one image shared by concurrent starts", func(t *testing.T) {
+		tag := "buildslave-docker-test-shared:" + strings.ToLower(rand.Text()[:8])
+		defer removeImage(tag)
+		var drivers []*Slave
+		counter := &countingHandler{}
+		for i := range 5 {
+			drivers = append(drivers, newTestSlave(t, fmt.Sprintf("shared%d", i), Image(tag), Dockerfile(dockerfile),
+				MasterFQDN("127.0.0.1:1"), WithHostConfig(HostConfig{NetworkMode: "none"}), Logger(slog.New(counter))))
+		}
+		insts := make([]latent.Instance, len(drivers))
+		errs := make([]error, len(drivers))
+		var wg sync.WaitGroup
+		for i, d := range drivers {
+			wg.Go(func() { insts[i], errs[i] = d.Start(t.Context(), req(d.Slave().Name())) })
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+		if n := counter.count("docker: building image"); n != 1 {
+			t.Errorf("5 concurrent starts built the image %d times, want once", n)
+		}
+		for i, d := range drivers {
+			if err := d.Stop(t.Context(), insts[i]); err != nil {
+				t.Error(err)
+			}
+		}
+		assertNoneLeft(t, cli, drivers[0], masterID)
+	})
+
+	t.Run("custom context", func(t *testing.T) {
+		var gz bytes.Buffer
+		zw := gzip.NewWriter(&gz)
+		tw := tar.NewWriter(zw)
+		for name, body := range map[string]string{"Dockerfile": "FROM " + testImage + "\nCOPY marker /marker\n", "marker": "here\n"} {
+			tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body))})
+			io.WriteString(tw, body)
+		}
+		tw.Close()
+		zw.Close()
+		path := filepath.Join(t.TempDir(), "context.tar.gz")
+		if err := os.WriteFile(path, gz.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		tag := "buildslave-docker-test-custom:" + strings.ToLower(rand.Text()[:8])
+		defer removeImage(tag)
+		d := newTestSlave(t, "custom", Image(tag), Dockerfile(path), CustomContext(true), Encoding("gzip"),
+			MasterFQDN("127.0.0.1:1"), WithHostConfig(HostConfig{NetworkMode: "none"}))
+		inst, err := d.Start(t.Context(), req("custom"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := cli.ContainerStatPath(t.Context(), inst.ID, client.ContainerStatPathOptions{Path: "/marker"}); err != nil {
+			t.Errorf("the context's file is not in the container: %+v, %v", st, err)
+		}
+		if err := d.Stop(t.Context(), inst); err != nil {
+			t.Fatal(err)
+		}
+		assertNoneLeft(t, cli, d, masterID)
+	})
+
+	t.Run("a failing build", func(t *testing.T) {
+		d := newTestSlave(t, "badbuild", Image(""), Dockerfile("FROM "+testImage+"\nCOPY no-such-file /x\n"))
+		_, err := d.Start(t.Context(), req("badbuild"))
+		if err == nil || !strings.Contains(err.Error(), "building image") || !strings.Contains(err.Error(), "no-such-file") {
+			t.Errorf("Start = %v, want the build's complaint", err)
+		}
+		assertNoneLeft(t, cli, d, masterID)
+	})
+}
+
+// countingHandler counts log messages.
+type countingHandler struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler            { return h }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.n == nil {
+		h.n = make(map[string]int)
+	}
+	h.n[r.Message]++
+	return nil
+}
+
+func (h *countingHandler) count(msg string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n[msg]
+}
+
+// TestLeftoversOfACrashedMasterAreReaped: containers started under a
+// master id and never stopped (the master died) are found by label and
+// removed when a master with that id starts again (latent.New reaps).
+func TestLeftoversOfACrashedMasterAreReaped(t *testing.T) {
+	cli := adminClient(t)
+	needImage(t, cli)
+	masterID := uniqueMaster(t)
+	crashed := newTestSlave(t, "phoenix", MasterFQDN("127.0.0.1:1"), WithHostConfig(HostConfig{NetworkMode: "none"}))
+	if _, err := crashed.Start(t.Context(), latent.StartRequest{Name: "phoenix", Password: rand.Text(), MasterID: masterID}); err != nil {
+		t.Fatal(err)
+	}
+	// A container of another master on the same host stays.
+	other := uniqueMaster(t)
+	otherInst, err := crashed.Start(t.Context(), latent.StartRequest{Name: "phoenix", Password: rand.Text(), MasterID: other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer crashed.Stop(context.Background(), otherInst)
+	crashed.Close() // the master is gone; its container runs on
+
+	restarted := newTestSlave(t, "phoenix", MasterFQDN("127.0.0.1:1"), WithHostConfig(HostConfig{NetworkMode: "none"}))
+	m, err := slave.NewManager(slave.Config{Logger: testLogger(t)}, restarted.Slave())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var reaped []string
+	var mu sync.Mutex
+	lc, err := latent.New(m, latent.Config{MasterID: masterID, ReapInterval: -1, Logger: testLogger(t), Observe: func(ev latent.Event) {
+		if ev.Reaped {
+			mu.Lock()
+			reaped = append(reaped, ev.Instance)
+			mu.Unlock()
+		}
+	}}, restarted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	assertNoneLeft(t, cli, restarted, masterID)
+	mu.Lock()
+	if len(reaped) != 1 {
+		t.Errorf("reaped %v, want the one leftover", reaped)
+	}
+	mu.Unlock()
+	if got, err := restarted.List(t.Context(), other); err != nil || len(got) != 1 || got[0].ID != otherInst.ID {
+		t.Errorf("another master's container: List = %+v, %v", got, err)
+	}
+}
+
+// TestDaemonRestartMidBuild restarts the dockerd of .ci/dockerd.sh while
+// a container is attached: the build learns the loss, the container is
+// removed once the daemon is back (the Lifecycle retries the stop), and
+// the next build gets a fresh container.
+func TestDaemonRestartMidBuild(t *testing.T) {
+	cli := adminClient(t)
+	needImage(t, cli)
+	dir := os.Getenv("BUILDSLAVE_DOCKERD_DIR")
+	if dir == "" {
+		dir = "/run/buildslave-dockerd"
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "dockerd.pid"))
+	if err != nil || os.Getenv("BUILDSLAVE_DOCKER_HOST") != "" && os.Getenv("BUILDSLAVE_DOCKER_HOST") != "unix://"+filepath.Join(dir, "docker.sock") {
+		needOrSkip(t, "no dockerd started by .ci/dockerd.sh in %s to restart: %v", dir, err)
+	}
+	script, err := filepath.Abs("../.ci/dockerd.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	masterID := uniqueMaster(t)
+	mst := newMasterFor(t, "127.0.0.1", func(addr string) *Slave {
+		return newTestSlave(t, "survivor", MasterFQDN(addr), WithHostConfig(HostConfig{NetworkMode: "host"}))
+	})
+	lc, err := latent.New(mst.m, latent.Config{MasterID: masterID, CheckInterval: 200 * time.Millisecond, ReapInterval: -1, Logger: testLogger(t)}, mst.driver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	build, err := mst.m.Acquire(ctx, "survivor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := instanceOf(t, lc, "survivor")
+
+	var pid int
+	fmt.Sscan(string(b), &pid)
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "dockerd exits", func() bool { return syscall.Kill(pid, 0) != nil })
+	select {
+	case <-build.Context().Done():
+		t.Logf("the build learned the loss: %v", context.Cause(build.Context()))
+	case <-time.After(30 * time.Second):
+		t.Error("the build did not learn that its container went away")
+	}
+	build.Release()
+	// With the daemon down, driver calls fail instead of hanging.
+	dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
+	if _, err := mst.driver.List(dctx, masterID); err == nil {
+		t.Error("List with dockerd down succeeded")
+	}
+	dcancel()
+	if out, err := exec.Command(script).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", script, err, out)
+	}
+	restarted := time.Now()
+	eventually(t, 90*time.Second, "the first container is removed once dockerd is back", func() bool {
+		_, err := cli.ContainerInspect(ctx, first.ID, client.ContainerInspectOptions{})
+		return cerrdefs.IsNotFound(err)
+	})
+	t.Logf("first container removed %v after dockerd came back", time.Since(restarted))
+	eventually(t, 90*time.Second, "the latent slave is stopped", func() bool {
+		st, _ := lc.Status("survivor")
+		return st.State == latent.Stopped || st.State == latent.Quarantined
+	})
+	// The next build waits out any back-off and gets a fresh container.
+	build, err = mst.m.Acquire(ctx, "survivor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second := instanceOf(t, lc, "survivor"); second.ID == first.ID {
+		t.Error("the second build reused the first container")
+	}
+	build.Release()
+	if err := lc.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertNoneLeft(t, cli, mst.driver, masterID)
+}
+
+// TestVolumesLogsAndPulls: Stop removes the container's anonymous
+// volumes (and leaves named ones); followStartupLogs logs the container's
+// output; autopull of an image no registry has fails the start cleanly.
+func TestVolumesLogsAndPulls(t *testing.T) {
+	cli := adminClient(t)
+	needImage(t, cli)
+	masterID := uniqueMaster(t)
+	req := func(name string) latent.StartRequest {
+		return latent.StartRequest{Name: name, Password: rand.Text(), MasterID: masterID}
+	}
+
+	t.Run("anonymous volumes go, named ones stay", func(t *testing.T) {
+		named := "buildslave-test-named-" + strings.ToLower(rand.Text()[:8])
+		defer cli.VolumeRemove(context.Background(), named, client.VolumeRemoveOptions{Force: true})
+		tag := "buildslave-docker-test-volume:" + strings.ToLower(rand.Text()[:8])
+		defer cli.ImageRemove(context.Background(), tag, client.ImageRemoveOptions{Force: true})
+		d := newTestSlave(t, "vols", Image(tag), Dockerfile("FROM "+testImage+"\nVOLUME /anon\n"), Volumes(named+":/named"),
+			MasterFQDN("127.0.0.1:1"), WithHostConfig(HostConfig{NetworkMode: "none"}))
+		inst, err := d.Start(t.Context(), req("vols"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := cli.ContainerInspect(t.Context(), inst.ID, client.ContainerInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var anon string
+		for _, mp := range info.Container.Mounts {
+			if mp.Destination == "/anon" {
+				anon = mp.Name
+			}
+		}
+		if anon == "" {
+			t.Fatalf("no anonymous volume on /anon: %+v", info.Container.Mounts)
+		}
+		if err := d.Stop(t.Context(), inst); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cli.VolumeInspect(t.Context(), anon, client.VolumeInspectOptions{}); !cerrdefs.IsNotFound(err) {
+			t.Errorf("the anonymous volume %s after Stop: %v", anon, err)
+		}
+		if _, err := cli.VolumeInspect(t.Context(), named, client.VolumeInspectOptions{}); err != nil {
+			t.Errorf("the named volume %s after Stop: %v", named, err)
+		}
+		assertNoneLeft(t, cli, d, masterID)
+	})
+
+	t.Run("followStartupLogs", func(t *testing.T) {
+		counter := &countingHandler{}
+		d := newTestSlave(t, "chatty", Command("-no-such-flag"), FollowStartupLogs(true), Logger(slog.New(counter)),
+			WithHostConfig(HostConfig{NetworkMode: "none"}))
+		inst, err := d.Start(t.Context(), req("chatty"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, "the container's output is logged", func() bool { return counter.count("docker: container output") > 3 })
+		if err := d.Stop(t.Context(), inst); err != nil {
+			t.Fatal(err)
+		}
+		d.Close() // waits for the follower
+		assertNoneLeft(t, cli, d, masterID)
+	})
+
+	t.Run("autopull of an image no registry has", func(t *testing.T) {
+		d := newTestSlave(t, "puller", Image("buildslave-no-such-image-anywhere:never"), AutoPull(true))
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		_, err := d.Start(ctx, req("puller"))
+		if err == nil || !strings.Contains(err.Error(), "pulling image") {
+			t.Errorf("Start = %v, want the pull's failure", err)
+		}
+		t.Log(err)
+		assertNoneLeft(t, cli, d, masterID)
+	})
 }
