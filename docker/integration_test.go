@@ -49,7 +49,7 @@ func testHost() string {
 
 // needOrSkip skips the test for want of a real peer, or fails it when
 // BUILDSLAVE_INTEGRATION=1.
-func needOrSkip(t *testing.T, format string, args ...any) {
+func needOrSkip(t testing.TB, format string, args ...any) {
 	t.Helper()
 	if os.Getenv("BUILDSLAVE_INTEGRATION") == "1" {
 		t.Fatalf("BUILDSLAVE_INTEGRATION=1: "+format, args...)
@@ -59,7 +59,7 @@ func needOrSkip(t *testing.T, format string, args ...any) {
 
 // adminClient is the test's own client of the daemon; it skips the test
 // (or fails it in CI) when no daemon answers.
-func adminClient(t *testing.T) *client.Client {
+func adminClient(t testing.TB) *client.Client {
 	t.Helper()
 	cli, err := client.New(client.WithHost(testHost()))
 	if err != nil {
@@ -82,7 +82,7 @@ var (
 // needImage builds testImage once per test run, offline, through the
 // API's image build: a context holding `CGO_ENABLED=0 go build` of
 // examples/slave and of testdata/hostname, and a Dockerfile FROM scratch.
-func needImage(t *testing.T, cli *client.Client) {
+func needImage(t testing.TB, cli *client.Client) {
 	t.Helper()
 	imageOnce.Do(func() { imageErr = buildImage(cli) })
 	if imageErr != nil {
@@ -181,7 +181,7 @@ func newTestSlave(t *testing.T, name string, opts ...Option) *Slave {
 	return s
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.Default()
 	}
