@@ -1,13 +1,16 @@
 // Package docker runs latent build slaves as Docker containers, a fresh one per start: Buildbot's DockerLatentWorker on the Docker Engine API.
 //
 // A Slave starts a container from an image (on the host, built from a
-// dockerfile, or pulled with autopull), hands it Buildbot's environment convention (BUILDMASTER,
-// BUILDMASTER_PORT, WORKERNAME, WORKERPASS) and ours (BUILDSLAVE_MASTER,
-// BUILDSLAVE_NAME, BUILDSLAVE_PASSWORD), labels it with the master's id
-// and the slave's name, and removes it with its anonymous volumes when
-// the latent.Lifecycle stops it. A stock buildbot-worker image works
-// unchanged; so does a one-file image FROM scratch holding our static Go
-// slave (examples/slave):
+// dockerfile, or pulled with autopull), hands it Buildbot's environment
+// convention (BUILDMASTER, BUILDMASTER_PORT, WORKERNAME, WORKERPASS) and
+// ours (BUILDSLAVE_MASTER, BUILDSLAVE_NAME, BUILDSLAVE_PASSWORD), labels
+// it with the master's id and the slave's name, and removes it with its
+// anonymous volumes when the latent.Lifecycle stops it. The password, a
+// fresh one per start, travels in the container's environment as in
+// Buildbot: whoever may inspect containers on the Docker host (root, in
+// effect) can read it. A stock buildbot-worker image works unchanged; so
+// does a one-file image FROM scratch holding our static Go slave
+// (examples/slave):
 //
 //	FROM scratch
 //	COPY slave /slave

@@ -37,6 +37,7 @@ func (s *Slave) Start(ctx context.Context, req latent.StartRequest) (inst latent
 		return latent.Instance{}, err
 	}
 	started := time.Now()
+	stamp := started.UTC().Format(time.RFC3339Nano)
 	created, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: name,
 		Config: &container.Config{
@@ -47,13 +48,24 @@ func (s *Slave) Start(ctx context.Context, req latent.StartRequest) (inst latent
 			Labels: map[string]string{
 				LabelMaster:  req.MasterID,
 				LabelSlave:   req.Name,
-				LabelStarted: started.UTC().Format(time.RFC3339Nano),
+				LabelStarted: stamp,
 			},
 		},
 		HostConfig: s.cfg.hostConfig.api(s.cfg.volumes),
 	})
 	if err != nil {
-		return latent.Instance{}, fmt.Errorf("docker: creating container %s from %s: %w", name, s.cfg.image, err)
+		err = fmt.Errorf("docker: creating container %s from %s: %w", name, s.cfg.image, err)
+		if ctx.Err() != nil {
+			// We gave up waiting, but the daemon may have made it.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if res, ierr := cli.ContainerInspect(rctx, name, client.ContainerInspectOptions{}); ierr == nil && labels(res.Container)[LabelStarted] == stamp {
+				if rerr := s.remove(rctx, cli, res.Container.ID); rerr != nil {
+					err = errors.Join(err, fmt.Errorf("docker: removing container %s: %w", shortID(res.Container.ID), rerr))
+				}
+			}
+		}
+		return latent.Instance{}, err
 	}
 	inst = latent.Instance{ID: created.ID, Slave: req.Name, MasterID: req.MasterID, Started: started}
 	defer func() {
