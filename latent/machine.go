@@ -521,7 +521,7 @@ func (s *latentSlave) remove() {
 	}
 	s.removing, s.wanted, s.next = true, false, nil
 	why := errors.New("removed from the configuration")
-	s.l.ctl.FailWaiters(s.name, fmt.Errorf("latent slave %s: %w", s.name, why))
+	s.l.ctl.FailWaiters(s.name, fmt.Errorf("%w: latent slave %s was %w", slave.ErrUnknownSlave, s.name, why))
 	s.logf(slog.LevelInfo, "latent slave removed from the configuration; stopping it", "state", s.state.String())
 	switch s.state {
 	case Stopped, Quarantined:
