@@ -4,6 +4,7 @@
 package slavecmd
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -32,6 +34,16 @@ const (
 	envMaxRefusals = "BUILDSLAVE_MAX_REFUSALS"
 )
 
+// Buildbot's names for the same settings, which images made for
+// Buildbot's DockerLatentWorker and other latent workers set: read after
+// ours, so that such an image runs our slave unchanged.
+const (
+	envBuildmaster     = "BUILDMASTER"      // the master's host
+	envBuildmasterPort = "BUILDMASTER_PORT" // its port, 9989 if unset
+	envWorkerName      = "WORKERNAME"
+	envWorkerPass      = "WORKERPASS"
+)
+
 // memoryLimit is the Go runtime's soft memory limit unless GOMEMLIMIT sets
 // one: it makes the collector hand freed pages back promptly, which keeps
 // the resident size under 10 MB even while a build floods its output.
@@ -51,6 +63,7 @@ func Run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	os.Unsetenv(envPassword) // the build's processes inherit our environment
+	os.Unsetenv(envWorkerPass)
 	s, err := client.New(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "slave:", err)
@@ -78,15 +91,25 @@ func Run(args []string, stderr io.Writer) int {
 // what it leaves out, the environment.
 func parse(args []string, lookup func(string) (string, bool), log *slog.Logger, stderr io.Writer) (client.Config, error) {
 	env := func(k string) string { v, _ := lookup(k); return v }
+	buildbot := func(ours, theirs string) string {
+		if v, ok := lookup(ours); ok {
+			return v
+		}
+		return env(theirs)
+	}
+	master := env(envMaster)
+	if host := env(envBuildmaster); master == "" && host != "" {
+		master = net.JoinHostPort(host, cmp.Or(env(envBuildmasterPort), "9989"))
+	}
 	tlsDefault, _ := strconv.ParseBool(env(envTLS))
 	refusals, _ := strconv.Atoi(env(envMaxRefusals))
 
 	fs := flag.NewFlagSet("slave", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg := client.Config{Logger: log}
-	fs.StringVar(&cfg.Master, "master", env(envMaster), "master `host:port` (or a ws:// or wss:// URL)")
+	fs.StringVar(&cfg.Master, "master", master, "master `host:port` (or a ws:// or wss:// URL)")
 	fs.StringVar(&cfg.Protocol, "protocol", env(envProtocol), "`pb` (every Buildbot master's default) or msgpack (default: msgpack for a ws:// URL, else pb)")
-	fs.StringVar(&cfg.Name, "name", env(envName), "slave `name`")
+	fs.StringVar(&cfg.Name, "name", buildbot(envName, envWorkerName), "slave `name`")
 	fs.StringVar(&cfg.Password, "password", "", "slave password (visible in ps: prefer "+envPassword+")")
 	fs.StringVar(&cfg.Basedir, "basedir", env(envBasedir), "base `directory` (holds info/ and the builds)")
 	fs.BoolVar(&cfg.TLS, "tls", tlsDefault, "connect with wss:// (TLS)")
@@ -101,7 +124,7 @@ func parse(args []string, lookup func(string) (string, bool), log *slog.Logger, 
 	if cfg.Password != "" {
 		log.Warn("the password was given on the command line, where other users can see it; use " + envPassword)
 	} else {
-		cfg.Password = env(envPassword)
+		cfg.Password = buildbot(envPassword, envWorkerPass)
 	}
 	if *ca != "" {
 		pem, err := os.ReadFile(*ca)

@@ -60,3 +60,29 @@ func TestParseConfigCA(t *testing.T) {
 		t.Error("a stray argument was accepted")
 	}
 }
+
+// TestParseBuildbotNames: an image made for Buildbot's latent workers sets
+// BUILDMASTER, BUILDMASTER_PORT, WORKERNAME and WORKERPASS; ours win.
+func TestParseBuildbotNames(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	cfg, err := parse(nil, lookupIn(map[string]string{envBuildmaster: "master.example", envBuildmasterPort: "19989",
+		envWorkerName: "w1", envWorkerPass: "wpw", envBasedir: "/b"}), log, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Master != "master.example:19989" || cfg.Name != "w1" || cfg.Password != "wpw" {
+		t.Errorf("cfg %+v", cfg)
+	}
+	cfg, err = parse(nil, lookupIn(map[string]string{envBuildmaster: "master.example", envWorkerName: "w1", envWorkerPass: "wpw",
+		envMaster: "10.0.0.1:1", envName: "ours", envPassword: "ourpw", envBasedir: "/b"}), log, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Master != "10.0.0.1:1" || cfg.Name != "ours" || cfg.Password != "ourpw" {
+		t.Errorf("ours should win: %+v", cfg)
+	}
+	cfg, _ = parse(nil, lookupIn(map[string]string{envBuildmaster: "m", envBasedir: "/b"}), log, io.Discard)
+	if cfg.Master != "m:9989" {
+		t.Errorf("default port: %q", cfg.Master)
+	}
+}
