@@ -23,12 +23,12 @@ func (printT) Helper()                        {}
 func (printT) Errorf(format string, a ...any) { fmt.Printf(format+"\n", a...) }
 func (printT) Cleanup(func())                 {}
 
-// The application builds the manager with the latent slave's Slave among
-// its slaves, then hands the latent slaves to latent.New; a build slot on
-// the latent slave is asked for exactly as on a normal one.
+// The application builds the manager with its static slaves, then hands
+// the latent slaves to latent.New, which adds them to the manager; a build
+// slot on the latent slave is asked for exactly as on a normal one.
 func Example() {
 	bot, _ := slave.New("bot1", "sekrit", slave.MissingTimeout(20*time.Minute))
-	m, _ := slave.NewManager(slave.Config{Logger: quiet}, bot)
+	m, _ := slave.NewManager(slave.Config{Logger: quiet})
 	defer m.Close()
 	cloud := latenttest.NewCloud(printT{}, m) // an ec2 or libvirt driver in production
 	bot1 := cloud.Slave(bot, 10*time.Minute, latenttest.Boot{Delay: 50 * time.Millisecond})
@@ -95,4 +95,26 @@ func ExampleLifecycle_Statuses() {
 	// Output:
 	// a substantiating
 	// b stopped
+}
+
+// Reconfigure changes the latent slaves at runtime: here bot1 is removed
+// (it has no instance, so it is forgotten at once, by the manager too)
+// and bot2 added.
+func ExampleLifecycle_Reconfigure() {
+	m, _ := slave.NewManager(slave.Config{Logger: quiet})
+	defer m.Close()
+	cloud := latenttest.NewCloud(printT{}, m)
+	bot1, _ := slave.New("bot1", "sekrit")
+	bot2, _ := slave.New("bot2", "sekrit")
+	lc, _ := latent.New(m, latent.Config{MasterID: "master-1", Logger: quiet}, cloud.Slave(bot1, 0, latenttest.Boot{}))
+	defer lc.Close()
+
+	if err := lc.Reconfigure(cloud.Slave(bot2, 0, latenttest.Boot{})); err != nil {
+		fmt.Println(err)
+	}
+	for _, s := range m.Slaves() {
+		fmt.Println(s.Name())
+	}
+	// Output:
+	// bot2
 }
