@@ -18,9 +18,11 @@ import (
 
 // TestRandomSchedules runs 200 seeded random schedules of builds, boot
 // failures, deaths, attach timeouts, crashes, failed stops, duplicate
-// attaches and a shutdown. The fake cloud fails the test on two instances
-// of one slave, a stop during a build, or concurrent driver calls; after
-// Shutdown no instance may be left. Rerun one schedule with
+// attaches, latent slaves removed and added back, and a shutdown. The fake
+// cloud fails the test on two instances of one slave, a stop during a
+// build, or concurrent driver calls; after Shutdown no instance may be
+// left, and the manager knows exactly the latent slaves the Lifecycle
+// knows. Rerun one schedule with
 // -run 'TestRandomSchedules/seed=N$'.
 func TestRandomSchedules(t *testing.T) {
 	for seed := range uint64(200) {
@@ -85,6 +87,29 @@ func runSchedule(t *testing.T, seed uint64) {
 		}
 	}
 
+	// toggle removes a latent slave from the configuration, or adds it
+	// back: removed ones must be stopped, then forgotten, never stranded.
+	present := make(map[string]bool)
+	for _, n := range names {
+		present[n] = true
+	}
+	toggle := func(name string) {
+		present[name] = !present[name]
+		var latents []latent.LatentSlave
+		for _, n := range names {
+			if present[n] {
+				latents = append(latents, f.fakes[n])
+			}
+		}
+		err := f.lc.Reconfigure(latents...)
+		if err != nil {
+			present[name] = !present[name] // nothing changed
+		}
+		if err != nil && !errors.Is(err, latent.ErrClosed) {
+			t.Errorf("seed %d: Reconfigure: %v", seed, err)
+		}
+	}
+
 	shutdownAt := dur(0, 30*time.Minute) + 250*time.Millisecond
 	shutdown := make(chan error, 1)
 	wg.Go(func() {
@@ -98,7 +123,7 @@ func runSchedule(t *testing.T, seed uint64) {
 		time.Sleep(dur(0, 2*time.Minute))
 		name := names[r.IntN(len(names))]
 		fk := f.fakes[name]
-		switch r.IntN(10) {
+		switch r.IntN(11) {
 		case 0:
 			fk.Next(latenttest.Boot{StartErr: errors.New("no capacity")})
 		case 1:
@@ -111,6 +136,8 @@ func runSchedule(t *testing.T, seed uint64) {
 			fk.FailStops(errors.New("throttled"))
 		case 5:
 			duplicate(name)
+		case 6:
+			toggle(name)
 		default:
 			build(name, dur(time.Second, 20*time.Minute), dur(0, 5*time.Minute))
 		}
@@ -119,6 +146,13 @@ func runSchedule(t *testing.T, seed uint64) {
 		t.Errorf("seed %d: Shutdown: %v", seed, err)
 	}
 	f.cloud.AssertNoneRunning(t)
+	for _, n := range names {
+		_, inLC := f.lc.Status(n)
+		_, inM := f.m.State(n)
+		if inLC != inM || inLC != present[n] {
+			t.Errorf("seed %d: slave %s configured %v, known to the Lifecycle %v, to the manager %v", seed, n, present[n], inLC, inM)
+		}
+	}
 	for _, st := range f.lc.Statuses() {
 		if st.Instance.ID != "" || st.State == latent.Substantiating || st.State == latent.Running || st.State == latent.Idle {
 			t.Errorf("seed %d: after Shutdown %+v", seed, st)
