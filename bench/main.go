@@ -48,6 +48,7 @@ type options struct {
 	settle        time.Duration
 	attachTimeout time.Duration
 	keep          bool
+	oneAddress    bool
 }
 
 func main() {
@@ -64,6 +65,7 @@ func main() {
 	flag.BoolVar(&o.skipStorm, "skip-storm", false, "skip the attach storms")
 	flag.BoolVar(&o.skipBuilds, "skip-builds", false, "skip the build-throughput run")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (logs, configs, the stock masters' twistd.log)")
+	flag.BoolVar(&o.oneAddress, "one-address", false, "storms: every slave dials from 127.0.0.1 (default: each from a loopback address of its own, as a fleet of hosts)")
 	flag.Parse()
 	o.ns, o.concs = ints("n", *nlist, 1), ints("concurrency", *clist, 0)
 	for _, p := range strings.Split(*plist, ",") {
@@ -148,13 +150,13 @@ func bench(ctx context.Context, o options) (err error) {
 				}
 				r := stormRow{n: n, conc: conc}
 				if n <= o.stockMax {
-					r.stock, err = storm(ctx, work, "stock", proto, n, conc, timeout, o.settle, bins, password)
+					r.stock, err = storm(ctx, work, "stock", proto, n, conc, timeout, o, bins, password)
 					if err != nil {
 						return err
 					}
 				}
 				if bins.oursMissing == "" {
-					r.ours, err = storm(ctx, work, "ours", proto, n, conc, timeout, o.settle, bins, password)
+					r.ours, err = storm(ctx, work, "ours", proto, n, conc, timeout, o, bins, password)
 					if err != nil {
 						return err
 					}
@@ -244,7 +246,7 @@ type stormRow struct {
 
 // storm starts one master with n slaves, lets the load generator attach
 // them all over proto, and stops everything.
-func storm(ctx context.Context, work, which, proto string, n, conc int, timeout, settle time.Duration, bins binaries, password string) (r stormResult, err error) {
+func storm(ctx context.Context, work, which, proto string, n, conc int, timeout time.Duration, o options, bins binaries, password string) (r stormResult, err error) {
 	dir := filepath.Join(work, fmt.Sprintf("storm-%s-%s-%d-%d", proto, which, n, conc))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return r, err
@@ -264,13 +266,18 @@ func storm(ctx context.Context, work, which, proto string, n, conc int, timeout,
 		return r, err
 	}
 	defer m.Stop()
-	sleep(ctx, settle)
+	sleep(ctx, o.settle)
 	if r.rssBefore, err = rssKB(m.PID()); err != nil {
 		return r, err
 	}
 	cpu0, _ := cpuSeconds(m.PID())
+	sources := n // a fleet: each slave from an address of its own
+	if o.oneAddress {
+		sources = 0
+	}
 	lg, err := startLoadgen(bins.loadslave, filepath.Join(dir, "loadslave.log"), password, "-protocol", proto,
-		"-url", m.URL(), "-n", strconv.Itoa(n), "-prefix", benchcfg.Prefix, "-timeout", timeout.String(), "-concurrency", strconv.Itoa(conc))
+		"-url", m.URL(), "-n", strconv.Itoa(n), "-prefix", benchcfg.Prefix, "-timeout", timeout.String(), "-concurrency", strconv.Itoa(conc),
+		"-sources", strconv.Itoa(sources))
 	if err != nil {
 		return r, err
 	}

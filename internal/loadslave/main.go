@@ -12,8 +12,11 @@
 // deadline (a stock master's accept backlog overflows in a storm); every
 // slave reports worker_commands, so a stock master lets it run steps; with
 // -exec, shell commands really run (/bin/sh -c) and are counted; with
-// -concurrency, at most that many slaves dial or attach at once; and the
-// result line says how many attached when not all did. On exit it writes
+// -concurrency, at most that many slaves dial or attach at once; with
+// -sources K, slave i dials from the loopback address SourceAddr(i mod K),
+// so that the master sees K hosts instead of one (Linux routes all of
+// 127.0.0.0/8 to the loopback interface); and the result line says how
+// many attached when not all did. On exit it writes
 // to stderr why dials and connections failed.
 //
 // Talk to it on stdin/stdout, one line each:
@@ -35,10 +38,13 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,7 +66,7 @@ type slaves struct {
 	url, prefix, password, basedir string
 	pb                             bool // -protocol pb
 	exec                           bool
-	n                              int
+	n, sources                     int
 	deadline                       time.Time
 
 	attached, dialErrors, builds atomic.Int64
@@ -82,11 +88,12 @@ func main() {
 	flag.StringVar(&s.basedir, "basedir", "", "with -exec: the directory under which each slave has its base directory")
 	flag.BoolVar(&s.exec, "exec", false, "really run shell commands (/bin/sh -c) and count them")
 	concurrency := flag.Int("concurrency", 0, "at most this many slaves dialing or attaching at once (0: all at once)")
+	flag.IntVar(&s.sources, "sources", 0, "dial from this many loopback addresses, 127.1.0.1 onwards, slave i from the (i mod sources)-th (0: the system's choice, 127.0.0.1)")
 	timeout := flag.Duration("timeout", 10*time.Minute, "give up waiting for attaches this long after go")
 	flag.Parse()
 	s.password = os.Getenv("LOADSLAVE_PASSWORD")
-	if s.url == "" || s.n <= 0 || (s.exec && s.basedir == "") {
-		fmt.Fprintln(os.Stderr, "loadslave: need -url, -n > 0, and -basedir with -exec")
+	if s.url == "" || s.n <= 0 || (s.exec && s.basedir == "") || s.sources < 0 || s.sources > maxSources {
+		fmt.Fprintf(os.Stderr, "loadslave: need -url, -n > 0, -basedir with -exec, and -sources from 0 to %d\n", maxSources)
 		os.Exit(2)
 	}
 	switch *protocol {
@@ -180,7 +187,7 @@ var addrs = regexp.MustCompile(`[0-9.]+:[0-9]+`)
 func (s *slaves) session(name string, attachedOnce *atomic.Bool, release func()) error {
 	dctx, cancel := context.WithDeadline(s.ctx, s.deadline.Add(time.Minute))
 	defer cancel()
-	d := &wire.Dialer{WebSocketConfig: wire.WebSocketConfig{WriteTimeout: time.Minute}}
+	d := &wire.Dialer{WebSocketConfig: wire.WebSocketConfig{WriteTimeout: time.Minute}, NetDialContext: s.dialer(name).DialContext}
 	t, err := d.Dial(dctx, s.url, name, s.password)
 	if err != nil {
 		return err
@@ -216,6 +223,26 @@ func (s *slaves) session(name string, attachedOnce *atomic.Bool, release func())
 		return fmt.Errorf("connection lost before attach: %v", context.Cause(c.Context()))
 	}
 	return nil
+}
+
+// maxSources is how many source addresses -sources may ask for: 127.1.0.1
+// to 127.254.253.254.
+const maxSources = 254 * 254 * 254
+
+// SourceAddr is the i-th loopback source address: 127.1.0.1, 127.1.0.2, ...
+// 127.1.0.254, 127.1.1.1, ...
+func SourceAddr(i int) net.IP {
+	return net.IPv4(127, byte(1+i/(254*254)), byte(i/254%254), byte(i%254+1))
+}
+
+// dialer is the net.Dialer of the slave named PREFIXi: from its source
+// address with -sources.
+func (s *slaves) dialer(name string) *net.Dialer {
+	d := &net.Dialer{}
+	if i, err := strconv.Atoi(strings.TrimPrefix(name, s.prefix)); err == nil && s.sources > 0 {
+		d.LocalAddr = &net.TCPAddr{IP: SourceAddr(i % s.sources)}
+	}
+	return d
 }
 
 // didAttach counts one more slave attached.

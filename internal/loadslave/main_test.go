@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -67,7 +68,7 @@ func TestSlavesAttachAndRunShell(t *testing.T) {
 			}
 
 			base := t.TempDir()
-			child := exec.Command(os.Args[0], "-protocol", proto, "-url", url, "-n", "5", "-exec", "-basedir", base, "-timeout", "1m")
+			child := exec.Command(os.Args[0], "-protocol", proto, "-url", url, "-n", "5", "-sources", "5", "-exec", "-basedir", base, "-timeout", "1m")
 			child.Env = append(os.Environ(), "LOADSLAVE_RUN_MAIN=1", "LOADSLAVE_PASSWORD=pw")
 			stdin, _ := child.StdinPipe()
 			stdout, _ := child.StdoutPipe()
@@ -90,6 +91,10 @@ func TestSlavesAttachAndRunShell(t *testing.T) {
 			for _, st := range m.States() {
 				if !st.Attached {
 					t.Fatalf("%s is not attached", st.Name)
+				}
+				i, _ := strconv.Atoi(strings.TrimPrefix(st.Name, "s"))
+				if host, _, _ := net.SplitHostPort(st.RemoteAddr); host != SourceAddr(i).String() {
+					t.Errorf("%s attached from %s, want %s (-sources)", st.Name, st.RemoteAddr, SourceAddr(i))
 				}
 			}
 
@@ -127,5 +132,14 @@ func TestSlavesAttachAndRunShell(t *testing.T) {
 			io.WriteString(stdin, "count\n")
 			expect("count 1")
 		})
+	}
+}
+
+func TestSourceAddr(t *testing.T) {
+	for i, want := range map[int]string{0: "127.1.0.1", 253: "127.1.0.254", 254: "127.1.1.1",
+		254 * 254: "127.2.0.1", maxSources - 1: "127.254.253.254"} {
+		if got := SourceAddr(i).String(); got != want {
+			t.Errorf("SourceAddr(%d) = %s, want %s", i, got, want)
+		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -36,8 +35,7 @@ func hostPort(u string) string {
 func (s *slaves) pbSession(name string, attachedOnce *atomic.Bool, release func()) error {
 	dctx, cancel := context.WithDeadline(s.ctx, s.deadline.Add(time.Minute))
 	defer cancel()
-	var d net.Dialer
-	nc, err := d.DialContext(dctx, "tcp", s.url)
+	nc, err := s.dialer(name).DialContext(dctx, "tcp", s.url)
 	if err != nil {
 		return err
 	}

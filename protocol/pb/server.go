@@ -119,7 +119,8 @@ func (s *Server) ListenAndServe(addr string) error {
 // errors waited out by the Limiter.
 func (s *Server) Serve(l net.Listener) error {
 	if s.Manager == nil {
-		return errors.New("pb: Server.Manager is nil")
+		l.Close()
+		return errors.New("pb: Server.Manager is nil: set it to the *slave.Manager the slaves log in to")
 	}
 	s.mu.Lock()
 	if s.closed {

@@ -44,7 +44,10 @@ type decodeLimiter interface {
 const (
 	DefaultMaxMessageSize = 2 << 20
 	DefaultWriteTimeout   = 30 * time.Second
-	DefaultBufferSize     = 1024
+	// DefaultBufferSize is small: every connection keeps its read buffer
+	// while idle, and larger messages are read past it, straight into the
+	// message's own buffer.
+	DefaultBufferSize = 256
 )
 
 // ErrTooLarge is matched by the error reading a message above the size
