@@ -437,7 +437,8 @@ func (l *Lifecycle) Shutdown(ctx context.Context) error {
 	for _, s := range l.list() {
 		for {
 			s.mu.Lock()
-			done := s.inst == nil && !s.starting && s.state != Substantiating && s.state != Idle && s.state != Running
+			done := s.inst == nil && !s.starting && s.state != Substantiating && s.state != Idle && s.state != Running &&
+				!(s.removing && s.state == Stopping) // a removed slave is forgotten once its connection is gone
 			changed := s.changed
 			s.unlock()
 			if done {
