@@ -3,6 +3,8 @@ package slave
 import (
 	"errors"
 	"fmt"
+
+	"github.com/buildslave/buildslave/keepalive"
 )
 
 // Controller takes part in the life of the slaves whose machines it
@@ -114,8 +116,8 @@ func (c *Control) Set(s *Slave) error {
 	}
 	m := c.m
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.closing {
+		m.mu.Unlock()
 		return ErrClosed
 	}
 	e := m.slaves[s.name]
@@ -123,9 +125,19 @@ func (c *Control) Set(s *Slave) error {
 		e = newEntry(s)
 		m.slaves[s.name] = e
 	}
+	old := e.cfg
 	e.cfg, e.removed, e.controlled = s, false, true
 	m.disarmMissing(e)
+	var stop *keepalive.Loop // replaced: its interval changed
+	if e.att != nil && old.keepaliveInterval != s.keepaliveInterval {
+		stop = e.att.keepalive
+		e.att.keepalive = m.startKeepalive(e.att)
+	}
 	m.serveWaiters(e)
+	m.mu.Unlock()
+	if stop != nil {
+		stop.Stop() // outside the lock: Stop waits for callbacks that take it
+	}
 	return nil
 }
 

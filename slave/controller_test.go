@@ -278,3 +278,22 @@ func TestControlledSlavesAreNeverMissing(t *testing.T) {
 		}
 	})
 }
+
+// Set takes effect at once on an attached controlled slave, its
+// keepalive interval included.
+func TestSetRestartsKeepaliveAtTheNewInterval(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, slave.Config{})
+		ctl := (&gate{pass: "pw"}).control(t, f.m)
+		c := slavetest.Attach(t, f.m, "latent", "pw", slave.Info{})
+		if err := ctl.Set(mustNew(t, "latent", "configured", slave.KeepaliveInterval(time.Minute))); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if c.Keepalives() != 1 {
+			t.Fatalf("%d keepalives one minute after the change", c.Keepalives())
+		}
+		f.m.Close()
+	})
+}
