@@ -106,9 +106,10 @@ type Slave struct {
 }
 
 var (
-	_ latent.LatentSlave = (*Slave)(nil)
-	_ latent.Lister      = (*Slave)(nil)
-	_ latent.Checker     = (*Slave)(nil)
+	_ latent.LatentSlave    = (*Slave)(nil)
+	_ latent.PasswordPasser = (*Slave)(nil)
+	_ latent.Lister         = (*Slave)(nil)
+	_ latent.Checker        = (*Slave)(nil)
 )
 
 type config struct {
@@ -424,3 +425,8 @@ func checkVolume(v string) error {
 	}
 	return nil
 }
+
+// PassesPassword reports true: a container gets its start's password in
+// WORKERPASS and BUILDSLAVE_PASSWORD, so only that password admits an
+// attach while it starts.
+func (s *Slave) PassesPassword() bool { return true }

@@ -109,9 +109,10 @@ type Slave struct {
 }
 
 var (
-	_ latent.LatentSlave = (*Slave)(nil)
-	_ latent.Lister      = (*Slave)(nil)
-	_ latent.Checker     = (*Slave)(nil)
+	_ latent.LatentSlave    = (*Slave)(nil)
+	_ latent.PasswordPasser = (*Slave)(nil)
+	_ latent.Lister         = (*Slave)(nil)
+	_ latent.Checker        = (*Slave)(nil)
 )
 
 // settings holds what the Options set, named after EC2LatentBuildSlave's
@@ -560,3 +561,16 @@ func (s *Slave) Close() error {
 }
 
 func formatPrice(p float64) string { return strconv.FormatFloat(p, 'f', -1, 64) }
+
+// PassesPassword reports whether the user data hands instances their
+// start's password ({{.Password}}): then only that password admits an
+// attach while an instance starts. Without it, instances attach with the
+// configured password.
+func (s *Slave) PassesPassword() bool {
+	if s.userData == nil {
+		return false
+	}
+	a, errA := renderUserData(s.userData, UserDataVars{Password: "a"})
+	b, errB := renderUserData(s.userData, UserDataVars{Password: "b"})
+	return errA == nil && errB == nil && a != b
+}

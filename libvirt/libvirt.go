@@ -48,9 +48,10 @@ type Slave struct {
 }
 
 var (
-	_ latent.LatentSlave = (*Slave)(nil)
-	_ latent.Lister      = (*Slave)(nil)
-	_ latent.Checker     = (*Slave)(nil)
+	_ latent.LatentSlave    = (*Slave)(nil)
+	_ latent.PasswordPasser = (*Slave)(nil)
+	_ latent.Lister         = (*Slave)(nil)
+	_ latent.Checker        = (*Slave)(nil)
 )
 
 type config struct {
@@ -201,3 +202,8 @@ func (s *Slave) Close() error { return s.conn.close() }
 
 // String names the slave and its libvirt URI; it never shows the password.
 func (s *Slave) String() string { return fmt.Sprintf("libvirt slave %s on %s", s.slave.Name(), s.uri) }
+
+// PassesPassword reports true: a domain gets its start's password in its
+// SMBIOS OEM strings, so only that password admits an attach while it
+// starts.
+func (s *Slave) PassesPassword() bool { return true }
