@@ -140,7 +140,8 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 	wcfg.Limits = limits
 	guard := web.New(wcfg)
 	m.status = status.New(status.Config{Manager: m.mgr, Lifecycle: m.lc, Builds: hist, Builders: m.runner.Builders,
-		PageBuilds: cfg.PageBuilds, ForcePath: forcePath, FormToken: guard.Token, Metrics: metrics, Logger: log})
+		PageBuilds: cfg.PageBuilds, ForcePath: forcePath, FormToken: guard.Token, Metrics: metrics, Logger: log,
+		LatentKind: m.latentKind, MaxReasonLength: cfg.BuildLimits.MaxReasonLength, Limits: limits})
 	mux := http.NewServeMux()
 	mux.Handle(forcePath, builds.ForceHandler(m.runner))
 	mux.Handle("/", m.status.Handler())

@@ -249,7 +249,9 @@ func (e entry) httpUsers(ctx *parseContext, file string) map[string]string {
 }
 
 // mail checks the [mail] table; without one, missing-slave mail goes out
-// through notify.Default(), as the seed promises.
+// through notify.Default(), as Buildbot 0.8.6's manual promises. The
+// example master sends no build mail, so the MailNotifier's builders
+// filter is refused rather than accepted and ignored.
 func (c *Config) mail(p *problems, ctx *parseContext, m *Mail) {
 	if m == nil {
 		return
@@ -264,10 +266,7 @@ func (c *Config) mail(p *problems, ctx *parseContext, m *Mail) {
 		Timeout:   e.duration("timeout", m.Timeout, 0, positive),
 	}
 	if m.Builders != nil {
-		mail.Builders = e.strings("builders", *m.Builders)
-		if mail.Builders == nil {
-			mail.Builders = []string{} // builders = []: no build mail
-		}
+		e.add("builders", "the example master sends no build mail, so it has no builders filter (missing-slave mail never used it): remove the line")
 	}
 	if err := mail.Validate(); err != nil {
 		e.addErr("", err)

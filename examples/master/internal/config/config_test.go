@@ -52,7 +52,6 @@ history = 7
 [mail]
 fromaddr = "ci@example.com"
 relayhost = "smtp.example.com:25"
-builders = []
 username = "ci"
 password_env = "BOT_PW"
 starttls = true
@@ -197,7 +196,7 @@ func TestProblemsWithLines(t *testing.T) {
 		{"schedulers", "[[schedulers]]\nbuilder = \"nope\"\nperiodic = \"-1m\"\n[[schedulers]]\nbuilder = \"nope\"\n",
 			[]string{`:2: schedulers[0] "nope": builder: "nope" is not a builder`, `:3: schedulers[0] "nope": periodic: must be positive`, `:4: schedulers[1] "nope": give periodic or at_start`}},
 		{"master", "[master]\nlog_format = \"xml\"\ntls_cert = \"c.pem\"\nmax_starting = -1\n", []string{`:2: master: log_format: "xml" is not one of text, json`, `:3: master: tls_cert: give tls_cert and tls_key together`, `:4: master: max_starting: must not be negative`}},
-		{"mail", "[mail]\nfromaddr = \"not an address\"\nbuilders = 5\n", []string{`:3: mail: builders: want a string or a list of strings`, `master.toml:1: mail: `}},
+		{"mail", "[mail]\nfromaddr = \"not an address\"\nbuilders = []\n", []string{`:3: mail: builders: the example master sends no build mail`, `master.toml:1: mail: `}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parse(t, tc.src)

@@ -54,10 +54,10 @@ type Master struct {
 
 // Mail is the [mail] table: the seed's MailNotifier.
 type Mail struct {
-	FromAddr  string   `toml:"fromaddr"`
-	RelayHost string   `toml:"relayhost"`
-	Builders  *Strings `toml:"builders"`
-	Username  string   `toml:"username"`
+	FromAddr  string `toml:"fromaddr"`
+	RelayHost string `toml:"relayhost"`
+	Builders  any    `toml:"builders"` // refused: no build mail to filter
+	Username  string `toml:"username"`
 	Secret
 	StartTLS bool     `toml:"starttls"`
 	Timeout  Duration `toml:"timeout"`
