@@ -30,6 +30,12 @@ const (
 	// one IP address: a login takes milliseconds, so even many slaves
 	// behind one NAT rarely hold more than a few at once.
 	DefaultMaxPendingPerIP = 64
+	// DefaultMinPendingAge is how long a pending connection keeps its
+	// place when the total cap is reached: a slave logging in takes
+	// milliseconds, so in an attach storm the listener waits for places
+	// to free rather than closing logins in progress, while connections
+	// that stay silent longer make room.
+	DefaultMinPendingAge = 250 * time.Millisecond
 )
 
 // Back-off bounds after an accept error such as running out of file
@@ -57,14 +63,19 @@ type Limiter struct {
 	// MaxPendingPerIP caps pending connections from one IP address;
 	// DefaultMaxPendingPerIP if 0.
 	MaxPendingPerIP int
+	// MinPendingAge is how young the oldest pending connection may be for
+	// the listener to wait, rather than close it, when the total cap is
+	// reached; DefaultMinPendingAge if 0.
+	MinPendingAge time.Duration
 	// Logger gets one line per change of state; slog.Default() if nil.
 	Logger *slog.Logger
 
 	mu      sync.Mutex
 	pending list.List // of *conn, oldest first
 	perIP   map[netip.Prefix]*ipCount
-	full    bool // the total cap is closing old connections
-	evicted int  // connections closed by the total cap since it was reached
+	full    bool          // the total cap is closing old connections
+	evicted int           // connections closed by the total cap since it was reached
+	freed   chan struct{} // signalled when a pending connection stops counting
 }
 
 // ipCount is one address's pending connections.
@@ -92,6 +103,25 @@ func (lim *Limiter) maxPerIP() int {
 		return lim.MaxPendingPerIP
 	}
 	return DefaultMaxPendingPerIP
+}
+
+// roomIn is how long the listener should wait before accepting: zero if
+// the total cap has room, or its oldest pending connection is old enough
+// to be closed for the next one.
+func (lim *Limiter) roomIn() (time.Duration, <-chan struct{}) {
+	lim.mu.Lock()
+	defer lim.mu.Unlock()
+	if lim.freed == nil {
+		lim.freed = make(chan struct{}, 1)
+	}
+	if lim.pending.Len() < lim.maxPending() {
+		return 0, lim.freed
+	}
+	minAge := lim.MinPendingAge
+	if minAge <= 0 {
+		minAge = DefaultMinPendingAge
+	}
+	return minAge - time.Since(lim.pending.Front().Value.(*conn).at), lim.freed
 }
 
 // Pending counts the connections accepted and not yet admitted or closed.
@@ -181,7 +211,7 @@ func (lim *Limiter) accepted(nc net.Conn) net.Conn {
 	}
 	reached := oldest != nil && !lim.full
 	lim.full = lim.full || reached
-	c := &conn{Conn: nc, lim: lim, key: key}
+	c := &conn{Conn: nc, lim: lim, key: key, at: time.Now()}
 	c.elem = lim.pending.PushBack(c)
 	lim.mu.Unlock()
 	if oldest != nil {
@@ -203,6 +233,10 @@ func (lim *Limiter) remove(c *conn) bool {
 	was := c.elem != nil
 	if was {
 		changes = lim.removeLocked(c)
+		select {
+		case lim.freed <- struct{}{}:
+		default:
+		}
 	}
 	if lim.full && lim.pending.Len() <= lim.maxPending()*3/4 {
 		changes = append(changes, change{"connections before login back under their cap", []any{"closed", lim.evicted}})
@@ -249,6 +283,7 @@ type conn struct {
 	net.Conn
 	lim  *Limiter
 	key  netip.Prefix
+	at   time.Time     // when it was accepted
 	elem *list.Element // in lim.pending; under lim.mu
 }
 
@@ -272,6 +307,9 @@ func (l *listener) Accept() (net.Conn, error) {
 	var delay time.Duration
 	failures := 0
 	for {
+		if err := l.waitForRoom(); err != nil {
+			return nil, err
+		}
 		nc, err := l.Listener.Accept()
 		if err != nil {
 			if !retryable(err) {
@@ -297,6 +335,27 @@ func (l *listener) Accept() (net.Conn, error) {
 		if c := l.lim.accepted(nc); c != nil {
 			return c, nil
 		}
+	}
+}
+
+// waitForRoom waits, while the total cap is reached by connections young
+// enough to be logging in, for one of them to log in, end, or grow old
+// enough to make room; the kernel's backlog holds new ones meanwhile.
+func (l *listener) waitForRoom() error {
+	for {
+		wait, freed := l.lim.roomIn()
+		if wait <= 0 {
+			return nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-freed:
+		case <-t.C:
+		case <-l.done:
+			t.Stop()
+			return net.ErrClosed
+		}
+		t.Stop()
 	}
 }
 

@@ -271,3 +271,28 @@ func TestOtherAcceptErrorsAreReturned(t *testing.T) {
 }
 
 func netipAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// TestTotalCapWaitsForLoginsInProgress: at the total cap, connections
+// younger than MinPendingAge keep their place; the next is accepted as
+// soon as one logs in, or once the oldest is old enough to make room.
+func TestTotalCapWaitsForLoginsInProgress(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, &Limiter{MaxPending: 2, MinPendingAge: time.Second})
+		_, c1 := f.dial(t, "192.0.2.1:1")
+		raw2, _ := f.dial(t, "192.0.2.2:1")
+		start := time.Now()
+		go func() { f.fake.next <- newFakeConn("192.0.2.3:1") }()
+		Admit(c1) // c1 logged in: its place frees at once
+		if c := <-f.accepted; c == nil || time.Since(start) != 0 {
+			t.Fatalf("accepted %v after %v, want at once", c, time.Since(start))
+		}
+		if raw2.closed.Load() {
+			t.Fatal("a login in progress was closed to make room")
+		}
+		go func() { f.fake.next <- newFakeConn("192.0.2.4:1") }()
+		<-f.accepted // waits until the oldest pending is a second old, then closes it
+		if time.Since(start) != time.Second || !raw2.closed.Load() {
+			t.Errorf("after %v, oldest closed %v; want 1s, true", time.Since(start), raw2.closed.Load())
+		}
+	})
+}
