@@ -217,7 +217,7 @@ func TestRealVM(t *testing.T) {
 <serial type='file'><source path='%s'/><target port='0'/></serial><memballoon model='none'/></devices></domain>`, name, vmlinuz, initrd, console)
 	diskMark := "guest-mark-" + rand.Text()[:10]
 	const buildWait = 2 * time.Second
-	s := &startRecorder{LatentSlave: newSlave(t, name, clone, XML(domXML), BaseImage(base), BuildWaitTimeout(buildWait), GuestEnv(
+	s := &startRecorder{driver: newSlave(t, name, clone, XML(domXML), BaseImage(base), BuildWaitTimeout(buildWait), GuestEnv(
 		"BUILDSLAVE_MASTER=10.0.2.2:"+portOf(ml.Addr()), "BUILDSLAVE_PROTOCOL=msgpack",
 		"BUILDSLAVE_REPORT=10.0.2.2:"+portOf(reports.Addr()),
 		"BUILDSLAVE_DISK_MARK="+diskMark)), started: make(chan latent.StartRequest, 1)}
@@ -331,15 +331,25 @@ func TestRealVM(t *testing.T) {
 }
 
 // startRecorder is a latent slave that tells the test each start's
-// request (and so its fresh password).
+// request (and so its fresh password). It keeps the driver's optional
+// interfaces visible to the Lifecycle.
 type startRecorder struct {
-	latent.LatentSlave
+	driver
 	started chan latent.StartRequest
+}
+
+// driver is what a *Slave is to the Lifecycle.
+type driver interface {
+	latent.LatentSlave
+	latent.BuildWaiter
+	latent.PasswordPasser
+	latent.Lister
+	latent.Checker
 }
 
 func (r *startRecorder) Start(ctx context.Context, req latent.StartRequest) (latent.Instance, error) {
 	r.started <- req
-	return r.LatentSlave.Start(ctx, req)
+	return r.driver.Start(ctx, req)
 }
 
 func portOf(a net.Addr) string { return fmt.Sprint(a.(*net.TCPAddr).Port) }
