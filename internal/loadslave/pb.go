@@ -100,7 +100,8 @@ func (bot *pbBot) Call(method string, args pb.Tuple, _ map[string]any) (any, err
 			if len(pair) != 2 {
 				return nil, errors.New("setBuilderList takes a list of (name, builddir)")
 			}
-			name, dir := text(pair[0]), text(pair[1])
+			name, _ := pb.Plain(pair[0]).(string)
+			dir, _ := pb.Plain(pair[1]).(string)
 			b := &pbBuilder{bot: bot, dir: filepath.Join(bot.base, dir)}
 			if bot.s.exec {
 				if err := os.MkdirAll(b.dir, 0o755); err != nil {
@@ -127,11 +128,11 @@ func (b *pbBuilder) Call(method string, args pb.Tuple, _ map[string]any) (any, e
 		return nil, nil
 	case "startCommand":
 		ref, ok1 := argAt(args, 0).(*pb.Ref)
-		cmdArgs, ok2 := plain(argAt(args, 3)).(map[string]any)
+		cmdArgs, ok2 := pb.Plain(argAt(args, 3)).(map[string]any)
 		if len(args) != 4 || !ok1 || !ok2 {
 			return nil, errors.New("startCommand takes (command, id, name, args)")
 		}
-		name := text(args[2])
+		name, _ := pb.Plain(args[2]).(string)
 		s := b.bot.s
 		s.wg.Go(func() { s.pbCommand(b.bot.ctx, ref, name, b.dir, cmdArgs) })
 		return nil, nil
@@ -177,39 +178,4 @@ func argAt(args pb.Tuple, i int) any {
 		return args[i]
 	}
 	return nil
-}
-
-// text is a jelly string, unicode or bytes, as a string.
-func text(v any) string {
-	switch v := v.(type) {
-	case string:
-		return v
-	case []byte:
-		return string(v)
-	}
-	return ""
-}
-
-// plain turns PB's values into the ones shell reads: bytes become
-// strings and tuples lists, recursively.
-func plain(v any) any {
-	switch v := v.(type) {
-	case []byte:
-		return string(v)
-	case pb.Tuple:
-		return plain([]any(v))
-	case []any:
-		l := make([]any, len(v))
-		for i, e := range v {
-			l[i] = plain(e)
-		}
-		return l
-	case map[string]any:
-		m := make(map[string]any, len(v))
-		for k, e := range v {
-			m[k] = plain(e)
-		}
-		return m
-	}
-	return v
 }
