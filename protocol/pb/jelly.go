@@ -426,13 +426,8 @@ func failureFromState(state any) (*RemoteError, error) {
 
 // text is a unicode or bytes value as a string; "" for anything else.
 func text(v any) string {
-	switch v := v.(type) {
-	case string:
-		return v
-	case []byte:
-		return string(v)
-	}
-	return ""
+	s, _ := textValue(v)
+	return s
 }
 
 func truncate(b []byte, n int) string {
