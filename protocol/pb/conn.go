@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"sync"
@@ -91,7 +92,7 @@ func (c *Conn) RequestShutdown(ctx context.Context) error {
 	if IsNoSuchMethod(err) {
 		c.mu.Lock()
 		var b *Ref
-		for _, name := range slices.Sorted(mapKeys(c.builders)) {
+		for _, name := range slices.Sorted(maps.Keys(c.builders)) {
 			b = c.builders[name]
 			break
 		}
@@ -105,16 +106,6 @@ func (c *Conn) RequestShutdown(ctx context.Context) error {
 		return nil
 	}
 	return err
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // OnAlive has f called each time the slave sends a keepalive of its own.
