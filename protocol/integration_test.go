@@ -14,55 +14,12 @@ import (
 	"time"
 
 	"github.com/buildslave/buildslave/internal/integration"
+	"github.com/buildslave/buildslave/internal/remotetest"
 	"github.com/buildslave/buildslave/internal/testlog"
 	"github.com/buildslave/buildslave/protocol/remote"
 	"github.com/buildslave/buildslave/protocol/wire"
 	"github.com/buildslave/buildslave/slave"
 )
-
-// runStock runs a command on the stock worker to its end and returns its
-// updates.
-func runStock(t *testing.T, ctx context.Context, c *Conn, req remote.Request) []remote.Update {
-	t.Helper()
-	cmd, err := c.Start(ctx, req)
-	if err != nil {
-		t.Fatalf("%s: %v", req.Name, err)
-	}
-	var updates []remote.Update
-	for u := range cmd.Updates() {
-		updates = append(updates, u)
-	}
-	if err := cmd.Wait(ctx); err != nil {
-		t.Fatalf("%s: %v", req.Name, err)
-	}
-	return updates
-}
-
-// stockOutput joins the text of the updates with key, and returns the
-// last rc (-100 if none came).
-func stockOutput(updates []remote.Update, key string) (string, int) {
-	var b strings.Builder
-	rc := -100
-	for _, u := range updates {
-		if u.Key == key {
-			b.WriteString(u.Text)
-		}
-		if u.Key == "rc" {
-			rc = u.RC
-		}
-	}
-	return b.String(), rc
-}
-
-// stockValue is the value of the first update with key, nil if none.
-func stockValue(updates []remote.Update, key string) any {
-	for _, u := range updates {
-		if u.Key == key {
-			return u.Value
-		}
-	}
-	return nil
-}
 
 // TestStockWorker attaches the stock Debian buildbot-worker 3.7 on msgpack
 // to a master built on Handler and a slave.Manager, and runs every
@@ -104,12 +61,12 @@ func TestStockWorker(t *testing.T) {
 
 	t.Run("shell", func(t *testing.T) {
 		script := `for i in 1 2 3; do echo "line $i"; done; echo oops >&2; mkdir -p dist/sub; printf 'upload me\n' > dist/out.txt; echo x > dist/sub/y.txt; exit 3`
-		u := runStock(t, ctx, c, remote.Request{Name: "shell", Builder: "hello", Args: map[string]any{
+		u := remotetest.Run(t, ctx, c, remote.Request{Name: "shell", Builder: "hello", Args: map[string]any{
 			"workdir": workdir, "command": []any{"/bin/sh", "-c", script}, "env": map[string]any{},
 			"want_stdout": true, "want_stderr": true, "logfiles": map[string]any{}, "timeout": 60,
 			"usePTY": false, "logEnviron": false}})
-		stdout, rc := stockOutput(u, "stdout")
-		stderr, _ := stockOutput(u, "stderr")
+		stdout, rc := remotetest.Output(u, "stdout")
+		stderr, _ := remotetest.Output(u, "stderr")
 		if stdout != "line 1\nline 2\nline 3\n" || stderr != "oops\n" || rc != 3 {
 			t.Errorf("stdout %q, stderr %q, rc %d", stdout, stderr, rc)
 		}
@@ -136,7 +93,7 @@ func TestStockWorker(t *testing.T) {
 		if err := cmd.Wait(ctx); err != nil {
 			t.Fatal(err)
 		}
-		stdout, rc := stockOutput(updates, "stdout")
+		stdout, rc := remotetest.Output(updates, "stdout")
 		if stdout != "started\n" || rc == 0 || rc == -100 {
 			t.Errorf("interrupted command: stdout %q, rc %d", stdout, rc)
 		}
@@ -147,18 +104,18 @@ func TestStockWorker(t *testing.T) {
 
 	t.Run("upload_file", func(t *testing.T) {
 		var up bytes.Buffer
-		u := runStock(t, ctx, c, remote.Request{Name: "upload_file", Builder: "hello", Upload: &up, Args: map[string]any{
+		u := remotetest.Run(t, ctx, c, remote.Request{Name: "upload_file", Builder: "hello", Upload: &up, Args: map[string]any{
 			"path": filepath.Join(workdir, "dist", "out.txt"), "maxsize": nil, "blocksize": 4, "keepstamp": true}})
-		if _, rc := stockOutput(u, ""); rc != 0 || up.String() != "upload me\n" {
+		if _, rc := remotetest.Output(u, ""); rc != 0 || up.String() != "upload me\n" {
 			t.Errorf("rc %d, content %q", rc, up.String())
 		}
 	})
 
 	t.Run("upload_directory", func(t *testing.T) {
 		var up bytes.Buffer
-		u := runStock(t, ctx, c, remote.Request{Name: "upload_directory", Builder: "hello", Upload: &up, Args: map[string]any{
+		u := remotetest.Run(t, ctx, c, remote.Request{Name: "upload_directory", Builder: "hello", Upload: &up, Args: map[string]any{
 			"path": filepath.Join(workdir, "dist"), "maxsize": nil, "blocksize": 16384, "compress": nil}})
-		if _, rc := stockOutput(u, ""); rc != 0 {
+		if _, rc := remotetest.Output(u, ""); rc != 0 {
 			t.Errorf("rc %d", rc)
 		}
 		files := map[string]string{}
@@ -187,9 +144,9 @@ func TestStockWorker(t *testing.T) {
 	t.Run("download_file", func(t *testing.T) {
 		content := strings.Repeat("downloaded bytes\n", 3000) // several blocks
 		dest := filepath.Join(workdir, "downloaded.txt")
-		u := runStock(t, ctx, c, remote.Request{Name: "download_file", Builder: "hello", Download: strings.NewReader(content),
+		u := remotetest.Run(t, ctx, c, remote.Request{Name: "download_file", Builder: "hello", Download: strings.NewReader(content),
 			Args: map[string]any{"path": dest, "maxsize": nil, "blocksize": 16384, "mode": 0o640}})
-		if _, rc := stockOutput(u, ""); rc != 0 {
+		if _, rc := remotetest.Output(u, ""); rc != 0 {
 			t.Errorf("rc %d", rc)
 		}
 		got, err := os.ReadFile(dest)
@@ -203,48 +160,48 @@ func TestStockWorker(t *testing.T) {
 
 	t.Run("file commands", func(t *testing.T) {
 		dir := filepath.Join(workdir, "newdir", "deeper")
-		u := runStock(t, ctx, c, remote.Request{Name: "mkdir", Builder: "hello", Args: map[string]any{"paths": []string{dir}}})
-		if _, rc := stockOutput(u, ""); rc != 0 {
+		u := remotetest.Run(t, ctx, c, remote.Request{Name: "mkdir", Builder: "hello", Args: map[string]any{"paths": []string{dir}}})
+		if _, rc := remotetest.Output(u, ""); rc != 0 {
 			t.Errorf("mkdir: rc %d", rc)
 		}
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 			t.Errorf("mkdir: %v", err)
 		}
 
-		u = runStock(t, ctx, c, remote.Request{Name: "stat", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "dist", "out.txt")}})
-		st, _ := stockValue(u, "stat").([]any)
-		if _, rc := stockOutput(u, ""); rc != 0 || len(st) != 10 || !isInt(st[6], len("upload me\n")) {
-			t.Errorf("stat: rc %d, %#v", rc, stockValue(u, "stat"))
+		u = remotetest.Run(t, ctx, c, remote.Request{Name: "stat", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "dist", "out.txt")}})
+		st, _ := remotetest.Value(u, "stat").([]any)
+		if _, rc := remotetest.Output(u, ""); rc != 0 || len(st) != 10 || !isInt(st[6], len("upload me\n")) {
+			t.Errorf("stat: rc %d, %#v", rc, remotetest.Value(u, "stat"))
 		}
-		u = runStock(t, ctx, c, remote.Request{Name: "stat", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "no-such-file")}})
-		if _, rc := stockOutput(u, ""); rc == 0 {
+		u = remotetest.Run(t, ctx, c, remote.Request{Name: "stat", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "no-such-file")}})
+		if _, rc := remotetest.Output(u, ""); rc == 0 {
 			t.Errorf("stat of a missing file: rc 0, %#v", u)
 		}
 
-		u = runStock(t, ctx, c, remote.Request{Name: "glob", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "dist", "*.txt")}})
-		files, _ := stockValue(u, "files").([]any)
-		if _, rc := stockOutput(u, ""); rc != 0 || len(files) != 1 || files[0] != filepath.Join(workdir, "dist", "out.txt") {
-			t.Errorf("glob: rc %d, %#v", rc, stockValue(u, "files"))
+		u = remotetest.Run(t, ctx, c, remote.Request{Name: "glob", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "dist", "*.txt")}})
+		files, _ := remotetest.Value(u, "files").([]any)
+		if _, rc := remotetest.Output(u, ""); rc != 0 || len(files) != 1 || files[0] != filepath.Join(workdir, "dist", "out.txt") {
+			t.Errorf("glob: rc %d, %#v", rc, remotetest.Value(u, "files"))
 		}
 
-		u = runStock(t, ctx, c, remote.Request{Name: "listdir", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "dist")}})
-		files, _ = stockValue(u, "files").([]any)
-		if _, rc := stockOutput(u, ""); rc != 0 || len(files) != 2 || !slices.Contains(files, any("sub")) || !slices.Contains(files, any("out.txt")) {
-			t.Errorf("listdir: rc %d, %#v", rc, stockValue(u, "files"))
+		u = remotetest.Run(t, ctx, c, remote.Request{Name: "listdir", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "dist")}})
+		files, _ = remotetest.Value(u, "files").([]any)
+		if _, rc := remotetest.Output(u, ""); rc != 0 || len(files) != 2 || !slices.Contains(files, any("sub")) || !slices.Contains(files, any("out.txt")) {
+			t.Errorf("listdir: rc %d, %#v", rc, remotetest.Value(u, "files"))
 		}
 
-		u = runStock(t, ctx, c, remote.Request{Name: "cpdir", Builder: "hello", Args: map[string]any{
+		u = remotetest.Run(t, ctx, c, remote.Request{Name: "cpdir", Builder: "hello", Args: map[string]any{
 			"from_path": filepath.Join(workdir, "dist"), "to_path": filepath.Join(workdir, "dist2")}})
-		if _, rc := stockOutput(u, ""); rc != 0 {
+		if _, rc := remotetest.Output(u, ""); rc != 0 {
 			t.Errorf("cpdir: rc %d", rc)
 		}
 		if got, err := os.ReadFile(filepath.Join(workdir, "dist2", "sub", "y.txt")); err != nil || string(got) != "x\n" {
 			t.Errorf("cpdir: %q, %v", got, err)
 		}
 
-		u = runStock(t, ctx, c, remote.Request{Name: "rmdir", Builder: "hello", Args: map[string]any{
+		u = remotetest.Run(t, ctx, c, remote.Request{Name: "rmdir", Builder: "hello", Args: map[string]any{
 			"paths": []string{filepath.Join(workdir, "newdir"), filepath.Join(workdir, "dist2")}}})
-		if _, rc := stockOutput(u, ""); rc != 0 {
+		if _, rc := remotetest.Output(u, ""); rc != 0 {
 			t.Errorf("rmdir: rc %d", rc)
 		}
 		for _, p := range []string{"newdir", "dist2"} {
@@ -253,8 +210,8 @@ func TestStockWorker(t *testing.T) {
 			}
 		}
 
-		u = runStock(t, ctx, c, remote.Request{Name: "rmfile", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "downloaded.txt")}})
-		if _, rc := stockOutput(u, ""); rc != 0 {
+		u = remotetest.Run(t, ctx, c, remote.Request{Name: "rmfile", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "downloaded.txt")}})
+		if _, rc := remotetest.Output(u, ""); rc != 0 {
 			t.Errorf("rmfile: rc %d", rc)
 		}
 		if _, err := os.Stat(filepath.Join(workdir, "downloaded.txt")); !os.IsNotExist(err) {

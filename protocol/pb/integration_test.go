@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/buildslave/buildslave/internal/integration"
+	"github.com/buildslave/buildslave/internal/remotetest"
 	"github.com/buildslave/buildslave/internal/testlog"
 	"github.com/buildslave/buildslave/protocol/pb"
 	"github.com/buildslave/buildslave/protocol/remote"
@@ -38,47 +39,6 @@ func startServer(t *testing.T, s *pb.Server) net.Addr {
 		<-done
 	})
 	return l.Addr()
-}
-
-// run runs a command to its end and returns its updates.
-func run(t *testing.T, ctx context.Context, c remote.Commander, req remote.Request) []remote.Update {
-	t.Helper()
-	cmd, err := c.Start(ctx, req)
-	if err != nil {
-		t.Fatalf("%s: %v", req.Name, err)
-	}
-	var updates []remote.Update
-	for u := range cmd.Updates() {
-		updates = append(updates, u)
-	}
-	if err := cmd.Wait(ctx); err != nil {
-		t.Fatalf("%s: %v", req.Name, err)
-	}
-	return updates
-}
-
-// output joins the text of the updates with key, and returns the last rc.
-func output(updates []remote.Update, key string) (string, int) {
-	var b strings.Builder
-	rc := -100
-	for _, u := range updates {
-		if u.Key == key {
-			b.WriteString(u.Text)
-		}
-		if u.Key == "rc" {
-			rc = u.RC
-		}
-	}
-	return b.String(), rc
-}
-
-func value(updates []remote.Update, key string) any {
-	for _, u := range updates {
-		if u.Key == key {
-			return u.Value
-		}
-	}
-	return nil
 }
 
 // TestStockWorkerOnDefaultSettings attaches the stock Debian
@@ -119,12 +79,12 @@ func TestStockWorkerOnDefaultSettings(t *testing.T) {
 
 	t.Run("shell", func(t *testing.T) {
 		script := `for i in 1 2 3; do echo "line $i"; done; echo oops >&2; mkdir -p dist/sub; printf 'upload me\n' > dist/out.txt; echo x > dist/sub/y.txt; exit 3`
-		u := run(t, ctx, c, remote.Request{Name: "shell", Builder: "hello", Args: map[string]any{
+		u := remotetest.Run(t, ctx, c, remote.Request{Name: "shell", Builder: "hello", Args: map[string]any{
 			"workdir": workdir, "command": []any{"/bin/sh", "-c", script}, "env": map[string]any{},
 			"want_stdout": true, "want_stderr": true, "logfiles": map[string]any{}, "timeout": 60,
 			"usePTY": false, "logEnviron": false}})
-		stdout, rc := output(u, "stdout")
-		stderr, _ := output(u, "stderr")
+		stdout, rc := remotetest.Output(u, "stdout")
+		stderr, _ := remotetest.Output(u, "stderr")
 		if stdout != "line 1\nline 2\nline 3\n" || stderr != "oops\n" || rc != 3 {
 			t.Errorf("stdout %q, stderr %q, rc %d", stdout, stderr, rc)
 		}
@@ -150,25 +110,25 @@ func TestStockWorkerOnDefaultSettings(t *testing.T) {
 		if err := cmd.Wait(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if _, rc := output(updates, "stdout"); rc == 0 || rc == -100 {
+		if _, rc := remotetest.Output(updates, "stdout"); rc == 0 || rc == -100 {
 			t.Errorf("interrupted command's rc = %d", rc)
 		}
 	})
 
 	t.Run("upload_file", func(t *testing.T) {
 		var up bytes.Buffer
-		u := run(t, ctx, c, remote.Request{Name: "upload_file", Builder: "hello", Upload: &up, Args: map[string]any{
+		u := remotetest.Run(t, ctx, c, remote.Request{Name: "upload_file", Builder: "hello", Upload: &up, Args: map[string]any{
 			"path": filepath.Join(workdir, "dist", "out.txt"), "maxsize": nil, "blocksize": 4, "keepstamp": true}})
-		if _, rc := output(u, ""); rc != 0 || up.String() != "upload me\n" {
+		if _, rc := remotetest.Output(u, ""); rc != 0 || up.String() != "upload me\n" {
 			t.Errorf("rc %d, content %q", rc, up.String())
 		}
 	})
 
 	t.Run("upload_directory", func(t *testing.T) {
 		var up bytes.Buffer
-		u := run(t, ctx, c, remote.Request{Name: "upload_directory", Builder: "hello", Upload: &up, Args: map[string]any{
+		u := remotetest.Run(t, ctx, c, remote.Request{Name: "upload_directory", Builder: "hello", Upload: &up, Args: map[string]any{
 			"path": filepath.Join(workdir, "dist"), "maxsize": nil, "blocksize": 16384, "compress": nil}})
-		if _, rc := output(u, ""); rc != 0 {
+		if _, rc := remotetest.Output(u, ""); rc != 0 {
 			t.Errorf("rc %d", rc)
 		}
 		var names []string
@@ -191,9 +151,9 @@ func TestStockWorkerOnDefaultSettings(t *testing.T) {
 	t.Run("download_file", func(t *testing.T) {
 		content := strings.Repeat("downloaded bytes\n", 3000)
 		dest := filepath.Join(workdir, "downloaded.txt")
-		u := run(t, ctx, c, remote.Request{Name: "download_file", Builder: "hello", Download: strings.NewReader(content),
+		u := remotetest.Run(t, ctx, c, remote.Request{Name: "download_file", Builder: "hello", Download: strings.NewReader(content),
 			Args: map[string]any{"path": dest, "maxsize": nil, "blocksize": 16384, "mode": nil}})
-		if _, rc := output(u, ""); rc != 0 {
+		if _, rc := remotetest.Output(u, ""); rc != 0 {
 			t.Errorf("rc %d", rc)
 		}
 		if got, err := os.ReadFile(dest); err != nil || string(got) != content {
@@ -203,32 +163,32 @@ func TestStockWorkerOnDefaultSettings(t *testing.T) {
 
 	t.Run("file commands", func(t *testing.T) {
 		dir := filepath.Join(workdir, "newdir")
-		run(t, ctx, c, remote.Request{Name: "mkdir", Builder: "hello", Args: map[string]any{"paths": []string{dir}}})
+		remotetest.Run(t, ctx, c, remote.Request{Name: "mkdir", Builder: "hello", Args: map[string]any{"paths": []string{dir}}})
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 			t.Errorf("mkdir: %v", err)
 		}
-		u := run(t, ctx, c, remote.Request{Name: "stat", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "dist", "out.txt")}})
-		if st := pb.AsList(value(u, "stat")); len(st) != 10 || st[6] != int64(len("upload me\n")) {
-			t.Errorf("stat = %v", value(u, "stat"))
+		u := remotetest.Run(t, ctx, c, remote.Request{Name: "stat", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "dist", "out.txt")}})
+		if st := pb.AsList(remotetest.Value(u, "stat")); len(st) != 10 || st[6] != int64(len("upload me\n")) {
+			t.Errorf("stat = %v", remotetest.Value(u, "stat"))
 		}
-		u = run(t, ctx, c, remote.Request{Name: "glob", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "dist", "*.txt")}})
-		if files := pb.AsList(value(u, "files")); len(files) != 1 || files[0] != filepath.Join(workdir, "dist", "out.txt") {
-			t.Errorf("glob = %v", value(u, "files"))
+		u = remotetest.Run(t, ctx, c, remote.Request{Name: "glob", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "dist", "*.txt")}})
+		if files := pb.AsList(remotetest.Value(u, "files")); len(files) != 1 || files[0] != filepath.Join(workdir, "dist", "out.txt") {
+			t.Errorf("glob = %v", remotetest.Value(u, "files"))
 		}
-		u = run(t, ctx, c, remote.Request{Name: "listdir", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "dist")}})
-		if files := pb.AsList(value(u, "files")); len(files) != 2 || !slices.Contains(files, any("sub")) {
-			t.Errorf("listdir = %v", value(u, "files"))
+		u = remotetest.Run(t, ctx, c, remote.Request{Name: "listdir", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "dist")}})
+		if files := pb.AsList(remotetest.Value(u, "files")); len(files) != 2 || !slices.Contains(files, any("sub")) {
+			t.Errorf("listdir = %v", remotetest.Value(u, "files"))
 		}
-		u = run(t, ctx, c, remote.Request{Name: "cpdir", Builder: "hello", Args: map[string]any{
+		u = remotetest.Run(t, ctx, c, remote.Request{Name: "cpdir", Builder: "hello", Args: map[string]any{
 			"from_path": filepath.Join(workdir, "dist"), "to_path": filepath.Join(workdir, "dist2")}})
 		if _, err := os.Stat(filepath.Join(workdir, "dist2", "sub", "y.txt")); err != nil {
 			t.Errorf("cpdir: %v", err)
 		}
-		run(t, ctx, c, remote.Request{Name: "rmdir", Builder: "hello", Args: map[string]any{"paths": []string{dir, filepath.Join(workdir, "dist2")}}})
+		remotetest.Run(t, ctx, c, remote.Request{Name: "rmdir", Builder: "hello", Args: map[string]any{"paths": []string{dir, filepath.Join(workdir, "dist2")}}})
 		if _, err := os.Stat(dir); !os.IsNotExist(err) {
 			t.Errorf("rmdir left %s: %v", dir, err)
 		}
-		run(t, ctx, c, remote.Request{Name: "rmfile", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "downloaded.txt")}})
+		remotetest.Run(t, ctx, c, remote.Request{Name: "rmfile", Builder: "hello", Args: map[string]any{"path": filepath.Join(workdir, "downloaded.txt")}})
 		if _, err := os.Stat(filepath.Join(workdir, "downloaded.txt")); !os.IsNotExist(err) {
 			t.Errorf("rmfile: %v", err)
 		}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/buildslave/buildslave/internal/remotetest"
 	"github.com/buildslave/buildslave/protocol/pb"
 	"github.com/buildslave/buildslave/protocol/remote"
 	"github.com/buildslave/buildslave/slave"
@@ -164,14 +165,14 @@ func TestBuildbot08SlaveAttachesAndRuns(t *testing.T) {
 	}
 	defer build.Release()
 	c := build.Conn().(remote.Commander)
-	u := run(t, ctx, c, remote.Request{Name: "shell", Builder: "full", Args: map[string]any{"workdir": "build", "command": "true"}})
-	if out, rc := output(u, "stdout"); out != "hello from 0.8\n" || rc != 0 {
+	u := remotetest.Run(t, ctx, c, remote.Request{Name: "shell", Builder: "full", Args: map[string]any{"workdir": "build", "command": "true"}})
+	if out, rc := remotetest.Output(u, "stdout"); out != "hello from 0.8\n" || rc != 0 {
 		t.Errorf("shell: stdout %q, rc %d", out, rc)
 	}
 	var up bytes.Buffer
-	u = run(t, ctx, c, remote.Request{Name: "upload_file", Builder: "full", Upload: &up, Args: map[string]any{
+	u = remotetest.Run(t, ctx, c, remote.Request{Name: "upload_file", Builder: "full", Upload: &up, Args: map[string]any{
 		"path": "/srv/old/full/build/out.txt", "maxsize": nil, "blocksize": 16384}})
-	if _, rc := output(u, ""); rc != 0 || up.String() != "contents of /srv/old/full/build/out.txt" {
+	if _, rc := remotetest.Output(u, ""); rc != 0 || up.String() != "contents of /srv/old/full/build/out.txt" {
 		t.Errorf("upload: rc %d, %q", rc, up.String())
 	}
 	bot.builder.commands.Wait()
