@@ -313,13 +313,20 @@ func New(name, password, dockerHost string, opts ...Option) (*Slave, error) {
 	if host == "" || strings.ContainsAny(host, " /") {
 		bad("masterFQDN", "%q is not a host name", host)
 	}
-	if c.tls != nil && !strings.HasPrefix(dockerHost, "tcp://") {
+	c.dockerHostURL = dockerHost
+	switch {
+	case c.tls != nil && !strings.HasPrefix(dockerHost, "tcp://"):
 		bad("tls", "needs a tcp:// docker_host, not %q", dockerHost)
+	case c.tls != nil: // the client reads the PEM files when it is made: make one to check them
+		if cli, err := client.New(c.clientOptions()...); err != nil {
+			bad("tls", "%v", err)
+		} else {
+			cli.Close()
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	c.dockerHostURL = dockerHost
 	log := c.logger
 	if log == nil {
 		log = slog.Default()
@@ -362,22 +369,28 @@ func (s *Slave) Close() error {
 // client returns the Engine API client, made on first use.
 func (s *Slave) client() (*client.Client, error) {
 	s.clientOnce.Do(func() {
-		var opts []client.Opt
-		if s.cfg.dockerHostURL != "" {
-			opts = append(opts, client.WithHost(s.cfg.dockerHostURL))
-		}
-		if s.cfg.tls != nil {
-			opts = append(opts, client.WithTLSClientConfig(s.cfg.tls.CAFile, s.cfg.tls.CertFile, s.cfg.tls.KeyFile))
-		}
-		if s.cfg.version != "" {
-			opts = append(opts, client.WithAPIVersion(s.cfg.version))
-		}
-		s.cli, s.cliErr = client.New(opts...)
+		s.cli, s.cliErr = client.New(s.cfg.clientOptions()...)
 		if s.cliErr != nil {
 			s.cliErr = fmt.Errorf("docker: client for %s: %w", s.cfg.dockerHostURL, s.cliErr)
 		}
 	})
 	return s.cli, s.cliErr
+}
+
+// clientOptions are the Engine API client's options: docker_host, tls
+// and version.
+func (c config) clientOptions() []client.Opt {
+	var opts []client.Opt
+	if c.dockerHostURL != "" {
+		opts = append(opts, client.WithHost(c.dockerHostURL))
+	}
+	if c.tls != nil {
+		opts = append(opts, client.WithTLSClientConfig(c.tls.CAFile, c.tls.CertFile, c.tls.KeyFile))
+	}
+	if c.version != "" {
+		opts = append(opts, client.WithAPIVersion(c.version))
+	}
+	return opts
 }
 
 // imageWork shares the pulls and builds of an image among every Slave of

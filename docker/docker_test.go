@@ -62,6 +62,7 @@ func TestNewRefuses(t *testing.T) {
 		{"alwaysPull", []Option{Image("i"), AlwaysPull(true)}, ""},
 		{"masterFQDN", []Option{Image("i"), MasterFQDN("m:99999")}, ""},
 		{"tls", []Option{Image("i"), WithTLS(TLS{CAFile: "ca.pem"})}, "unix:///var/run/docker.sock"},
+		{"tls", []Option{Image("i"), WithTLS(TLS{CAFile: "/nonexistent/ca.pem"})}, "tcp://127.0.0.1:2376"},
 	} {
 		_, err := New("bot", "pw", c.host, c.opts...)
 		var ce *slave.ConfigError

@@ -1,6 +1,6 @@
 package main
 
-// latentKind is the driver kind ("local", "ec2", "libvirt") of the named
+// latentKind is the driver kind ("local", "ec2", "libvirt", "docker") of the named
 // latent slave in the configuration applied last, which labels the gauge
 // of running latent instances; "" if it is not a latent slave.
 func (m *master) latentKind(name string) string {

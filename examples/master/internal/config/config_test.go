@@ -4,10 +4,13 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/buildslave/buildslave/docker"
+	"github.com/buildslave/buildslave/internal/testcert"
 	"github.com/buildslave/buildslave/latent/local"
 	"github.com/buildslave/buildslave/slave"
 )
@@ -281,5 +284,115 @@ virtual_name = "ephemeral0"
 	_, err := parse(t, strings.Replace(src, `device_name = "/dev/sdb"`, ``, 1))
 	if err == nil || !strings.Contains(err.Error(), `ec2.block_device_map[1].device_name: missing`) {
 		t.Errorf("a mapping without device_name: %v", err)
+	}
+}
+
+const dockerLatent = `[master]
+master_id = "m"
+[[latent_slaves]]
+kind = "docker"
+name = "d1"
+max_builds = 1
+properties = { os = "scratch" }
+missing_timeout = "2m"
+[latent_slaves.docker]
+docker_host = "tcp://127.0.0.1:2376"
+image = "buildslave-slave"
+command = ["/bin/slave", "-basedir", "/build"]
+volumes = ["/srv/cache:/cache:ro", "named:/named"]
+dockerfile = """
+FROM scratch
+ARG V
+"""
+encoding = "gzip"
+buildargs = { V = "1" }
+target = "final"
+version = "1.41"
+followStartupLogs = true
+masterFQDN = "172.17.0.1:9989"
+hostconfig = { network_mode = "bridge", mem_limit = "512m", nano_cpus = 1500000000, extra_hosts = ["master:172.17.0.1"], privileged = true }
+allow_privileged = true
+autopull = true
+alwaysPull = true
+hostname = "box"
+[latent_slaves.docker.tls]
+ca_cert = "ca.pem"
+client_cert = "cert.pem"
+client_key = "key.pem"
+`
+
+// TestDockerEveryOption parses a Docker latent slave with every option
+// (TLS files made here) and checks what the driver keeps; New reaches no
+// daemon.
+func TestDockerEveryOption(t *testing.T) {
+	dir := t.TempDir()
+	certs := testcert.Write(t, dir)
+	src := strings.NewReplacer(`"ca.pem"`, strconv.Quote(certs.CA), `"cert.pem"`, strconv.Quote(certs.ClientCert), `"key.pem"`, strconv.Quote(certs.ClientKey)).Replace(dockerLatent)
+	c, err := Parse(filepath.Join(dir, "master.toml"), []byte(src), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := c.Latents[0].Driver(DriverEnv{Master: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.(*docker.Slave).Close()
+	ds := d.(*docker.Slave)
+	if ds.BuildWaitTimeout() != docker.DefaultBuildWaitTimeout || ds.Slave().MaxBuilds() != 1 || ds.Slave().MissingTimeout() != 2*time.Minute || ds.Slave().Properties()["os"] != "scratch" {
+		t.Errorf("docker slave: wait %v, max builds %d, missing %v, properties %v", ds.BuildWaitTimeout(), ds.Slave().MaxBuilds(), ds.Slave().MissingTimeout(), ds.Slave().Properties())
+	}
+	if x := c.Latents[0].Entry.Docker; x.HostConfig["mem_limit"] != "512m" || x.TLS.ClientKey != certs.ClientKey || !x.AlwaysPull || x.BuildArgs["V"] != "1" {
+		t.Errorf("entry %+v", x)
+	}
+	// An explicit build_wait_timeout replaces Docker's default of 0.
+	c, err = Parse(filepath.Join(dir, "master.toml"), []byte(strings.Replace(src, `max_builds = 1`, `build_wait_timeout = "90s"`, 1)), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err = c.Latents[0].Driver(DriverEnv{Master: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.(*docker.Slave).Close()
+	if got := d.(*docker.Slave).BuildWaitTimeout(); got != 90*time.Second {
+		t.Errorf("build_wait_timeout 90s: %v", got)
+	}
+}
+
+func TestDockerProblems(t *testing.T) {
+	const head = "[master]\nmaster_id = \"m\"\n[[latent_slaves]]\nkind = \"docker\"\nname = \"d\"\n"
+	for _, tc := range []struct {
+		name, src string
+		want      []string
+	}{
+		{"no table", head, []string{`:3: latent_slaves[0] "d": docker: missing`}},
+		{"another kind's table", head + "[latent_slaves.local]\nprogram = \"x\"\n[latent_slaves.docker]\nimage = \"i\"\n",
+			[]string{`:6: latent_slaves[0] "d": local: a [latent_slaves.local] table for a slave of kind "docker"`}},
+		{"no image", head + "[latent_slaves.docker]\nhostname = \"h\"\n", []string{`latent_slaves[0] "d": image: give an image, a dockerfile or both`}},
+		{"library checks", head + "[latent_slaves.docker]\nimage = \"i\"\nvolumes = [\"/a:relative\"]\nalwaysPull = true\nmasterFQDN = \"m:0\"\n",
+			[]string{`:8: latent_slaves[0] "d": docker.volumes: `, `:9: latent_slaves[0] "d": docker.alwaysPull: takes effect only with autopull`, `:10: latent_slaves[0] "d": docker.masterFQDN: bad port`}},
+		{"hostconfig", head + "[latent_slaves.docker]\nimage = \"i\"\nhostconfig = { mem_limit = \"lots\" }\n",
+			[]string{`:8: latent_slaves[0] "d": docker.hostconfig: hostconfig mem_limit: `}},
+		{"unknown hostconfig key", head + "[latent_slaves.docker]\nimage = \"i\"\n[latent_slaves.docker.hostconfig]\nnetwork_mode = \"host\"\nmemory = 1\n",
+			[]string{`:8: latent_slaves[0] "d": docker.hostconfig: hostconfig memory: unknown key`}},
+		{"privileged", head + "[latent_slaves.docker]\nimage = \"i\"\nhostconfig = { privileged = true }\n",
+			[]string{`:8: latent_slaves[0] "d": docker.hostconfig: privileged containers are root on the Docker host`}},
+		{"hostname on the host's network", head + "[latent_slaves.docker]\nimage = \"i\"\nhostname = \"h\"\nhostconfig = { network_mode = \"host\" }\n",
+			[]string{`:8: latent_slaves[0] "d": docker.hostname: Docker refuses a hostname with network mode host`}},
+		{"tls on a socket", head + "[latent_slaves.docker]\nimage = \"i\"\ndocker_host = \"unix:///run/docker.sock\"\n[latent_slaves.docker.tls]\nca_cert = \"ca.pem\"\n",
+			[]string{`:9: latent_slaves[0] "d": docker.tls: needs a tcp:// docker_host`}},
+		{"tls files missing", head + "[latent_slaves.docker]\nimage = \"i\"\ndocker_host = \"tcp://127.0.0.1:2376\"\n[latent_slaves.docker.tls]\nca_cert = \"missing.pem\"\n",
+			[]string{`:9: latent_slaves[0] "d": docker.tls: `, `missing.pem`}},
+		{"misspelt key", head + "[latent_slaves.docker]\nimage = \"i\"\nfollow_startup_logs = true\n",
+			[]string{`:8: latent_slaves[0].docker.follow_startup_logs: unknown key`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parse(t, tc.src)
+			for _, w := range tc.want {
+				if err == nil || !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
 	}
 }

@@ -91,6 +91,7 @@ type LatentEntry struct {
 	Local            *LocalEntry   `toml:"local"`
 	EC2              *EC2Entry     `toml:"ec2"`
 	Libvirt          *LibvirtEntry `toml:"libvirt"`
+	Docker           *DockerEntry  `toml:"docker"`
 }
 
 // LocalEntry is [latent_slaves.local]: a slave program run as a child
@@ -159,6 +160,37 @@ type LibvirtEntry struct {
 	Socket          string   `toml:"socket"`
 	GuestEnv        []string `toml:"guest_env"`
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+}
+
+// DockerEntry is [latent_slaves.docker]: the options of package docker,
+// under the names of Buildbot's DockerLatentWorker.
+type DockerEntry struct {
+	DockerHost        string            `toml:"docker_host"`
+	TLS               *DockerTLS        `toml:"tls"`
+	Image             string            `toml:"image"`
+	Command           []string          `toml:"command"`
+	Volumes           []string          `toml:"volumes"`
+	Dockerfile        string            `toml:"dockerfile"`
+	CustomContext     bool              `toml:"custom_context"`
+	Encoding          string            `toml:"encoding"`
+	BuildArgs         map[string]string `toml:"buildargs"`
+	Target            string            `toml:"target"`
+	Version           string            `toml:"version"`
+	FollowStartupLogs bool              `toml:"followStartupLogs"`
+	MasterFQDN        string            `toml:"masterFQDN"`
+	HostConfig        map[string]any    `toml:"hostconfig"`
+	AllowPrivileged   bool              `toml:"allow_privileged"`
+	AutoPull          bool              `toml:"autopull"`
+	AlwaysPull        bool              `toml:"alwaysPull"`
+	Hostname          string            `toml:"hostname"`
+}
+
+// DockerTLS is [latent_slaves.docker.tls]: docker-py's TLSConfig, the PEM
+// files that reach a tcp:// docker_host over TLS.
+type DockerTLS struct {
+	CACert     string `toml:"ca_cert"`
+	ClientCert string `toml:"client_cert"`
+	ClientKey  string `toml:"client_key"`
 }
 
 // Builder is one [[builders]] table.

@@ -14,6 +14,7 @@ import (
 	"github.com/digitalocean/go-libvirt/socket"
 	"github.com/digitalocean/go-libvirt/socket/dialers"
 
+	"github.com/buildslave/buildslave/docker"
 	"github.com/buildslave/buildslave/ec2"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/latent/local"
@@ -100,7 +101,7 @@ func (c *Config) latent(e entry, ctx *parseContext, l LatentEntry) (Latent, bool
 	for _, k := range []struct {
 		kind string
 		set  bool
-	}{{"local", l.Local != nil}, {"ec2", l.EC2 != nil}, {"libvirt", l.Libvirt != nil}} {
+	}{{"local", l.Local != nil}, {"ec2", l.EC2 != nil}, {"libvirt", l.Libvirt != nil}, {"docker", l.Docker != nil}} {
 		if kind := k.kind; k.set && kind != l.Kind {
 			e.add(kind, "a [latent_slaves.%s] table for a slave of kind %q", kind, l.Kind)
 		}
@@ -113,10 +114,12 @@ func (c *Config) latent(e entry, ctx *parseContext, l LatentEntry) (Latent, bool
 		build = ec2Driver(e, ctx, l, pw, opts, wait)
 	case "libvirt":
 		build = libvirtDriver(e, ctx, l, pw, opts, wait)
+	case "docker":
+		build = dockerDriver(e, ctx, l, pw, opts, wait)
 	case "":
-		e.add("kind", `missing: "local", "ec2" or "libvirt"`)
+		e.add("kind", `missing: "local", "ec2", "libvirt" or "docker"`)
 	default:
-		e.oneOf("kind", l.Kind, "local", "ec2", "libvirt")
+		e.oneOf("kind", l.Kind, "local", "ec2", "libvirt", "docker")
 	}
 	if build == nil {
 		return Latent{}, false
@@ -260,6 +263,43 @@ func libvirtDriver(e entry, ctx *parseContext, l LatentEntry, pw string, opts []
 	}
 	return func(DriverEnv) (latent.LatentSlave, error) {
 		return libvirt.New(l.Name, pw, ctx.path(v.HDImage), o...)
+	}
+}
+
+// dockerDriver builds a Docker latent slave with every option the entry
+// sets. Its build_wait_timeout defaults to Buildbot's for Docker, 0 (a
+// container per build), and masterFQDN to the address local slaves dial,
+// which a container on the host's network reaches.
+func dockerDriver(e entry, ctx *parseContext, l LatentEntry, pw string, opts []slave.Option, wait time.Duration) func(DriverEnv) (latent.LatentSlave, error) {
+	if l.Docker == nil {
+		e.add("docker", "missing: a slave of kind \"docker\" needs a [latent_slaves.docker] table with image or dockerfile")
+		return nil
+	}
+	x := *l.Docker
+	dockerfile := x.Dockerfile
+	if x.CustomContext {
+		dockerfile = ctx.path(dockerfile) // the context archive
+	}
+	o := []docker.Option{docker.SlaveOptions(opts...), docker.Image(x.Image), docker.Command(x.Command...), docker.Volumes(x.Volumes...),
+		docker.Dockerfile(dockerfile), docker.CustomContext(x.CustomContext), docker.Encoding(x.Encoding), docker.BuildArgs(x.BuildArgs),
+		docker.Target(x.Target), docker.Version(x.Version), docker.FollowStartupLogs(x.FollowStartupLogs),
+		docker.AutoPull(x.AutoPull), docker.AlwaysPull(x.AlwaysPull), docker.Hostname(x.Hostname)}
+	if l.BuildWaitTimeout.raw != nil {
+		o = append(o, docker.BuildWaitTimeout(wait))
+	}
+	if hc, err := docker.ParseHostConfig(x.HostConfig); err != nil {
+		e.add("docker.hostconfig", "%v", err)
+	} else {
+		o = append(o, docker.WithHostConfig(hc))
+	}
+	if x.AllowPrivileged {
+		o = append(o, docker.AllowPrivileged())
+	}
+	if t := x.TLS; t != nil {
+		o = append(o, docker.WithTLS(docker.TLS{CAFile: ctx.path(t.CACert), CertFile: ctx.path(t.ClientCert), KeyFile: ctx.path(t.ClientKey)}))
+	}
+	return func(de DriverEnv) (latent.LatentSlave, error) {
+		return docker.New(l.Name, pw, x.DockerHost, append(o, docker.MasterFQDN(cmp.Or(x.MasterFQDN, de.Master)), docker.Logger(de.Logger))...)
 	}
 }
 
