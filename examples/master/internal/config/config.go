@@ -18,6 +18,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/buildslave/buildslave/cluster"
 	"github.com/buildslave/buildslave/examples/master/internal/builds"
 	"github.com/buildslave/buildslave/examples/master/internal/web"
 	"github.com/buildslave/buildslave/examples/master/status"
@@ -68,6 +69,11 @@ type Config struct {
 	Latents   []Latent
 	Builders  []builds.Builder
 	Schedules []builds.Schedule
+
+	// Cluster is the [cluster] table as the library's value (ID,
+	// Endpoints, Prefix, LeaseTTL, DialTimeout; Addrs and Logger left to
+	// the caller); nil without one: this master is alone.
+	Cluster *cluster.Config
 }
 
 // Load reads and checks the configuration file at path; relative paths in
@@ -93,7 +99,8 @@ func Parse(file string, data []byte, lookup func(string) (string, bool)) (*Confi
 	ctx := &parseContext{dir: filepath.Dir(file), lookup: lookup}
 	p.unknownKeys(md.Undecoded())
 	c := &Config{File: file, Raw: raw}
-	c.master(p, ctx, raw.Master, len(raw.LatentSlaves) > 0)
+	c.master(p, ctx, raw.Master, len(raw.LatentSlaves) > 0 && raw.Cluster == nil)
+	c.cluster(p, raw.Cluster, raw.Master)
 	c.mail(p, ctx, raw.Mail)
 	c.slaves(p, ctx, raw)
 	c.builders(p, raw.Builders)
@@ -130,8 +137,9 @@ func (p *problems) unknownKeys(keys []toml.Key) {
 	}
 }
 
-// master checks the [master] table.
-func (c *Config) master(p *problems, ctx *parseContext, m Master, hasLatent bool) {
+// master checks the [master] table; needID: master_id is required (latent
+// slaves, and no [cluster] to give a default id).
+func (c *Config) master(p *problems, ctx *parseContext, m Master, needID bool) {
 	e := p.entry("master", "")
 	c.Listen = cmp.Or(m.Listen, DefaultListen)
 	c.ListenMsgpack = cmp.Or(m.ListenMsgpack, DefaultListenMsgpack)
@@ -151,7 +159,7 @@ func (c *Config) master(p *problems, ctx *parseContext, m Master, hasLatent bool
 		c.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		c.TLSCert = ctx.path(m.TLSCert)
 	}
-	if m.MasterID == "" && hasLatent {
+	if m.MasterID == "" && needID {
 		e.add("master_id", "required with latent_slaves: it tags their instances, and the reaper stops the untracked ones it tags")
 	}
 	c.Basedir = ctx.path(m.Basedir)

@@ -11,6 +11,7 @@ type File struct {
 	LatentSlaves []LatentEntry `toml:"latent_slaves"`
 	Builders     []Builder     `toml:"builders"`
 	Schedulers   []Scheduler   `toml:"schedulers"`
+	Cluster      *ClusterTable `toml:"cluster"`
 }
 
 // Master is the [master] table: where the master listens and the settings
