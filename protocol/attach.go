@@ -98,10 +98,15 @@ func (c *Conn) makeBuilderDirs(ctx context.Context) error {
 	})
 }
 
-// run runs a command to completion and returns its updates.
+// run runs a command to completion and returns its updates. It reads the
+// connection itself meanwhile (the attach runs before the connection's
+// reader), so the command's updates must fit their buffer.
 func (c *Conn) run(ctx context.Context, req remote.Request) ([]remote.Update, error) {
 	cmd, err := c.Start(ctx, req)
 	if err != nil {
+		return nil, err
+	}
+	if err := c.w.Wait(ctx, cmd.Done()); err != nil {
 		return nil, err
 	}
 	var updates []remote.Update

@@ -23,8 +23,7 @@ type Conn struct {
 	// the attach is over; a no-op for a connection that did not log in.
 	endLogin func()
 
-	attaching sync.WaitGroup // until the attach sequence is over
-	attachErr error          // why it failed; read after attaching
+	attachErr error // why the attach sequence failed; read after it
 
 	mu       sync.Mutex
 	commands map[string]command // running commands by command_id
@@ -73,24 +72,27 @@ func (c *Conn) RequestShutdown(ctx context.Context) error {
 	return err
 }
 
-// serve runs the attach sequence on the calling goroutine while a
-// goroutine of its own, started here, reads the connection's messages
-// until it ends, then logs one line if the connection failed or misbehaved
-// and calls done. Running the attach on the goroutine net/http gave
-// ServeHTTP, whose stack has already grown, spares each attach a goroutine.
+// serve runs the connection on goroutines of its own: one runs the
+// attach sequence, reading the connection itself (wire.Conn.Lead), then
+// hands over to a new one, with a stack of the size an idle reader needs
+// instead of what the attach grew, that reads the connection's messages
+// until it ends, then logs one line if the connection failed or
+// misbehaved and calls done. A slave costs one goroutine, attaching or
+// attached.
 func (c *Conn) serve(done func()) {
-	c.attaching.Add(1)
 	go func() {
-		defer done()
-		cause := c.w.Serve()
-		c.end(cause)
-		c.attaching.Wait()
-		c.logEnd(cause)
+		c.w.Lead(func() {
+			if c.attachErr = c.attach(); c.attachErr != nil {
+				c.w.CloseWithCause(c.attachErr)
+			}
+		})
+		go func() {
+			defer done()
+			cause := c.w.Serve()
+			c.end(cause)
+			c.logEnd(cause)
+		}()
 	}()
-	if c.attachErr = c.attach(); c.attachErr != nil {
-		c.w.CloseWithCause(c.attachErr)
-	}
-	c.attaching.Done()
 }
 
 // logEnd logs one line if the connection failed or misbehaved.

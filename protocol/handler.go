@@ -183,10 +183,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.track(c) {
 		c.w.CloseWithCause(errHandlerClosed)
 	}
-	// The connection's reader is a goroutine of its own, owned by h
-	// (Shutdown waits for it); this one runs the attach sequence and
-	// returns, so that net/http ends it: an idle slave then costs one
-	// goroutine and little else.
+	// The connection goes on in a goroutine of its own, owned by h
+	// (Shutdown waits for it), and this one returns, so that net/http
+	// frees its request and ends its goroutine before the attach
+	// sequence: a slave then costs one goroutine and little else.
 	c.serve(func() {
 		h.untrack(c)
 		h.leave()

@@ -46,7 +46,7 @@ func (pm *pipeMaster) connect(name string) (wire.Transport, *Conn) {
 	master, peer := wire.Pipe()
 	c := newConn(pm.h, name, master)
 	pm.wg.Add(1)
-	go c.serve(pm.wg.Done)
+	c.serve(pm.wg.Done)
 	return peer, c
 }
 

@@ -59,6 +59,11 @@ type Conn struct {
 	pending []pendingCall // calls awaiting their response; few, so a slice
 
 	nextIn int64 // seq_number of the next request from the peer; reader only
+
+	// lead holds a token while nobody reads the connection, while Lead's
+	// function runs: a Call or Wait that takes it reads and dispatches
+	// messages itself until its own answer. Nil without Lead.
+	lead chan struct{}
 }
 
 type pendingCall struct {
@@ -114,13 +119,51 @@ func (c *Conn) Call(ctx context.Context, op string, fields map[string]any) (any,
 	if err != nil {
 		return nil, err
 	}
+	resp, err := await(c, ctx, ch)
+	if err != nil {
+		return nil, err
+	}
+	return resultOf(resp)
+}
+
+// Wait waits until done is closed and returns nil, or returns ctx's cause
+// or the connection's. While Lead's function runs, it reads and
+// dispatches the peer's messages itself, so done must be closed by
+// handling one of them (as a command's completion is), and ctx's end
+// then closes the connection.
+func (c *Conn) Wait(ctx context.Context, done <-chan struct{}) error {
+	_, err := await(c, ctx, done)
+	return err
+}
+
+// await waits for a value from ch, ctx's end or the connection's end. If
+// it takes the lead token, nobody else reads the connection: it reads and
+// dispatches messages until ch is ready, and a blocked read ends only by
+// closing the connection, which ctx's end then does.
+func await[T any](c *Conn, ctx context.Context, ch <-chan T) (T, error) {
+	var zero T
 	select {
-	case resp := <-ch:
-		return resultOf(resp)
+	case v := <-ch:
+		return v, nil
 	case <-ctx.Done():
-		return nil, context.Cause(ctx)
+		return zero, context.Cause(ctx)
 	case <-c.ctx.Done():
-		return nil, context.Cause(c.ctx)
+		return zero, context.Cause(c.ctx)
+	case <-c.lead:
+	}
+	defer func() { c.lead <- struct{}{} }()
+	stop := context.AfterFunc(ctx, func() { c.CloseWithCause(context.Cause(ctx)) })
+	defer stop()
+	for {
+		select {
+		case v := <-ch:
+			return v, nil
+		default:
+		}
+		if err := c.readOne(); err != nil {
+			c.CloseWithCause(err)
+			return zero, context.Cause(c.ctx)
+		}
 	}
 }
 
@@ -209,15 +252,37 @@ func putBuffer(bp *[]byte) {
 // closes the transport before returning. Call it once.
 func (c *Conn) Serve() error {
 	for {
-		msg, err := c.readMessage()
-		if err == nil && msg != nil {
-			err = c.dispatch(msg)
-		}
-		if err != nil {
+		if err := c.readOne(); err != nil {
 			c.CloseWithCause(err)
 			return context.Cause(c.ctx)
 		}
 	}
+}
+
+// Lead runs first on the calling goroutine before the connection is
+// served: a master runs its attach sequence there instead of on a
+// goroutine beside the reader. While first runs nobody else reads, so a
+// Call or Wait reads and dispatches messages itself until its own answer
+// arrives (one at a time, whichever goroutine makes it), and its ctx's
+// end closes the connection. Lead returns once no Call reads any more;
+// call Serve then. Call Lead at most once, before the Conn is shared and
+// before Serve.
+func (c *Conn) Lead(first func()) {
+	c.lead = make(chan struct{}, 1)
+	c.lead <- struct{}{}
+	first()
+	// Held for good: Serve reads from here on. A Call still reading gives
+	// it back once its answer comes or its read fails.
+	<-c.lead
+}
+
+// readOne reads the next message and dispatches it.
+func (c *Conn) readOne() error {
+	msg, err := c.readMessage()
+	if err == nil && msg != nil {
+		err = c.dispatch(msg)
+	}
+	return err
 }
 
 // readMessage reads the next binary message; nil for a text frame.

@@ -253,3 +253,78 @@ func TestWebSocket(t *testing.T) {
 		t.Error("client's Serve returned nil")
 	}
 }
+
+// TestLeadReadsWhileNothingServes runs calls inside Lead, where no Serve
+// reads: each reads until its own answer and handles the peer's requests
+// meanwhile, concurrent calls all get their answers, Wait returns once a
+// request of the peer closed its channel, the peer's requests wait for
+// Serve once Lead returned, and a call whose context ends while it reads
+// closes the connection with the context's cause.
+func TestLeadReadsWhileNothingServes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := Pipe()
+		finished := make(chan struct{})
+		ca := NewConn(a, func(ctx context.Context, req Message) (any, error) {
+			if req.Op() == "finish" {
+				close(finished)
+				return nil, nil
+			}
+			return echoHandler(ctx, req)
+		})
+		cb := NewConn(b, echoHandler)
+		waitB := serve(cb)
+		call := func(c *Conn, v string) {
+			if got, err := c.Call(t.Context(), "echo", map[string]any{"value": v}); err != nil || got != v {
+				t.Errorf("call %q = %v, %v", v, got, err)
+			}
+		}
+		ca.Lead(func() {
+			call(ca, "x")
+			var wg sync.WaitGroup
+			wg.Go(func() { call(cb, "from b") }) // answered by a call of ca reading
+			for _, v := range []string{"y", "z"} {
+				wg.Go(func() { call(ca, v) })
+			}
+			call(ca, "w")
+			wg.Go(func() { cb.Call(t.Context(), "finish", nil) })
+			if err := ca.Wait(t.Context(), finished); err != nil {
+				t.Errorf("Wait = %v", err)
+			}
+			wg.Wait()
+		})
+		// Nobody reads between Lead and Serve: the peer's call waits.
+		answered := make(chan struct{})
+		go func() {
+			call(cb, "later")
+			close(answered)
+		}()
+		synctest.Wait()
+		select {
+		case <-answered:
+			t.Fatal("a request was answered with nobody serving")
+		default:
+		}
+		waitA := serve(ca)
+		<-answered
+		ca.Close()
+		waitA()
+		waitB()
+
+		// A call reading in Lead whose context ends closes the connection.
+		a, b = Pipe()
+		ca = NewConn(a, echoHandler)
+		defer b.Close()
+		var err error
+		ca.Lead(func() {
+			ctx, cancel := context.WithTimeoutCause(t.Context(), time.Second, errors.New("step timed out"))
+			defer cancel()
+			_, err = ca.Call(ctx, "echo", nil) // b never answers
+		})
+		if err == nil || err.Error() != "step timed out" {
+			t.Fatalf("call past its deadline = %v", err)
+		}
+		if cause := context.Cause(ca.Context()); cause == nil || cause.Error() != "step timed out" {
+			t.Fatalf("connection's cause = %v", cause)
+		}
+	})
+}
