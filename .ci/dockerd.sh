@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # dockerd.sh sets up and starts a real Docker daemon (Debian's docker.io)
-# for the docker integration tests, with its own state, like libvirtd.sh:
+# for the docker integration tests, with its own state, like libvirtd.sh;
+# it also installs busybox-static, the static /bin/sh of the example
+# master's FROM scratch slave image:
 #
 #   .ci/dockerd.sh         install and start (idempotent); prints the
 #                          daemon's DOCKER_HOST (unix://$dir/docker.sock)
@@ -44,7 +46,7 @@ stop() {
 }
 
 install() {
-  local packages=(docker.io) missing=() p
+  local packages=(docker.io busybox-static) missing=() p
   for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done

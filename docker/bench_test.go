@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/buildslave/buildslave/docker/dockertest"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/protocol/pb"
 	"github.com/buildslave/buildslave/slave"
@@ -22,13 +23,13 @@ import (
 //
 //	go test -run XXX -bench Substantiate ./docker/
 func BenchmarkSubstantiate(b *testing.B) {
-	needImage(b, adminClient(b))
+	needImage(b, dockertest.Client(b))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
 	quiet := slog.New(slog.DiscardHandler)
-	d, err := New("bench", "unused", testHost(), Image(testImage), Logger(quiet), MasterFQDN(l.Addr().String()),
+	d, err := New("bench", "unused", dockertest.Host(), Image(testImage), Logger(quiet), MasterFQDN(l.Addr().String()),
 		WithHostConfig(HostConfig{NetworkMode: "host"}))
 	if err != nil {
 		b.Fatal(err)

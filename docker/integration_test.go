@@ -25,54 +25,16 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 
+	"github.com/buildslave/buildslave/docker/dockertest"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/protocol/pb"
 	"github.com/buildslave/buildslave/protocol/remote"
 	"github.com/buildslave/buildslave/slave"
 )
 
-// defaultTestHost is where .ci/dockerd.sh's daemon listens.
-const defaultTestHost = "unix:///run/buildslave-dockerd/docker.sock"
-
 // testImage is the tag of the image the tests build: our static Go slave
 // and a probe program, FROM scratch.
 const testImage = "buildslave-docker-test:latest"
-
-// testHost is the Docker host the tests use: $BUILDSLAVE_DOCKER_HOST, or
-// .ci/dockerd.sh's socket.
-func testHost() string {
-	if h := os.Getenv("BUILDSLAVE_DOCKER_HOST"); h != "" {
-		return h
-	}
-	return defaultTestHost
-}
-
-// needOrSkip skips the test for want of a real peer, or fails it when
-// BUILDSLAVE_INTEGRATION=1.
-func needOrSkip(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("BUILDSLAVE_INTEGRATION") == "1" {
-		t.Fatalf("BUILDSLAVE_INTEGRATION=1: "+format, args...)
-	}
-	t.Skipf(format, args...)
-}
-
-// adminClient is the test's own client of the daemon; it skips the test
-// (or fails it in CI) when no daemon answers.
-func adminClient(t testing.TB) *client.Client {
-	t.Helper()
-	cli, err := client.New(client.WithHost(testHost()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	if _, err := cli.Ping(ctx, client.PingOptions{}); err != nil {
-		needOrSkip(t, "no Docker daemon at %s: %v (run .ci/dockerd.sh to start one)", testHost(), err)
-	}
-	return cli
-}
 
 var (
 	imageOnce sync.Once
@@ -146,24 +108,6 @@ func buildImage(cli *client.Client) error {
 	return nil
 }
 
-// bridgeGateway is the host's address on Docker's default bridge, where
-// a container on that network reaches the master.
-func bridgeGateway(t *testing.T) string {
-	t.Helper()
-	ifi, err := net.InterfaceByName("docker0")
-	if err != nil {
-		t.Fatalf("no docker0 bridge: %v", err)
-	}
-	addrs, _ := ifi.Addrs()
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
-			return n.IP.String()
-		}
-	}
-	t.Fatalf("docker0 has no IPv4 address: %v", addrs)
-	return ""
-}
-
 // master is a slave.Manager with a PB server on addr, the master side a
 // container's slave attaches to.
 type master struct {
@@ -173,7 +117,7 @@ type master struct {
 
 func newTestSlave(t *testing.T, name string, opts ...Option) *Slave {
 	t.Helper()
-	s, err := New(name, "unused-password", testHost(), append([]Option{Image(testImage), Logger(testLogger(t))}, opts...)...)
+	s, err := New(name, "unused-password", dockertest.Host(), append([]Option{Image(testImage), Logger(testLogger(t))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,10 +190,10 @@ func runProbe(ctx context.Context, t *testing.T, b *slave.Build) string {
 // that sees the container's host name and an empty build directory, and
 // is removed build_wait_timeout after the build.
 func TestBuildInAContainer(t *testing.T) {
-	cli := adminClient(t)
+	cli := dockertest.Client(t)
 	needImage(t, cli)
 	masterID := uniqueMaster(t)
-	gw := bridgeGateway(t)
+	gw := dockertest.BridgeGateway(t)
 	// The master listens on the bridge's gateway only.
 	mst := newMasterFor(t, gw, func(addr string) *Slave {
 		return newTestSlave(t, "dock1", MasterFQDN(addr), Hostname("dock1-box"), BuildWaitTimeout(500*time.Millisecond),
@@ -384,7 +328,7 @@ func port(hostport string) string {
 // TestHostNetworkAttach starts containers on the host's network, where
 // the master is 127.0.0.1, and measures container start → attached.
 func TestHostNetworkAttach(t *testing.T) {
-	cli := adminClient(t)
+	cli := dockertest.Client(t)
 	needImage(t, cli)
 	masterID := uniqueMaster(t)
 	mst := newMasterFor(t, "127.0.0.1", func(addr string) *Slave {
@@ -435,7 +379,7 @@ func TestHostNetworkAttach(t *testing.T) {
 // once fails the substantiation through Check, with its log in the
 // error, and is removed.
 func TestContainerThatExitsFailsFast(t *testing.T) {
-	cli := adminClient(t)
+	cli := dockertest.Client(t)
 	needImage(t, cli)
 	masterID := uniqueMaster(t)
 	mst := newMasterFor(t, "127.0.0.1", func(addr string) *Slave {
@@ -478,7 +422,7 @@ func TestContainerThatExitsFailsFast(t *testing.T) {
 // master, Stop of an instance already gone, Stop refusing a container
 // that is not ours, a missing image without autopull.
 func TestStartStopListCheck(t *testing.T) {
-	cli := adminClient(t)
+	cli := dockertest.Client(t)
 	needImage(t, cli)
 	ma, mb := uniqueMaster(t)+"-a", uniqueMaster(t)+"-b"
 	// Nobody listens on port 1: the slaves keep retrying, which is all
@@ -579,7 +523,7 @@ func TestManyAtOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: 50 containers")
 	}
-	cli := adminClient(t)
+	cli := dockertest.Client(t)
 	needImage(t, cli)
 	const n = 50
 	masterID := uniqueMaster(t)
@@ -674,7 +618,7 @@ func cpuTime() time.Duration {
 // text with build arguments and a target (shared by concurrent starts),
 // from a custom gzipped context, and a failing build.
 func TestDockerfile(t *testing.T) {
-	cli := adminClient(t)
+	cli := dockertest.Client(t)
 	needImage(t, cli)
 	masterID := uniqueMaster(t)
 	req := func(name string) latent.StartRequest {
@@ -829,7 +773,7 @@ func (h *countingHandler) count(msg string) int {
 // master id and never stopped (the master died) are found by label and
 // removed when a master with that id starts again (latent.New reaps).
 func TestLeftoversOfACrashedMasterAreReaped(t *testing.T) {
-	cli := adminClient(t)
+	cli := dockertest.Client(t)
 	needImage(t, cli)
 	masterID := uniqueMaster(t)
 	crashed := newTestSlave(t, "phoenix", MasterFQDN("127.0.0.1:1"), WithHostConfig(HostConfig{NetworkMode: "none"}))
@@ -880,7 +824,7 @@ func TestLeftoversOfACrashedMasterAreReaped(t *testing.T) {
 // removed once the daemon is back (the Lifecycle retries the stop), and
 // the next build gets a fresh container.
 func TestDaemonRestartMidBuild(t *testing.T) {
-	cli := adminClient(t)
+	cli := dockertest.RestartingClient(t)
 	needImage(t, cli)
 	dir := os.Getenv("BUILDSLAVE_DOCKERD_DIR")
 	if dir == "" {
@@ -888,7 +832,7 @@ func TestDaemonRestartMidBuild(t *testing.T) {
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "dockerd.pid"))
 	if err != nil || os.Getenv("BUILDSLAVE_DOCKER_HOST") != "" && os.Getenv("BUILDSLAVE_DOCKER_HOST") != "unix://"+filepath.Join(dir, "docker.sock") {
-		needOrSkip(t, "no dockerd started by .ci/dockerd.sh in %s to restart: %v", dir, err)
+		dockertest.NeedOrSkip(t, "no dockerd started by .ci/dockerd.sh in %s to restart: %v", dir, err)
 	}
 	script, err := filepath.Abs("../.ci/dockerd.sh")
 	if err != nil {
@@ -962,7 +906,7 @@ func TestDaemonRestartMidBuild(t *testing.T) {
 // volumes (and leaves named ones); followStartupLogs logs the container's
 // output; autopull of an image no registry has fails the start cleanly.
 func TestVolumesLogsAndPulls(t *testing.T) {
-	cli := adminClient(t)
+	cli := dockertest.Client(t)
 	needImage(t, cli)
 	masterID := uniqueMaster(t)
 	req := func(name string) latent.StartRequest {

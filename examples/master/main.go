@@ -6,7 +6,7 @@
 //
 // It accepts stock buildbot-worker and Go slaves over Buildbot's
 // msgpack_experimental_v7 protocol, starts latent slaves (local processes,
-// EC2, libvirt) when a build wants them, runs builders' shell and upload
+// EC2, libvirt, Docker) when a build wants them, runs builders' shell and upload
 // steps, and serves a status page with a force button, JSON and Prometheus
 // metrics. SIGHUP re-reads the configuration; SIGINT and SIGTERM drain
 // running builds and stop every latent instance before it exits.

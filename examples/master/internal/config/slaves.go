@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -299,7 +300,11 @@ func dockerDriver(e entry, ctx *parseContext, l LatentEntry, pw string, opts []s
 		o = append(o, docker.WithTLS(docker.TLS{CAFile: ctx.path(t.CACert), CertFile: ctx.path(t.ClientCert), KeyFile: ctx.path(t.ClientKey)}))
 	}
 	return func(de DriverEnv) (latent.LatentSlave, error) {
-		return docker.New(l.Name, pw, x.DockerHost, append(o, docker.MasterFQDN(cmp.Or(x.MasterFQDN, de.Master)), docker.Logger(de.Logger))...)
+		fqdn := x.MasterFQDN
+		if fqdn == "" && !strings.HasSuffix(de.Master, ":0") { // port 0: Parse's check, before the port is chosen
+			fqdn = de.Master
+		}
+		return docker.New(l.Name, pw, x.DockerHost, append(o, docker.MasterFQDN(fqdn), docker.Logger(de.Logger))...)
 	}
 }
 
