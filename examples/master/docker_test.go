@@ -31,7 +31,8 @@ import (
 const readmeImageDir = "/tmp/slave-image"
 
 // readmeDocker returns the shell lines and the TOML stanza of the
-// README's "Docker latent slaves" section, as written.
+// README's "Docker latent slaves" section, as written; the top-level
+// README must show the same.
 func readmeDocker(t *testing.T) (shell, stanza string) {
 	t.Helper()
 	b, err := os.ReadFile("README.md")
@@ -42,6 +43,15 @@ func readmeDocker(t *testing.T) (shell, stanza string) {
 	m := regexp.MustCompile("(?s)```sh\n(.*?)```.*?```toml\n(.*?)```").FindStringSubmatch(section)
 	if !ok || m == nil {
 		t.Fatal("README.md has no Docker latent slaves section with a sh and a toml block")
+	}
+	top, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, block := range []string{"```sh\n" + m[1] + "```", "```toml\n" + m[2] + "```"} {
+		if !strings.Contains(string(top), block) {
+			t.Errorf("the top-level README.md lacks the Docker section's block:\n%s", block)
+		}
 	}
 	return m[1], m[2]
 }
