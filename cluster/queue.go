@@ -230,6 +230,30 @@ func (c *Claim) Done(ctx context.Context) error {
 	return nil
 }
 
+// Unclaim puts the request back in the queue, for a master that claimed
+// it and then found it cannot run it after all (one etcd write). It
+// returns ErrRequestGone when this master's claim ended meanwhile.
+func (c *Claim) Unclaim(ctx context.Context) error {
+	m := c.m
+	r := c.req
+	r.State, r.Master, r.Slave = RequestQueued, "", ""
+	val, err := encode(r)
+	if err != nil {
+		return err
+	}
+	resp, err := m.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.LeaseValue(m.claimKey(r.ID)), "=", m.session.Lease())).
+		Then(clientv3.OpPut(m.requestKey(r.ID), val), clientv3.OpDelete(m.claimKey(r.ID))).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("cluster: queuing build request %s again: %w", r.ID, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("cluster: queuing build request %s again: %w", r.ID, ErrRequestGone)
+	}
+	return nil
+}
+
 // markLost marks a claimed request whose claimer's lease ended as lost, if
 // it is unchanged and this master still leads; the record stays for
 // LostRetention.

@@ -126,6 +126,19 @@ func TestBuildRequestClaimRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := c.Unclaim(ctx); err != nil { // b finds it cannot run it after all
+		t.Fatal(err)
+	}
+	if got, err := a.Requests(ctx); err != nil || len(got) != 1 || got[0].State != cluster.RequestQueued || got[0].Master != "" {
+		t.Fatalf("Requests after Unclaim = %+v, %v; want it queued again", got, err)
+	}
+	if err := c.Done(ctx); !errors.Is(err, cluster.ErrRequestGone) {
+		t.Fatalf("Done after Unclaim = %v, want ErrRequestGone", err)
+	}
+	c, err = b.ClaimRequest(ctx, r.ID, "bot1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := b.ClaimRequest(ctx, r.ID, "bot1"); !errors.Is(err, cluster.ErrRequestTaken) {
 		t.Fatalf("second claim: %v, want ErrRequestTaken", err)
 	}

@@ -56,6 +56,7 @@ func (m *master) latentStopped() bool {
 // stop.
 func (m *master) shutdown(drain, stop time.Duration) error {
 	m.scheds.Stop()
+	m.stopClaiming()
 	m.progress("shutting down: waiting up to %v for running builds", drain)
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	if err := m.runner.Shutdown(ctx); err != nil {
@@ -91,6 +92,7 @@ func (m *master) shutdown(drain, stop time.Duration) error {
 	m.events()
 	m.wg.Wait()
 	m.closeDrivers()
+	m.leaveCluster()
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}

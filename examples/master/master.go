@@ -57,6 +57,7 @@ type master struct {
 	webBound  string         // where it listens
 	wg        sync.WaitGroup // the servers and the progress reader
 	events    func()         // ends the manager subscription of progress lines
+	cluster   *clustered     // nil without [cluster]: this master is alone
 }
 
 // start builds and starts a master on cfg. Progress lines go to out; the
@@ -92,6 +93,10 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 		return nil, fmt.Errorf("master.http: %s is reachable from other hosts, without authentication: set http_token_file or http_basic_auth_file, or http_allow_unauthenticated = true", m.webBound)
 	}
 	m.pbAddr, m.protoAddr, m.webAddr = dialable(pbLn.Addr()), dialable(protoLn.Addr()), dialable(webLn.Addr())
+	if err := m.joinCluster(); err != nil {
+		return nil, err
+	}
+	cleanup = append(cleanup, m.leaveCluster)
 
 	metrics := status.NewMetrics(nil)
 	notifier := metrics.Notifier(cfg.Manager.Notifier, log)
@@ -141,9 +146,9 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 	guard := web.New(wcfg)
 	m.status = status.New(status.Config{Manager: m.mgr, Lifecycle: m.lc, Builds: hist, Builders: m.runner.Builders,
 		PageBuilds: cfg.PageBuilds, ForcePath: forcePath, FormToken: guard.Token, Metrics: metrics, Logger: log,
-		LatentKind: m.latentKind, MaxReasonLength: cfg.BuildLimits.MaxReasonLength, Limits: limits})
+		LatentKind: m.latentKind, MaxReasonLength: cfg.BuildLimits.MaxReasonLength, Limits: limits, Cluster: m.clusterView()})
 	mux := http.NewServeMux()
-	mux.Handle(forcePath, builds.ForceHandler(m.runner))
+	mux.Handle(forcePath, builds.ForceHandler(m.force))
 	mux.Handle("/", m.status.Handler())
 	m.web = guard.Server(mux, slog.NewLogLogger(log.Handler(), slog.LevelWarn))
 	// Both transports share one cap on connections before login: they
@@ -159,6 +164,7 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 	m.wg.Go(func() { m.serve("web", m.web.Serve(guard.Listener(webLn))) })
 	m.wg.Go(func() { m.serve("Perspective Broker", m.pb.Serve(pbLn)) })
 	m.wg.Go(func() { m.serve("msgpack", m.proto.Serve(protoLn)) })
+	m.runCluster()
 	m.banner()
 	m.atStart = m.scheds.Start(cfg.Schedules)
 	return m, nil

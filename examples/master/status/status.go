@@ -99,6 +99,9 @@ type Config struct {
 	// Logger receives the lines of failed page writes; nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// Cluster, if set, describes the cluster of masters this one belongs
+	// to, for every page and JSON; nil: a master alone.
+	Cluster func() *Cluster
 }
 
 // Status serves the status page, the JSON and the metrics of one master.
@@ -186,6 +189,8 @@ type Snapshot struct {
 	Older int `json:"older,omitempty"`
 	// Before is the page's "?before=" parameter; 0 for the first page.
 	Before int `json:"before,omitempty"`
+	// Cluster is the cluster of masters; nil for a master alone.
+	Cluster *Cluster `json:"cluster,omitempty"`
 }
 
 // Slave is one slave's row: the manager's State with its latent Status.
@@ -267,6 +272,9 @@ func (s *Status) snapshot(before int) Snapshot {
 		snap.Builds = []Build{}
 	}
 	snap.Before = before
+	if s.cfg.Cluster != nil {
+		snap.Cluster = s.cfg.Cluster()
+	}
 	return snap
 }
 
@@ -366,13 +374,13 @@ var (
 // stateClass is the CSS class of a slave's or a build's state.
 func stateClass(state string) string {
 	switch state {
-	case "attached", "idle", "success":
+	case "attached", "idle", "success", "claimed":
 		return "ok"
 	case "running":
 		return "run"
-	case "substantiating", "paused", "shutting down", "stopping", "waiting":
+	case "substantiating", "paused", "shutting down", "stopping", "waiting", "queued":
 		return "busy"
-	case "missing", "quarantined", "failure", "exception":
+	case "missing", "quarantined", "failure", "exception", "lost":
 		return "bad"
 	}
 	return "off"

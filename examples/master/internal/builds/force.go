@@ -7,14 +7,19 @@ import (
 	"strings"
 )
 
-// ForceHandler serves POST requests that force a build: the builder is
+// ForceHandler serves POST requests that force a build through force: the builder is
 // the builder parameter (query or form), reason an optional one. A browser
 // form is redirected to "/" with 303; a client that accepts
-// application/json gets {"id": N, "builder": NAME} with 202, or
+// application/json gets {"id": ID, "builder": NAME} with 202, or
 // {"error": ...}: 404 for an unknown builder, 400 for a reason over
 // max_reason_length, 429 when max_queued_builds of the builder wait
 // already, 503 while shutting down.
-func ForceHandler(r *Runner) http.Handler {
+// ForceFunc forces a build of builder for reason and returns its id: a
+// Runner's build number (Runner.ForceID), or the id of a request queued for
+// the master that holds a fitting slave. Its errors are the Runner's.
+type ForceFunc func(builder, reason string) (id any, err error)
+
+func ForceHandler(force ForceFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		wantJSON := strings.Contains(req.Header.Get("Accept"), "application/json")
 		fail := func(code int, err error) {
@@ -38,7 +43,7 @@ func ForceHandler(r *Runner) http.Handler {
 		if reason == "" {
 			reason = "forced from " + req.RemoteAddr
 		}
-		h, err := r.Force(builder, reason)
+		id, err := force(builder, reason)
 		switch {
 		case errors.Is(err, ErrUnknownBuilder):
 			fail(http.StatusNotFound, err)
@@ -49,7 +54,7 @@ func ForceHandler(r *Runner) http.Handler {
 		case err != nil:
 			fail(http.StatusServiceUnavailable, err)
 		case wantJSON:
-			writeJSON(w, http.StatusAccepted, map[string]any{"id": h.ID, "builder": builder})
+			writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "builder": builder})
 		default:
 			http.Redirect(w, req, "/", http.StatusSeeOther)
 		}

@@ -45,7 +45,7 @@ func TestHistoryIsBounded(t *testing.T) {
 
 func TestForceHandlerRefusals(t *testing.T) {
 	r := NewRunner(Config{History: NewHistory(0, 0)})
-	srv := httptest.NewServer(ForceHandler(r))
+	srv := httptest.NewServer(ForceHandler(r.ForceID))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/force?builder=b")
 	if err != nil {

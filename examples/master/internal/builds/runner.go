@@ -133,21 +133,34 @@ func (r *Runner) Builders() []string {
 // in its own goroutine. It refuses a reason longer than MaxReasonLength,
 // and a build when MaxQueuedBuilds of the builder wait already.
 func (r *Runner) Force(builder, reason string) (*Handle, error) {
-	lim := r.cfg.Limits
+	return r.ForceOn(builder, reason, nil)
+}
+
+// ForceID is Force for ForceHandler: it returns the build's number.
+func (r *Runner) ForceID(builder, reason string) (any, error) {
+	h, err := r.Force(builder, reason)
+	if err != nil {
+		return nil, err
+	}
+	return h.ID, nil
+}
+
+// ForceOn is Force on the given slaves only (nil: any of the builder's),
+// for a build that another master queued and this one claimed for slaves
+// it holds.
+func (r *Runner) ForceOn(builder, reason string, slaves []string) (*Handle, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	b, ok := r.builders[builder]
-	switch {
-	case r.closed:
-		return nil, ErrShuttingDown
-	case !ok:
-		return nil, fmt.Errorf("%w: %q", ErrUnknownBuilder, builder)
-	case len(reason) > lim.MaxReasonLength:
-		r.cfg.LimitLog.Hit("max_reason_length", lim.MaxReasonLength, "force refused: reason too long", "builder", builder, "bytes", len(reason))
-		return nil, fmt.Errorf("%w: %d bytes, at most %d (max_reason_length)", ErrReasonTooLong, len(reason), lim.MaxReasonLength)
-	case r.queued[builder] >= lim.MaxQueuedBuilds:
+	b, err := r.check(builder, reason)
+	if err != nil {
+		return nil, err
+	}
+	if lim := r.cfg.Limits; r.queued[builder] >= lim.MaxQueuedBuilds {
 		r.cfg.LimitLog.Hit("max_queued_builds", lim.MaxQueuedBuilds, "force refused: queue full", "builder", builder)
 		return nil, fmt.Errorf("%w: %d wait already (max_queued_builds)", ErrQueueFull, r.queued[builder])
+	}
+	if slaves != nil {
+		b.Slaves = slaves
 	}
 	r.queued[builder]++
 	rec := r.cfg.History.add(b.Name, reason)
@@ -157,6 +170,33 @@ func (r *Runner) Force(builder, reason string) (*Handle, error) {
 		r.run(b, rec)
 	})
 	return h, nil
+}
+
+// Check says whether a build of builder for reason would be refused for
+// its builder or its reason (or because the runner shuts down), and returns
+// the builder's slaves: what a master checks before it queues a build for
+// another master.
+func (r *Runner) Check(builder, reason string) ([]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b, err := r.check(builder, reason)
+	return b.Slaves, err
+}
+
+// check is Check; r.mu is held.
+func (r *Runner) check(builder, reason string) (Builder, error) {
+	lim := r.cfg.Limits
+	b, ok := r.builders[builder]
+	switch {
+	case r.closed:
+		return Builder{}, ErrShuttingDown
+	case !ok:
+		return Builder{}, fmt.Errorf("%w: %q", ErrUnknownBuilder, builder)
+	case len(reason) > lim.MaxReasonLength:
+		r.cfg.LimitLog.Hit("max_reason_length", lim.MaxReasonLength, "force refused: reason too long", "builder", builder, "bytes", len(reason))
+		return Builder{}, fmt.Errorf("%w: %d bytes, at most %d (max_reason_length)", ErrReasonTooLong, len(reason), lim.MaxReasonLength)
+	}
+	return b, nil
 }
 
 // Shutdown refuses new builds, cancels those still waiting for a slot and

@@ -1,0 +1,313 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/buildslave/buildslave/cluster"
+	"github.com/buildslave/buildslave/examples/master/internal/builds"
+	"github.com/buildslave/buildslave/examples/master/status"
+	"github.com/buildslave/buildslave/latent"
+	"github.com/buildslave/buildslave/slave"
+)
+
+// etcdTimeout bounds each etcd call the master makes for a page, a forced
+// build or a claim.
+const etcdTimeout = 5 * time.Second
+
+// clustered is the master's part in a cluster of masters sharing one
+// fleet through etcd ([cluster] in the configuration): its membership, the
+// leader it runs for, and the dispatcher that claims the builds queued in
+// etcd for the slaves it holds.
+type clustered struct {
+	member     *cluster.Member
+	stopLead   context.CancelFunc // ends the leader's campaign or term
+	stopClaims context.CancelFunc // ends the dispatcher
+	wg         sync.WaitGroup     // the leader, the dispatcher, the claimed builds
+}
+
+// joinCluster joins the cluster of cfg.Cluster, publishing this master's
+// protocol addresses; nil without [cluster]. etcd unreachable at start, or
+// a live master with the same id, is an error: the master does not start.
+func (m *master) joinCluster() error {
+	cfg := m.cfg.Cluster
+	if cfg == nil {
+		return nil
+	}
+	ccfg := *cfg
+	ccfg.Addrs = map[string]string{"pb": m.pbAddr, "msgpack": m.protoAddr, "http": m.webAddr}
+	ccfg.Logger = m.log
+	member, err := cluster.Join(context.Background(), ccfg) // bounded by its DialTimeout
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	m.cluster = &clustered{member: member}
+	m.progress("joined the cluster as %s (etcd %v, lease %v)", ccfg.ID, ccfg.Endpoints, ccfg.LeaseTTL)
+	return nil
+}
+
+// runCluster starts the leader campaign and the dispatcher of queued
+// builds, once the manager, the lifecycle and the runner exist.
+func (m *master) runCluster() {
+	c := m.cluster
+	if c == nil {
+		return
+	}
+	leadCtx, stopLead := context.WithCancel(context.Background())
+	claimCtx, stopClaims := context.WithCancel(context.Background())
+	c.stopLead, c.stopClaims = stopLead, stopClaims
+	c.wg.Go(func() {
+		err := c.member.Lead(leadCtx, cluster.LeaderConfig{Stopper: cluster.StopperFunc(m.stopIntent)})
+		if err != nil {
+			m.log.Error("cluster: no longer campaigning to lead", "err", err)
+		}
+	})
+	c.wg.Go(func() { m.dispatch(claimCtx) })
+}
+
+// stopClaiming ends the dispatcher: first in shutdown, so that this master
+// claims no build it would not run.
+func (m *master) stopClaiming() {
+	if c := m.cluster; c != nil && c.stopClaims != nil {
+		c.stopClaims()
+	}
+}
+
+// leaveCluster stops the leader and the dispatcher and leaves the cluster
+// (its slave names free at once); last in shutdown, after the latent
+// instances stopped and cleared their records.
+func (m *master) leaveCluster() {
+	c := m.cluster
+	if c == nil {
+		return
+	}
+	if c.stopLead != nil {
+		c.stopClaims()
+		c.stopLead()
+	}
+	c.wg.Wait()
+	if err := c.member.Close(); err != nil {
+		m.log.Warn("cluster: leaving", "err", err)
+	}
+}
+
+// stopIntent stops, for the leader, the latent instance a dead master
+// left: through this master's driver of the same latent slave (the
+// masters of a cluster configure the same ones), by the instance id in the
+// record, or, when the dead master died before its driver named the
+// instance, by listing what carries the dead master's tag.
+func (m *master) stopIntent(ctx context.Context, in cluster.IntentInfo) error {
+	m.mu.Lock()
+	d := m.latents[in.Slave]
+	m.mu.Unlock()
+	if d == nil {
+		return fmt.Errorf("latent slave %q of dead master %q (driver %q, instance %q) is not configured here: cannot stop it",
+			in.Slave, in.Master, in.Driver, in.Instance)
+	}
+	if in.Instance != "" {
+		return d.Stop(ctx, latent.Instance{ID: in.Instance, Slave: in.Slave, MasterID: in.Master})
+	}
+	l, ok := d.(latent.Lister)
+	if !ok {
+		m.log.Warn("cluster: a dead master's latent start has no instance id and its driver cannot list instances: left to that driver's own cleanup",
+			"slave", in.Slave, "dead_master", in.Master, "driver", in.Driver)
+		return nil
+	}
+	insts, err := l.List(ctx, in.Master)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, inst := range insts {
+		if inst.Slave == in.Slave {
+			errs = append(errs, d.Stop(ctx, inst))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// force forces a build from the web: on this master alone, or in a cluster
+// queued in etcd for whichever master holds a fitting slave.
+func (m *master) force(builder, reason string) (any, error) {
+	if m.cluster == nil {
+		return m.runner.ForceID(builder, reason)
+	}
+	slaves, err := m.runner.Check(builder, reason)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), etcdTimeout)
+	defer cancel()
+	reqs, err := m.cluster.member.Requests(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("queuing the build in etcd: %w", err)
+	}
+	queued := 0
+	for _, r := range reqs {
+		if r.Builder == builder && r.State == cluster.RequestQueued {
+			queued++
+		}
+	}
+	if lim := m.config().BuildLimits.MaxQueuedBuilds; queued >= lim {
+		return nil, fmt.Errorf("%w: %d wait in the cluster already (max_queued_builds)", builds.ErrQueueFull, queued)
+	}
+	r, err := m.cluster.member.Enqueue(ctx, builder, slaves, reason)
+	if err != nil {
+		return nil, fmt.Errorf("queuing the build in etcd: %w", err)
+	}
+	m.progress("%s: queued in the cluster as %s, for the master that holds one of %v", builder, r.ID, slaves)
+	return r.ID, nil
+}
+
+// dispatch claims the builds queued in etcd that this master can run: when
+// a request is queued, when a slave attaches here, when a build ends.
+func (m *master) dispatch(ctx context.Context) {
+	changed := m.cluster.member.WatchRequests(ctx)
+	events, cancel := m.mgr.Subscribe()
+	defer cancel()
+	m.claimRequests(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-changed:
+			if !ok {
+				return
+			}
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			if ev.Kind != slave.Attached && ev.Kind != slave.BuildFinished && ev.Kind != slave.Unpaused {
+				continue
+			}
+		}
+		m.claimRequests(ctx)
+	}
+}
+
+// claimRequests claims each queued request that has a slave attached here
+// (or, failing that, an idle latent slave configured here that no master
+// holds or starts) and runs it on that slave.
+func (m *master) claimRequests(ctx context.Context) {
+	c := m.cluster
+	rctx, cancel := context.WithTimeout(ctx, etcdTimeout)
+	defer cancel()
+	reqs, err := c.member.Requests(rctx)
+	if err != nil && ctx.Err() == nil {
+		m.log.Warn("cluster: reading the queued builds", "err", err)
+	}
+	attached := map[string]bool{}
+	for _, st := range m.mgr.States() {
+		attached[st.Name] = st.Attached && !st.Paused && !st.ShuttingDown
+	}
+	known := m.runner.Builders()
+	for _, r := range reqs {
+		if r.State != cluster.RequestQueued || !slices.Contains(known, r.Builder) {
+			continue
+		}
+		claim := m.claimOne(rctx, r, attached)
+		if claim == nil {
+			continue
+		}
+		cr := claim.Request()
+		h, err := m.runner.ForceOn(cr.Builder, cr.Reason, []string{cr.Slave})
+		if err != nil {
+			m.log.Warn("cluster: a claimed build could not start here; queued again", "id", cr.ID, "builder", cr.Builder, "err", err)
+			if err := claim.Unclaim(rctx); err != nil {
+				m.log.Warn("cluster: queuing a claimed build again", "id", cr.ID, "err", err)
+			}
+			continue
+		}
+		m.progress("%s #%d: claimed %s, queued on %s, for %s", cr.Builder, h.ID, cr.ID, cr.Submitter, cr.Slave)
+		c.wg.Go(func() { // the runner ends every build it started, at shutdown too
+			<-h.Done()
+			m.finishClaim(claim)
+		})
+	}
+}
+
+// claimOne claims r for a slave attached here, else for a latent slave to
+// start here; nil if this master cannot run it (or lost the race).
+func (m *master) claimOne(ctx context.Context, r cluster.BuildRequest, attached map[string]bool) *cluster.Claim {
+	try := func(claim func(context.Context, string, string) (*cluster.Claim, error), slave string) (*cluster.Claim, bool) {
+		cl, err := claim(ctx, r.ID, slave)
+		switch {
+		case err == nil:
+			return cl, true
+		case errors.Is(err, cluster.ErrRequestTaken):
+			return nil, true
+		case errors.Is(err, cluster.ErrNotOwner):
+			return nil, false
+		}
+		m.log.Warn("cluster: claiming a queued build", "id", r.ID, "slave", slave, "err", err)
+		return nil, true
+	}
+	for _, s := range r.Slaves {
+		if attached[s] {
+			if cl, done := try(m.cluster.member.ClaimRequest, s); done {
+				return cl
+			}
+		}
+	}
+	for _, s := range r.Slaves {
+		m.mu.Lock()
+		_, isLatent := m.latents[s]
+		m.mu.Unlock()
+		if isLatent {
+			if cl, done := try(m.cluster.member.ClaimRequestToStart, s); done {
+				return cl
+			}
+		}
+	}
+	return nil
+}
+
+// finishClaim removes a finished request from the queue.
+func (m *master) finishClaim(cl *cluster.Claim) {
+	ctx, cancel := context.WithTimeout(context.Background(), etcdTimeout)
+	defer cancel()
+	if err := cl.Done(ctx); err != nil {
+		m.log.Warn("cluster: finishing a queued build", "id", cl.Request().ID, "err", err)
+	}
+}
+
+// clusterStatus is the Cluster section of the status page and the JSON.
+func (m *master) clusterStatus() *status.Cluster {
+	mem := m.cluster.member
+	ctx, cancel := context.WithTimeout(context.Background(), etcdTimeout)
+	defer cancel()
+	out := &status.Cluster{Master: mem.ID(), Masters: []status.ClusterMaster{}, Owners: []status.SlaveOwner{}, Requests: []status.ClusterRequest{}}
+	leader, _, err1 := mem.Leader(ctx)
+	out.Leader = leader
+	members, err2 := mem.Members(ctx)
+	for _, mi := range members {
+		out.Masters = append(out.Masters, status.ClusterMaster{ID: mi.ID, Addrs: mi.Addrs, Started: mi.Started,
+			Leader: mi.ID == leader, Self: mi.ID == mem.ID()})
+	}
+	owners, err3 := mem.Owners(ctx)
+	for _, o := range owners {
+		out.Owners = append(out.Owners, status.SlaveOwner{Slave: o.Slave, Master: o.Master})
+	}
+	reqs, err4 := mem.Requests(ctx)
+	for _, r := range reqs {
+		out.Requests = append(out.Requests, status.ClusterRequest{ID: r.ID, Builder: r.Builder, State: string(r.State), Reason: r.Reason,
+			Submitter: r.Submitter, Submitted: r.Submitted, Master: r.Master, Slave: r.Slave, Lost: r.Lost})
+	}
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		out.Error = err.Error()
+	}
+	return out
+}
+
+// clusterView is status.Config.Cluster: nil for a master alone.
+func (m *master) clusterView() func() *status.Cluster {
+	if m.cluster == nil {
+		return nil
+	}
+	return m.clusterStatus
+}
