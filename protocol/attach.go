@@ -5,22 +5,26 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/buildslave/buildslave/protocol/remote"
 )
 
 // attach runs the sequence the stock master runs before a slave takes
-// builds, then registers the connection with the manager.
+// builds, then registers the connection with the manager. Its requests
+// wait without a deadline of their own: a timer bounds each step by
+// StepTimeout and the whole sequence by AttachTimeout, and closes the
+// connection when one runs out, which fails the request waiting.
 func (c *Conn) attach() error {
 	defer c.endLogin() // if the sequence fails before Attach
 	h := c.h
-	ctx, cancel := context.WithTimeoutCause(c.Context(), orDefault(h.AttachTimeout, DefaultAttachTimeout),
-		fmt.Errorf("attach sequence took longer than %v", orDefault(h.AttachTimeout, DefaultAttachTimeout)))
-	defer cancel()
-	if err := c.step(ctx, `print "attached"`, func(ctx context.Context) error { return c.Print(ctx, "attached") }); err != nil {
+	t := newAttachTimer(c, orDefault(h.StepTimeout, DefaultStepTimeout), orDefault(h.AttachTimeout, DefaultAttachTimeout))
+	defer t.Stop()
+	ctx := context.Background()
+	if err := t.step(`print "attached"`, func() error { return c.Print(ctx, "attached") }); err != nil {
 		return err
 	}
-	if err := c.step(ctx, "get_worker_info", func(ctx context.Context) error {
+	if err := t.step("get_worker_info", func() error {
 		result, err := c.w.Call(ctx, "get_worker_info", nil)
 		if err != nil {
 			return err
@@ -30,29 +34,53 @@ func (c *Conn) attach() error {
 	}); err != nil {
 		return err
 	}
-	if err := c.step(ctx, "set_worker_settings", func(ctx context.Context) error {
+	if err := t.step("set_worker_settings", func() error {
 		_, err := c.w.Call(ctx, "set_worker_settings", map[string]any{"args": h.Settings.args()})
 		return err
 	}); err != nil {
 		return err
 	}
-	if err := c.makeBuilderDirs(ctx); err != nil {
+	if err := c.makeBuilderDirs(t); err != nil {
 		return err
 	}
-	err := h.Manager.Attach(ctx, c.name, c)
+	t.reset(t.total) // the manager's check of a duplicate name: what is left
+	err := h.Manager.Attach(c.Context(), c.name, c)
 	c.endLogin()
 	if err != nil {
 		return &refusedError{err}
 	}
-	return c.step(ctx, `print "attached"`, func(ctx context.Context) error { return c.Print(ctx, "attached") })
+	return t.step(`print "attached"`, func() error { return c.Print(ctx, "attached") })
+}
+
+// attachTimer closes a connection whose attach step, or whole attach
+// sequence, runs out of time, with a cause that says which.
+type attachTimer struct {
+	*time.Timer
+	stepTimeout, total time.Duration
+	end                time.Time // of the whole sequence
+}
+
+func newAttachTimer(c *Conn, stepTimeout, total time.Duration) *attachTimer {
+	t := &attachTimer{stepTimeout: stepTimeout, total: total, end: time.Now().Add(total)}
+	t.Timer = time.AfterFunc(min(stepTimeout, total), func() {
+		if time.Now().Before(t.end) {
+			c.w.CloseWithCause(fmt.Errorf("no answer within %v", t.stepTimeout))
+		} else {
+			c.w.CloseWithCause(fmt.Errorf("attach sequence took longer than %v", t.total))
+		}
+	})
+	return t
+}
+
+// reset gives the connection d from now, within the whole sequence's end.
+func (t *attachTimer) reset(d time.Duration) {
+	t.Reset(min(d, time.Until(t.end)))
 }
 
 // step runs one request of the attach sequence under StepTimeout.
-func (c *Conn) step(ctx context.Context, name string, f func(context.Context) error) error {
-	timeout := orDefault(c.h.StepTimeout, DefaultStepTimeout)
-	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("no answer within %v", timeout))
-	defer cancel()
-	if err := f(ctx); err != nil {
+func (t *attachTimer) step(name string, f func() error) error {
+	t.reset(t.stepTimeout)
+	if err := f(); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil
@@ -60,7 +88,7 @@ func (c *Conn) step(ctx context.Context, name string, f func(context.Context) er
 
 // makeBuilderDirs lists the slave's base directory and creates the builder
 // directories missing from it.
-func (c *Conn) makeBuilderDirs(ctx context.Context) error {
+func (c *Conn) makeBuilderDirs(t *attachTimer) error {
 	if len(c.h.Builders) == 0 {
 		return nil
 	}
@@ -70,8 +98,8 @@ func (c *Conn) makeBuilderDirs(ctx context.Context) error {
 	}
 	basedir := strings.TrimRight(c.info.Basedir, sep)
 	var present []any
-	err := c.step(ctx, "listdir", func(ctx context.Context) error {
-		updates, err := c.run(ctx, remote.Request{Name: "listdir", Args: map[string]any{"path": c.info.Basedir}})
+	err := t.step("listdir", func() error {
+		updates, err := c.run(remote.Request{Name: "listdir", Args: map[string]any{"path": c.info.Basedir}})
 		for _, u := range updates {
 			if u.Key == "files" {
 				present, _ = u.Value.([]any)
@@ -92,16 +120,18 @@ func (c *Conn) makeBuilderDirs(ctx context.Context) error {
 		return nil
 	}
 	slices.Sort(paths)
-	return c.step(ctx, "mkdir", func(ctx context.Context) error {
-		_, err := c.run(ctx, remote.Request{Name: "mkdir", Args: map[string]any{"paths": paths}})
+	return t.step("mkdir", func() error {
+		_, err := c.run(remote.Request{Name: "mkdir", Args: map[string]any{"paths": paths}})
 		return err
 	})
 }
 
-// run runs a command to completion and returns its updates. It reads the
-// connection itself meanwhile (the attach runs before the connection's
-// reader), so the command's updates must fit their buffer.
-func (c *Conn) run(ctx context.Context, req remote.Request) ([]remote.Update, error) {
+// run runs a command of the attach sequence to completion and returns its
+// updates. It reads the connection itself meanwhile (the attach runs
+// before the connection's reader), so the command's updates must fit
+// their buffer; the attach's timer bounds it.
+func (c *Conn) run(req remote.Request) ([]remote.Update, error) {
+	ctx := context.Background()
 	cmd, err := c.Start(ctx, req)
 	if err != nil {
 		return nil, err

@@ -115,8 +115,9 @@ var ErrNoTransfer = errors.New("no such transfer in this command")
 const MaxRead = 256 << 10
 
 // updateBuffer is how many updates a command holds for its reader before
-// the connection waits.
-const updateBuffer = 64
+// the connection waits. Each command allocates its buffer (72 bytes an
+// update), and a master's attach sequence runs two commands per slave.
+const updateBuffer = 16
 
 var commandIDs atomic.Uint64
 

@@ -152,8 +152,10 @@ func await[T any](c *Conn, ctx context.Context, ch <-chan T) (T, error) {
 	case <-c.lead:
 	}
 	defer func() { c.lead <- struct{}{} }()
-	stop := context.AfterFunc(ctx, func() { c.CloseWithCause(context.Cause(ctx)) })
-	defer stop()
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { c.CloseWithCause(context.Cause(ctx)) })
+		defer stop()
+	}
 	for {
 		select {
 		case v := <-ch:
