@@ -202,8 +202,8 @@ func (l *leader) sweep(ctx context.Context) bool {
 	resp, err := m.client.Txn(ctx).Then(
 		clientv3.OpGet(m.cfg.Prefix+"members/", clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 		clientv3.OpGet(m.cfg.Prefix+"intents/", clientv3.WithPrefix()),
-		clientv3.OpGet(m.cfg.Prefix+"requests/", clientv3.WithPrefix()),
-		clientv3.OpGet(m.cfg.Prefix+"claims/", clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(m.cfg.Prefix+"builds/", clientv3.WithPrefix()),
+		clientv3.OpGet(m.cfg.Prefix+"builds-claimed/", clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 	).Commit()
 	if err != nil {
 		if ctx.Err() == nil {
@@ -241,7 +241,7 @@ func (l *leader) sweep(ctx context.Context) bool {
 	g.Wait() //nolint:errcheck // reap reports through done
 	claimed := make(map[string]bool)
 	for _, kv := range resp.Responses[3].GetResponseRange().Kvs {
-		claimed[string(kv.Key)[len(m.cfg.Prefix+"claims/"):]] = true
+		claimed[string(kv.Key)[len(m.cfg.Prefix+"builds-claimed/"):]] = true
 	}
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
 		var r BuildRequest

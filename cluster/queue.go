@@ -66,8 +66,11 @@ var ErrNotOwner = errors.New("cluster: the slave is not this master's to run the
 // request lost.
 var ErrRequestGone = errors.New("cluster: build request no longer claimed by this master")
 
-func (m *Member) requestKey(id string) string { return m.cfg.Prefix + "requests/" + id }
-func (m *Member) claimKey(id string) string   { return m.cfg.Prefix + "claims/" + id }
+// Build requests live under Prefix+"builds/<id>" (no lease: they outlive
+// their submitter), their claims under Prefix+"builds-claimed/<id>", under
+// the claimer's lease.
+func (m *Member) requestKey(id string) string { return m.cfg.Prefix + "builds/" + id }
+func (m *Member) claimKey(id string) string   { return m.cfg.Prefix + "builds-claimed/" + id }
 
 // Enqueue queues a build of builder on any of slaves, for the master that
 // holds one of them to claim (one etcd write).
@@ -94,7 +97,7 @@ func (m *Member) Enqueue(ctx context.Context, builder string, slaves []string, r
 // claimed and lost ones. A record it cannot read is left out and reported in
 // the joined error.
 func (m *Member) Requests(ctx context.Context) ([]BuildRequest, error) {
-	resp, err := m.client.Get(ctx, m.cfg.Prefix+"requests/", clientv3.WithPrefix(),
+	resp, err := m.client.Get(ctx, m.cfg.Prefix+"builds/", clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: listing build requests: %w", err)
@@ -119,7 +122,7 @@ func (m *Member) WatchRequests(ctx context.Context) <-chan struct{} {
 	ch := make(chan struct{}, 1)
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	stop := context.AfterFunc(m.ctx, cancel)
-	wc := m.client.Watch(wctx, m.cfg.Prefix+"requests/", clientv3.WithPrefix(), clientv3.WithFilterDelete())
+	wc := m.client.Watch(wctx, m.cfg.Prefix+"builds/", clientv3.WithPrefix(), clientv3.WithFilterDelete())
 	m.wg.Go(func() {
 		defer close(ch)
 		defer stop()
