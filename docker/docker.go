@@ -219,7 +219,8 @@ type TLS struct {
 	CAFile, CertFile, KeyFile string
 }
 
-// WithTLS talks to docker_host over TLS (tls=).
+// WithTLS talks to docker_host over TLS (tls=); New reads the files, so a
+// missing or bad one is refused there.
 func WithTLS(t TLS) Option { return func(c *config) { c.tls = &t } }
 
 // BuildWaitTimeout sets how long an idle container is kept after its

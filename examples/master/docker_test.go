@@ -23,7 +23,6 @@ import (
 	"github.com/buildslave/buildslave/examples/master/internal/builds"
 	"github.com/buildslave/buildslave/examples/master/internal/config"
 	"github.com/buildslave/buildslave/examples/master/status"
-	"github.com/buildslave/buildslave/internal/testlog"
 )
 
 // readmeImageDir is where the README's shell lines build the image; the
@@ -109,6 +108,13 @@ func containersOf(t *testing.T, cli *client.Client, masterID string) []string {
 	return ids
 }
 
+// masterTable is the [master] table of a Docker test's master: PB on a
+// port of pbHost, the rest on loopback, its basedir the test's.
+func masterTable(t *testing.T, pbHost, masterID string) string {
+	return fmt.Sprintf("[master]\nlisten = \"%s:0\"\nlisten_msgpack = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nmaster_id = %q\nbasedir = %q\n",
+		pbHost, masterID, t.TempDir())
+}
+
 // probe is the steps' shell: the host name, the build directory's
 // entries (none: it is new), and whether / is the image's (FROM scratch:
 // no /usr) rather than the master's host.
@@ -127,8 +133,9 @@ func printed(output string) string {
 // README's shell lines build: docker1 is the README's stanza as written
 // (the host's network), docker2 is on the default bridge with a host name
 // of its own, a memory limit, an extra host and a volume. Each build runs
-// in its container, which is removed build_wait_timeout after it; a
-// reconfiguration gives docker2 a new host name for its next build.
+// in its container (docker2's limit, host and volume seen from inside),
+// which is removed build_wait_timeout after it; a reconfiguration gives
+// docker2 a new host name for its next build.
 func TestDockerLatentSlaves(t *testing.T) {
 	cli := dockertest.Client(t)
 	needReadmeImage(t)
@@ -136,13 +143,7 @@ func TestDockerLatentSlaves(t *testing.T) {
 	gw := dockertest.BridgeGateway(t)
 	masterID := "docker-test-" + strings.ToLower(rand.Text()[:10])
 	shared := t.TempDir()
-	src := fmt.Sprintf(`[master]
-listen = "%s:0"
-listen_msgpack = "127.0.0.1:0"
-http = "127.0.0.1:0"
-master_id = %q
-basedir = %q
-%s
+	src := masterTable(t, gw, masterID) + fmt.Sprintf(`%s
 [[latent_slaves]]
 kind = "docker"
 name = "docker2"
@@ -164,7 +165,12 @@ name = "bridge"
 slaves = ["docker2"]
   [[builders.steps]]
   shell = %q
-`, gw, masterID, t.TempDir(), stanza, dockertest.Host(), gw, shared, probe, probe)
+  [[builders.steps]]
+  shell = "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; grep master.test /etc/hosts; cat /shared/marker"
+`, stanza, dockertest.Host(), gw, shared, probe, probe)
+	if err := os.WriteFile(filepath.Join(shared, "marker"), []byte("from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// The stanza's docker_host is the default: $DOCKER_HOST.
 	t.Setenv("DOCKER_HOST", dockertest.Host())
 	cfg, err := config.Parse(filepath.Join(t.TempDir(), "master.toml"), []byte(src), os.LookupEnv)
@@ -192,7 +198,7 @@ slaves = ["docker2"]
 			}
 			return false
 		})
-		if b.State != builds.Success || len(b.Steps) != 1 {
+		if b.State != builds.Success || len(b.Steps) == 0 {
 			t.Fatalf("%s: %+v", builder, b)
 		}
 		eventually(t, 30*time.Second, builder+"'s container removed", func() bool { return len(containersOf(t, cli, masterID)) == 0 })
@@ -209,6 +215,9 @@ slaves = ["docker2"]
 	b2, gone2 := build("bridge")
 	if want := "docker2-box\nin-the-image\n"; printed(b2.Steps[0].Output) != want {
 		t.Errorf("docker2's step printed %q, want %q: the container's host name, an empty build directory, the image's /", b2.Steps[0].Output, want)
+	}
+	if got, want := printed(b2.Steps[1].Output), fmt.Sprintf("%d\n%s\tmaster.test\nfrom the host\n", 256<<20, gw); got != want {
+		t.Errorf("docker2's memory limit, extra host and volume: %q, want %q", got, want)
 	}
 	if d := gone2.Sub(b2.Finished); d < time.Second {
 		t.Errorf("docker2's container gone %v after its build, before its build_wait_timeout of 1s", d)
@@ -243,13 +252,7 @@ func TestDockerMasterKilledMidStart(t *testing.T) {
 	cli := dockertest.Client(t)
 	needReadmeImage(t)
 	masterID := "docker-kill-" + strings.ToLower(rand.Text()[:10])
-	base := fmt.Sprintf(`[master]
-listen = "127.0.0.1:0"
-listen_msgpack = "127.0.0.1:0"
-http = "127.0.0.1:0"
-master_id = %q
-basedir = %q
-reap_interval = "-1s"
+	base := masterTable(t, "127.0.0.1", masterID) + fmt.Sprintf(`reap_interval = "-1s"
 [[latent_slaves]]
 kind = "docker"
 name = "stuck"
@@ -264,32 +267,15 @@ name = "b"
 slaves = ["stuck"]
   [[builders.steps]]
   shell = "true"
-`, masterID, t.TempDir(), dockertest.Host())
+`, dockertest.Host())
 	path := writeFile(t, base+"[[schedulers]]\nbuilder = \"b\"\nat_start = true\n")
-	runMaster := func() (*exec.Cmd, *testlog.Buffer, *testlog.Buffer) {
-		cmd := exec.Command(os.Args[0], "-config", path)
-		cmd.Env = append(os.Environ(), envRunMaster+"=1")
-		var out, errs testlog.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		return cmd, &out, &errs
-	}
-
-	cmd, out, errs := runMaster()
+	cmd, out, errs := startChild(t, "-config", path)
 	defer func() {
 		if t.Failed() {
-			t.Logf("first master's output:\n%s\n%s", out.String(), errs.String())
+			t.Logf("the master's output:\n%s\n%s", out.String(), errs.String())
 		}
 	}()
-	eventually(t, time.Minute, "the at_start build's container created", func() bool {
-		if !strings.Contains(out.String(), "substantiating") && cmd.ProcessState != nil {
-			t.Fatalf("the master exited:\n%s", out.String())
-		}
-		return len(containersOf(t, cli, masterID)) == 1
-	})
+	eventually(t, time.Minute, "the at_start build's container created", func() bool { return len(containersOf(t, cli, masterID)) == 1 })
 	if !strings.Contains(out.String(), "latent slave stuck: substantiating") || strings.Contains(out.String(), "attached") {
 		t.Fatalf("not in the middle of a start:\n%s", out.String())
 	}
@@ -306,7 +292,7 @@ slaves = ["stuck"]
 	if err := os.WriteFile(path, []byte(base), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd, out, errs = runMaster()
+	cmd, out, errs = startChild(t, "-config", path)
 	eventually(t, time.Minute, "the master started again", func() bool { return strings.Contains(out.String(), "status page") })
 	if ids := containersOf(t, cli, masterID); len(ids) != 0 {
 		t.Errorf("after the restart: containers %v, want none (reaped by label)", ids)

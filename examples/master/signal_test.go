@@ -11,6 +11,21 @@ import (
 	"github.com/buildslave/buildslave/internal/testlog"
 )
 
+// startChild runs the master as a child process with args; the test
+// waits for it, and kills it if it still runs when the test ends.
+func startChild(t *testing.T, args ...string) (cmd *exec.Cmd, stdout, stderr *testlog.Buffer) {
+	t.Helper()
+	cmd = exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), envRunMaster+"=1")
+	stdout, stderr = &testlog.Buffer{}, &testlog.Buffer{}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return cmd, stdout, stderr
+}
+
 // TestSignals runs the master as a child process: SIGHUP adds a slave from
 // the edited file, SIGINT shuts it down with exit status 0.
 func TestSignals(t *testing.T) {
@@ -24,14 +39,7 @@ name = "s1"
 password = "pw1"
 `
 	path := writeFile(t, cfg)
-	cmd := exec.Command(os.Args[0], "-config", path)
-	cmd.Env = append(os.Environ(), envRunMaster+"=1")
-	var out, errs testlog.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
+	cmd, out, errs := startChild(t, "-config", path)
 	eventually(t, 10*time.Second, "the master started", func() bool { return strings.Contains(out.String(), "status page") })
 
 	if err := os.WriteFile(path, []byte(cfg+"[[slaves]]\nname = \"s2\"\npassword = \"pw2\"\n"), 0o600); err != nil {
@@ -74,14 +82,7 @@ slaves = ["offline"]
 builder = "b"
 at_start = true
 `)
-	cmd := exec.Command(os.Args[0], "-config", path, "-drain-timeout", "59s")
-	cmd.Env = append(os.Environ(), envRunMaster+"=1")
-	var out, errs testlog.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
+	cmd, out, _ := startChild(t, "-config", path, "-drain-timeout", "59s")
 	eventually(t, 10*time.Second, "the master started", func() bool { return strings.Contains(out.String(), "status page") })
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
