@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -27,11 +26,18 @@ const (
 // take the file descriptors attached slaves need. Set Handler (Serve
 // refuses to start without one, or without its Manager); set
 // TLSConfig (with a certificate) to serve wss:// instead of ws://.
+//
+// It reads each connection's one HTTP request itself rather than through
+// net/http's server, which would give every connection 8 KiB of buffers
+// until its upgrade: it answers a request that is not an upgrade, or a
+// refused login, and closes the connection (no keep-alive; HTTP/1.1
+// only).
 type Server struct {
 	Handler   *Handler
 	TLSConfig *tls.Config
 	// ReadHeaderTimeout bounds the upgrade request's arrival (against
-	// slowloris clients); DefaultReadHeaderTimeout if 0.
+	// slowloris clients) and the answer to it; DefaultReadHeaderTimeout
+	// if 0.
 	ReadHeaderTimeout time.Duration
 	// MaxHeaderBytes bounds the upgrade request's headers;
 	// DefaultMaxHeaderBytes if 0.
@@ -44,14 +50,15 @@ type Server struct {
 	// gives them one Limiter: they share one file limit.
 	Limiter *connlimit.Limiter
 
-	once sync.Once
-	srv  http.Server
-	lim  *connlimit.Limiter
+	once      sync.Once
+	tls       *tls.Config // TLSConfig limited to HTTP/1.1
+	lim       *connlimit.Limiter
+	mu        sync.Mutex
+	closed    bool
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]struct{} // not upgraded yet
+	wg        sync.WaitGroup        // a goroutine per connection until its upgrade
 }
-
-// netConnKey is the request context key of the connection a request came
-// on, for the Handler to admit it to the Limiter.
-type netConnKey struct{}
 
 // ErrNoHandler is wrapped by the error Serve and ListenAndServe return for
 // a Server whose Handler, or the Handler's Manager, is not set.
@@ -65,6 +72,9 @@ func (s *Server) check() error {
 	}
 	if s.Handler.Manager == nil {
 		return fmt.Errorf("protocol: Server.Handler.Manager is nil: set it to the slave.Manager slaves attach to (%w)", ErrNoHandler)
+	}
+	if c := s.TLSConfig; c != nil && len(c.Certificates) == 0 && c.GetCertificate == nil && c.GetConfigForClient == nil {
+		return errors.New("protocol: Server.TLSConfig has no certificate: set Certificates or GetCertificate")
 	}
 	return nil
 }
@@ -95,44 +105,97 @@ func (s *Server) Serve(l net.Listener) error {
 		return err
 	}
 	s.once.Do(func() {
-		s.srv.Handler = s.Handler
-		s.srv.ReadHeaderTimeout = orDefault(s.ReadHeaderTimeout, DefaultReadHeaderTimeout)
-		s.srv.ReadTimeout = s.srv.ReadHeaderTimeout // the upgrade has no body
-		s.srv.MaxHeaderBytes = s.MaxHeaderBytes
-		if s.srv.MaxHeaderBytes <= 0 {
-			s.srv.MaxHeaderBytes = DefaultMaxHeaderBytes
-		}
-		s.srv.ErrorLog = slog.NewLogLogger(s.Handler.logger().Handler(), slog.LevelWarn)
-		s.srv.TLSConfig = s.TLSConfig
-		s.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, netConnKey{}, c)
+		if s.TLSConfig != nil {
+			s.tls = s.TLSConfig.Clone()
+			s.tls.NextProtos = []string{"http/1.1"}
 		}
 		s.lim = s.Limiter
 		if s.lim == nil {
 			s.lim = &connlimit.Limiter{Logger: s.Handler.logger()}
 		}
 	})
-	l = s.lim.Listen(l)
-	if s.TLSConfig != nil {
-		return s.srv.ServeTLS(l, "", "")
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		l.Close()
+		return http.ErrServerClosed
 	}
-	return s.srv.Serve(l)
+	l = s.lim.Listen(l)
+	if s.listeners == nil {
+		s.listeners = map[net.Listener]struct{}{}
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+		l.Close()
+	}()
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return http.ErrServerClosed
+			}
+			return err
+		}
+		s.start(nc)
+	}
 }
 
-// Shutdown stops accepting connections, then shuts the Handler down:
-// every slave connection is dropped and its goroutine waited for, until
-// ctx's deadline.
-func (s *Server) Shutdown(ctx context.Context) error {
-	if s.Handler == nil {
-		return s.srv.Shutdown(ctx)
+// start reads the connection's request on a goroutine of its own unless
+// the server is closed.
+func (s *Server) start(nc net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		nc.Close()
+		return
 	}
-	return errors.Join(s.srv.Shutdown(ctx), s.Handler.Shutdown(ctx))
+	if s.conns == nil {
+		s.conns = map[net.Conn]struct{}{}
+	}
+	s.conns[nc] = struct{}{}
+	s.wg.Go(func() {
+		s.serveConn(nc)
+		s.mu.Lock()
+		delete(s.conns, nc)
+		s.mu.Unlock()
+	})
+}
+
+// Shutdown stops accepting connections and drops those not upgraded yet,
+// then shuts the Handler down: every slave connection is dropped and its
+// goroutine waited for, until ctx's deadline.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	for nc := range s.conns {
+		nc.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if s.Handler == nil {
+		return nil
+	}
+	return s.Handler.Shutdown(ctx)
 }
 
 // Close stops accepting connections and closes the Handler.
-func (s *Server) Close() error {
-	if s.Handler == nil {
-		return s.srv.Close()
-	}
-	return errors.Join(s.srv.Close(), s.Handler.Close())
-}
+func (s *Server) Close() error { return s.Shutdown(context.Background()) }

@@ -1,6 +1,8 @@
 package protocol
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -10,6 +12,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -130,6 +133,50 @@ func TestServerWithoutHandlerSaysWhatToSet(t *testing.T) {
 			}
 			if err := tc.s.Close(); err != nil {
 				t.Errorf("Close = %v", err)
+			}
+		})
+	}
+}
+
+// TestServerAnswersWhatIsNotAnUpgrade sends the Server requests it does
+// not upgrade: each gets its status and the connection closes after it
+// (headers too large may be reset instead: the server reads no further).
+func TestServerAnswersWhatIsNotAnUpgrade(t *testing.T) {
+	ms := newMaster(t, nil)
+	addr := startServer(t, &Server{Handler: ms.h, MaxHeaderBytes: 1024})
+	for _, tc := range []struct {
+		name, request string
+		status        int
+	}{
+		{"plain GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusUnauthorized},
+		{"wrong password", "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: " + wire.BasicAuth("s1", "nope") + "\r\n\r\n", http.StatusUnauthorized},
+		{"no upgrade", "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: " + wire.BasicAuth("s1", "pw") + "\r\n\r\n", http.StatusBadRequest},
+		{"headers too large", "GET / HTTP/1.1\r\nHost: x\r\nX: " + strings.Repeat("y", 8192) + "\r\n\r\n", http.StatusRequestHeaderFieldsTooLarge},
+		{"not HTTP", "hello\r\n\r\n", http.StatusBadRequest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", addr.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := io.WriteString(conn, tc.request); err != nil {
+				t.Fatal(err)
+			}
+			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			all, err := io.ReadAll(conn) // ends: the server closed the connection
+			if tc.status == http.StatusRequestHeaderFieldsTooLarge && errors.Is(err, syscall.ECONNRESET) {
+				return
+			}
+			if err != nil {
+				t.Fatalf("connection not closed after the answer: %v", err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(all)), nil)
+			if err != nil {
+				t.Fatalf("answer %q: %v", all, err)
+			}
+			if resp.StatusCode != tc.status || !resp.Close {
+				t.Errorf("answer %q, want status %d and Connection: close", all, tc.status)
 			}
 		})
 	}
