@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/buildslave/buildslave/internal/procgroup"
 )
 
 // children are the processes the bench started, each in its own process
@@ -24,9 +27,10 @@ var children struct {
 
 // proc is a child process in a process group of its own.
 type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+	cmd   *exec.Cmd
+	group *procgroup.Group
+	done  chan struct{}
+	err   error
 }
 
 // startProc starts argv with env (nil: a minimal environment) in its own
@@ -38,7 +42,6 @@ func startProc(argv, env []string, logPath string, setup func(*exec.Cmd) error) 
 		env = minimalEnv(os.TempDir())
 	}
 	cmd.Env = env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -56,15 +59,18 @@ func startProc(argv, env []string, logPath string, setup func(*exec.Cmd) error) 
 	p := &proc{cmd: cmd, done: make(chan struct{})}
 	children.Lock()
 	defer children.Unlock()
-	if err := cmd.Start(); err != nil {
+	g, err := procgroup.Start(cmd)
+	if err != nil {
 		return nil, err
 	}
+	p.group = g
 	if children.procs == nil {
 		children.procs = map[*proc]bool{}
 	}
 	children.procs[p] = true
 	go func() {
 		p.err = cmd.Wait()
+		g.Close()
 		children.Lock()
 		delete(children.procs, p)
 		children.Unlock()
@@ -75,13 +81,12 @@ func startProc(argv, env []string, logPath string, setup func(*exec.Cmd) error) 
 
 // stop sends SIGTERM to p's process group and SIGKILL after grace.
 func (p *proc) stop(grace time.Duration) {
-	pgid := p.cmd.Process.Pid
-	syscall.Kill(-pgid, syscall.SIGTERM)
+	p.group.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
 	case <-time.After(grace):
 	}
-	syscall.Kill(-pgid, syscall.SIGKILL) // anything left in the group
+	p.group.Signal(syscall.SIGKILL) // anything left in the group
 	<-p.done
 }
 
@@ -90,7 +95,7 @@ func killAll() {
 	children.Lock()
 	defer children.Unlock()
 	for p := range children.procs {
-		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		p.group.Signal(syscall.SIGKILL)
 	}
 }
 
@@ -103,15 +108,21 @@ func minimalEnv(home string) []string {
 func run(ctx context.Context, timeout time.Duration, env []string, argv ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s: %w\n%s", strings.Join(argv, " "), err, out)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	g, err := procgroup.Start(cmd)
+	if err == nil {
+		stop := context.AfterFunc(ctx, func() { g.Signal(syscall.SIGKILL) })
+		err = cmd.Wait()
+		stop()
+		g.Close()
 	}
-	return string(out), nil
+	if err != nil {
+		return out.String(), fmt.Errorf("%s: %w\n%s", strings.Join(argv, " "), err, out.Bytes())
+	}
+	return out.String(), nil
 }
 
 // loadgen is a running load generator (internal/loadslave).
