@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/buildslave/buildslave/internal/guess"
 )
 
 // Authenticate checks a login with a plain password: Verify with
@@ -27,16 +29,16 @@ func (m *Manager) Authenticate(name, password, remoteAddr string) error {
 // that follow it within a minute are counted and logged as one line at
 // the minute's end.
 func (m *Manager) Verify(name string, proof Proof, remoteAddr string) error {
-	key := addrKey(remoteAddr)
-	ok, reserved, blocks := m.refusals.take(key)
-	if !ok {
-		return m.refuseLogin(remoteAddr, key, name, ErrTooManyRefusals, false, false, blocks)
+	key := guess.Key(remoteAddr)
+	t := m.refusals.Take(key)
+	if !t.OK {
+		return m.refuseLogin(remoteAddr, key, name, ErrTooManyRefusals, false, false, t.Blocks)
 	}
 	if err := m.check(name, proof); err != nil {
-		return m.refuseLogin(remoteAddr, key, name, err, true, !reserved, true)
+		return m.refuseLogin(remoteAddr, key, name, err, true, !t.Reserved, true)
 	}
-	if reserved {
-		m.refusals.refund(key)
+	if t.Reserved {
+		m.refusals.Refund(key)
 	}
 	return nil
 }
@@ -63,7 +65,7 @@ func (m *Manager) Login(ctx context.Context, name string, proof Proof, remoteAdd
 		if held != nil {
 			reason = fmt.Errorf("%w (from %s)", ErrAttaching, held.remote)
 		}
-		return m.refuseLogin(remoteAddr, addrKey(remoteAddr), name, reason, true, false, true)
+		return m.refuseLogin(remoteAddr, guess.Key(remoteAddr), name, reason, true, false, true)
 	}
 	l := &login{remote: remoteAddr}
 	if m.logins == nil {
@@ -134,7 +136,7 @@ func (m *Manager) refuseLogin(remoteAddr, key, name string, reason error, checke
 	if len(name) > maxLoggedName {
 		name = name[:maxLoggedName] + "..."
 	}
-	if m.refusals.note(key, checked, spend) {
+	if m.refusals.Note(key, checked, spend) {
 		m.log.Warn("slave connection refused", "remote", remoteAddr, "slave", name, "reason", reason.Error())
 	}
 	if publish {
