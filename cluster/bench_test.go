@@ -12,7 +12,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/buildslave/buildslave/cluster"
 	"github.com/buildslave/buildslave/cluster/clustertest"
@@ -54,7 +53,7 @@ func claimAll(b *testing.B, members []*cluster.Member, names []string, workers i
 // revision).
 func BenchmarkAttach10000Over3Masters(b *testing.B) {
 	srv := clustertest.Start(b)
-	cli := benchClient(b, srv)
+	cli := rawClient(b, srv)
 	const n = 10000
 	names := make([]string, n)
 	for i := range names {
@@ -167,7 +166,7 @@ func BenchmarkFailover3000(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
 		prefix := fmt.Sprintf("/failover%d/", i)
-		acli := benchClient(b, srv)
+		acli := rawClient(b, srv)
 		a := joinB(b, srv, "a", prefix, ttl, acli)
 		others := []*cluster.Member{joinB(b, srv, "b", prefix, ttl, nil), joinB(b, srv, "c", prefix, ttl, nil)}
 		claimAll(b, []*cluster.Member{a}, names, 64)
@@ -198,18 +197,6 @@ func BenchmarkFailover3000(b *testing.B) {
 		}
 		b.StartTimer()
 	}
-}
-
-// benchClient is an etcd client of its own, closed when the benchmark
-// ends: closing it earlier is a master dying.
-func benchClient(b *testing.B, srv *clustertest.Server) *clientv3.Client {
-	b.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: srv.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cli.Close() })
-	return cli
 }
 
 func joinB(b *testing.B, srv *clustertest.Server, id, prefix string, ttl time.Duration, cli *clientv3.Client) *cluster.Member {

@@ -41,7 +41,7 @@ func join(t *testing.T, srv *clustertest.Server, id string, mod func(*cluster.Co
 	return m
 }
 
-func rawClient(t *testing.T, srv *clustertest.Server) *clientv3.Client {
+func rawClient(t testing.TB, srv *clustertest.Server) *clientv3.Client {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: srv.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {

@@ -97,22 +97,11 @@ func (m *Member) Enqueue(ctx context.Context, builder string, slaves []string, r
 // claimed and lost ones. A record it cannot read is left out and reported in
 // the joined error.
 func (m *Member) Requests(ctx context.Context) ([]BuildRequest, error) {
-	resp, err := m.client.Get(ctx, m.cfg.Prefix+"builds/", clientv3.WithPrefix(),
-		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
-	if err != nil {
+	out, err := list[BuildRequest](ctx, m.client, m.cfg.Prefix+"builds/", clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	if err != nil && out == nil {
 		return nil, fmt.Errorf("cluster: listing build requests: %w", err)
 	}
-	var out []BuildRequest
-	var errs []error
-	for _, kv := range resp.Kvs {
-		var r BuildRequest
-		if err := decode(string(kv.Key), kv.Value, &r); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		out = append(out, r)
-	}
-	return out, errors.Join(errs...)
+	return out, err
 }
 
 // WatchRequests signals on the returned channel whenever a build request is

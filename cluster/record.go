@@ -1,9 +1,13 @@
 package cluster
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Format is the version of the records this package writes and reads. A
@@ -95,4 +99,28 @@ func decode(key string, value []byte, v any) error {
 		return &FormatError{Key: key, Format: env.Format, Err: err}
 	}
 	return nil
+}
+
+// list reads every record under prefix, in the order opts sort them (by
+// key if none), skipping the records it cannot read and reporting them in
+// the joined error, next to those it could: what every listing returns.
+func list[T any](ctx context.Context, cli *clientv3.Client, prefix string, opts ...clientv3.OpOption) ([]T, error) {
+	if len(opts) == 0 {
+		opts = []clientv3.OpOption{clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
+	}
+	resp, err := cli.Get(ctx, prefix, append([]clientv3.OpOption{clientv3.WithPrefix()}, opts...)...)
+	if err != nil {
+		return nil, err
+	}
+	var out []T
+	var errs []error
+	for _, kv := range resp.Kvs {
+		var v T
+		if err := decode(string(kv.Key), kv.Value, &v); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, v)
+	}
+	return out, errors.Join(errs...)
 }
