@@ -3,9 +3,11 @@
 // latent starts.
 //
 // It sits beside the slave manager and the latent lifecycle, not inside them:
-// they consult it through the small interfaces it defines ([Gate] at attach,
-// [Starter] before a latent start). One master with no cluster behaves as
-// before.
+// they consult it through the small interfaces they define: a *Member is the
+// manager's slave.Gate (claim at attach, the duplicate rule across masters,
+// release and the missing notice at detach), and [Member.Latent] is the
+// lifecycle's latent.Starter (an intent before a driver's Start). One master
+// with no cluster behaves as before.
 //
 // Layout under the cluster prefix (default "/buildslave/"), every value a
 // versioned record (see [Format]):
@@ -14,6 +16,12 @@
 //	owners/<slave name>  OwnerInfo, under the owning master's lease
 //	intents/<slave name> IntentInfo, under no lease: it outlives its master
 //	                     so that the elected leader can stop its instance
+//	requests/ping/<slave name>
+//	                     PingInfo: a master asking the owner to ping its
+//	                     connection, the owner's answer, or a takeover
+//	                     notice; under the asking master's lease
+//	missing/<slave name> MissingInfo, under no lease: the missing notice a
+//	                     detached slave is owed; deleted by a Claim anywhere
 package cluster
 
 import (
@@ -28,6 +36,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
+
+	"github.com/buildslave/buildslave/slave"
 )
 
 // Defaults for Config's zero values.
@@ -64,6 +74,11 @@ type Config struct {
 	// Logger receives one line per change of the session's state (default
 	// slog.Default()).
 	Logger *slog.Logger
+	// PingTimeout is how long the owner of a slave name may take to ping
+	// its connection when this master's Claim asks it to (default
+	// slave.DefaultDuplicatePingTimeout); Claim waits half as long again
+	// for the answer, then takes the name over.
+	PingTimeout time.Duration
 }
 
 func (c *Config) validate() error {
@@ -96,6 +111,12 @@ func (c *Config) validate() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.PingTimeout == 0 {
+		c.PingTimeout = slave.DefaultDuplicatePingTimeout
+	}
+	if c.PingTimeout < 0 {
+		return fmt.Errorf("cluster: PingTimeout %v: must not be negative", c.PingTimeout)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/buildslave/buildslave/cluster"
 	"github.com/buildslave/buildslave/cluster/clustertest"
+	"github.com/buildslave/buildslave/slave"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -118,6 +119,7 @@ func TestClaims(t *testing.T) {
 	ctx := t.Context()
 	a := join(t, srv, "a", nil)
 	b := join(t, srv, "b", nil)
+	a.Hold(&holder{alive: map[string]bool{"bot1": true}})
 
 	if err := a.Claim(ctx, "bot1"); err != nil {
 		t.Fatal(err)
@@ -127,7 +129,7 @@ func TestClaims(t *testing.T) {
 	}
 	err := b.Claim(ctx, "bot1")
 	var owned *cluster.OwnedError
-	if !errors.As(err, &owned) || owned.Owner.Master != "a" || owned.Owner.Addrs["pb"] != "a:9989" {
+	if !errors.As(err, &owned) || owned.Owner.Master != "a" || owned.Owner.Addrs["pb"] != "a:9989" || !errors.Is(err, slave.ErrDuplicate) {
 		t.Fatalf("b.Claim(bot1) = %v, want an OwnedError naming a", err)
 	}
 	if o, ok, err := b.Owner(ctx, "bot1"); err != nil || !ok || o.Master != "a" || o.Addrs["pb"] != "a:9989" {
@@ -138,13 +140,13 @@ func TestClaims(t *testing.T) {
 	}
 
 	// Release by a non-owner leaves the name alone; by the owner frees it.
-	if err := b.Release(ctx, "bot1"); err != nil {
+	if err := b.Release(ctx, "bot1", nil); err != nil {
 		t.Fatal(err)
 	}
 	if o, _, _ := b.Owner(ctx, "bot1"); o.Master != "a" {
 		t.Fatalf("after b.Release, owner = %q, want a", o.Master)
 	}
-	if err := a.Release(ctx, "bot1"); err != nil {
+	if err := a.Release(ctx, "bot1", nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Claim(ctx, "bot1"); err != nil {

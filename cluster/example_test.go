@@ -33,7 +33,7 @@ func Example() {
 	case err != nil:
 		log.Print(err) // etcd lost: refuse the attach, keep serving what is held
 	default:
-		defer m.Release(ctx, "bot1")
+		defer m.Release(ctx, "bot1", nil)
 	}
 }
 

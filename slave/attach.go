@@ -25,6 +25,7 @@ type attachment struct {
 	keepalive *keepalive.Loop
 	stopWatch func() bool // unregisters the watcher of conn.Context()
 	lost      error       // why the manager dropped it, if it did; under m.mu
+	taken     bool        // another master took its name (Gate); under m.mu
 }
 
 // lose records why the connection is being dropped, then closes it; the
@@ -67,6 +68,15 @@ func (m *Manager) refuse(remoteAddr, name string, reason error) error {
 		name = name[:maxLoggedName] + "..."
 	}
 	m.log.Warn("slave connection refused", "remote", remoteAddr, "slave", name, "reason", reason.Error())
+	return m.refused(remoteAddr, name, reason)
+}
+
+// refused publishes a refused attach, without a log line, and returns the
+// error.
+func (m *Manager) refused(remoteAddr, name string, reason error) error {
+	if len(name) > maxLoggedName {
+		name = name[:maxLoggedName] + "..."
+	}
 	m.mu.Lock()
 	m.emit(Event{Kind: Refused, Slave: name, Time: time.Now(), Err: reason})
 	m.mu.Unlock()
@@ -77,7 +87,9 @@ func (m *Manager) refuse(remoteAddr, name string, reason error) error {
 // connection is already attached under that name, the old one is pinged
 // (bounded by Config.DuplicatePingTimeout): if it answers, c is refused with
 // ErrDuplicate; if not, it is closed and cleaned up and c takes its place.
-// Attaches of different slaves never wait for each other.
+// With a Config.Gate, the name is then claimed from the Gate, which applies
+// the same rule across masters (see Gate.Claim). Attaches of different
+// slaves never wait for each other.
 //
 // Once Attach returns nil the manager owns the registration: it runs the
 // slave's keepalives and detaches it when c.Context() is done. On error
@@ -112,18 +124,31 @@ func (m *Manager) Attach(ctx context.Context, name string, c Conn) error {
 			return err
 		}
 	}
+	if m.cfg.Gate != nil {
+		if err := m.claim(ctx, name, c); err != nil {
+			return err
+		}
+	}
 
 	m.mu.Lock()
+	var refusal, lost error
 	switch {
 	case m.slaves[name] != e || e.removed:
-		m.mu.Unlock()
-		return m.refuse(c.RemoteAddr(), name, ErrUnknownSlave)
+		refusal = ErrUnknownSlave
 	case m.closing:
-		m.mu.Unlock()
-		return m.refuse(c.RemoteAddr(), name, ErrClosed)
+		refusal = ErrClosed
 	case c.Context().Err() != nil:
+		lost = fmt.Errorf("slave %q: connection lost while attaching: %w", name, context.Cause(c.Context()))
+	}
+	if refusal != nil || lost != nil {
 		m.mu.Unlock()
-		return fmt.Errorf("slave %q: connection lost while attaching: %w", name, context.Cause(c.Context()))
+		if m.cfg.Gate != nil {
+			m.release(name, nil)
+		}
+		if lost != nil {
+			return lost
+		}
+		return m.refuse(c.RemoteAddr(), name, refusal)
 	}
 	a := &attachment{m: m, entry: e, conn: c}
 	now := time.Now()
@@ -153,21 +178,35 @@ func (m *Manager) Attach(ctx context.Context, name string, c Conn) error {
 // has been cleaned up, so c may take its place.
 func (m *Manager) pingOld(ctx context.Context, old *attachment, c Conn) error {
 	name := old.entry.name
+	alive, err := m.ping(ctx, old, c.RemoteAddr())
+	switch {
+	case alive:
+		return m.refuse(c.RemoteAddr(), name, fmt.Errorf("%w (attached from %s)", ErrDuplicate, old.conn.RemoteAddr()))
+	case err != nil:
+		return m.refuse(c.RemoteAddr(), name, fmt.Errorf("gave up while pinging the attached connection: %w", err))
+	}
+	return nil
+}
+
+// ping pings old's connection because a new one from by wants its name,
+// bounded by ctx and Config.DuplicatePingTimeout. alive means it answered;
+// otherwise, unless ctx ended first (err), old is dropped and cleaned up.
+func (m *Manager) ping(ctx context.Context, old *attachment, by string) (alive bool, err error) {
 	pctx, cancel := context.WithTimeout(ctx, m.cfg.DuplicatePingTimeout)
-	err := old.conn.Print(pctx, "master got a second connection under this slave's name; checking this one is alive")
+	err = old.conn.Print(pctx, "master got a second connection under this slave's name; checking this one is alive")
 	cancel()
 	if err == nil {
-		return m.refuse(c.RemoteAddr(), name, fmt.Errorf("%w (attached from %s)", ErrDuplicate, old.conn.RemoteAddr()))
+		return true, nil
 	}
 	if ctx.Err() != nil {
-		return m.refuse(c.RemoteAddr(), name, fmt.Errorf("gave up while pinging the attached connection: %w", context.Cause(ctx)))
+		return false, context.Cause(ctx)
 	}
 	m.log.Warn("attached slave did not answer a ping; replacing its connection",
-		"slave", name, "old_remote", old.conn.RemoteAddr(), "new_remote", c.RemoteAddr(), "reason", err.Error())
-	reason := fmt.Errorf("replaced by a new connection from %s after the old one did not answer a ping: %w", c.RemoteAddr(), err)
+		"slave", old.entry.name, "old_remote", old.conn.RemoteAddr(), "new_remote", by, "reason", err.Error())
+	reason := fmt.Errorf("replaced by a new connection from %s after the old one did not answer a ping: %w", by, err)
 	old.lose(reason)
 	m.detach(old, reason)
-	return nil
+	return false, nil
 }
 
 // seen returns what records a sign of life of a: a keepalive's reply, or
@@ -223,6 +262,7 @@ func (m *Manager) detach(a *attachment, cause error) {
 	case !m.closed:
 		m.armMissing(e)
 	}
+	m.released(a)
 	m.emit(Event{Kind: Detached, Slave: name, Time: now, Err: cause})
 	waited := e.controlled && e.waiters.Len() > 0
 	m.mu.Unlock()

@@ -10,5 +10,7 @@
 // builds with Acquire and Release. Latent slaves, whose machines are
 // started on demand, belong to the latent package's Lifecycle, which
 // takes part through a Controller; nothing else in this package is
-// needed for them.
+// needed for them. Several masters sharing one fleet give each manager a
+// Gate (Config.Gate; package cluster's Member is one, on etcd), which
+// decides which master holds each slave name.
 package slave

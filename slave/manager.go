@@ -58,6 +58,15 @@ type Config struct {
 	// count of; beyond it, the least recently seen one is forgotten.
 	// DefaultRefusalAddresses if 0.
 	RefusalAddresses int
+
+	// Gate, if set, decides with the other masters sharing the fleet
+	// which one holds each slave name (cluster.Member is one): a login
+	// attaches only once the Gate made this master the name's owner, and
+	// a name another live master holds is resolved by the duplicate rule
+	// across masters. While the Gate cannot record owners, logins under
+	// names this master does not hold are refused with ErrUnclaimed and
+	// the attached slaves stay. Nil: one master, as before.
+	Gate Gate
 }
 
 // Manager owns the known slaves and their attached connections: it
@@ -87,6 +96,9 @@ type Manager struct {
 	drained chan struct{} // closed when running drops to zero during Shutdown
 	closing bool          // Shutdown or Close was called: no new attaches or builds
 	closed  bool
+	// gateDown: the Gate's last Claim failed to record an owner (logged
+	// once per change).
+	gateDown bool
 }
 
 // entry is one configured slave and its current attachment. Its name
@@ -144,6 +156,9 @@ func NewManager(cfg Config, slaves ...*Slave) (*Manager, error) {
 	if err := m.Reconfigure(slaves...); err != nil {
 		m.cancel()
 		return nil, err
+	}
+	if cfg.Gate != nil {
+		cfg.Gate.Hold(m)
 	}
 	return m, nil
 }

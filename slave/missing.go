@@ -36,14 +36,8 @@ func (m *Manager) fireMissing(e *entry, gen int) {
 	e.missing = true
 	e.missingTimer = nil
 	now := time.Now()
-	report := notify.Missing{
-		Slave:         e.cfg.name,
-		Recipients:    e.cfg.NotifyOnMissing(),
-		LastConnected: e.since,
-		Detected:      now,
-		Admin:         e.info.Admin,
-		Host:          e.info.Host,
-	}
+	report := e.report()
+	report.Detected = now
 	m.emit(Event{Kind: Missing, Slave: e.cfg.name, Time: now})
 	if len(report.Recipients) > 0 {
 		m.wg.Add(1)
@@ -54,4 +48,16 @@ func (m *Manager) fireMissing(e *entry, gen int) {
 	}
 	m.mu.Unlock()
 	m.log.Warn("slave missing", "slave", report.Slave, "last_connected", report.LastConnected, "notify", len(report.Recipients))
+}
+
+// report is e's missing notice, but for its Detected time; m.mu is held
+// and e is detached.
+func (e *entry) report() notify.Missing {
+	return notify.Missing{
+		Slave:         e.cfg.name,
+		Recipients:    e.cfg.NotifyOnMissing(),
+		LastConnected: e.since,
+		Admin:         e.info.Admin,
+		Host:          e.info.Host,
+	}
 }
