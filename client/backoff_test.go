@@ -1,12 +1,14 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -14,33 +16,12 @@ import (
 	"github.com/buildslave/buildslave/protocol/wire"
 )
 
-func TestBackoffDoublesWithJitterUpToMax(t *testing.T) {
-	b := newBackoff(time.Second, 5*time.Second)
-	b.Rand = func() float64 { return 0.999999 }
-	var got []time.Duration
-	for range 5 {
-		got = append(got, b.wait().Round(time.Millisecond))
-	}
-	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("waits %v, want %v", got, want)
-		}
-	}
-	b.Rand = func() float64 { return 0 }
-	if d := b.wait(); d != 2500*time.Millisecond {
-		t.Errorf("lowest jitter %v, want half of 5s", d)
-	}
-	b.reset()
-	if d := b.wait(); d != 500*time.Millisecond {
-		t.Errorf("after reset %v", d)
-	}
-}
-
-// testSlave returns a slave whose dial is replaced by dial.
-func testSlave(t *testing.T, cfg Config, dial func(ctx context.Context) (wire.Transport, error)) *Slave {
+// testSlave returns a slave whose msgpack dial is replaced by dial; its
+// Master is cfg.Master, or "127.0.0.1:9" if empty.
+func testSlave(t *testing.T, cfg Config, dial func(ctx context.Context, url string) (wire.Transport, error)) *Slave {
 	t.Helper()
-	cfg.Master, cfg.Protocol, cfg.Name, cfg.Password, cfg.Basedir = "127.0.0.1:9", Msgpack, "bot", "pw", t.TempDir()
+	cfg.Master = cmp.Or(cfg.Master, "127.0.0.1:9")
+	cfg.Protocol, cfg.Name, cfg.Password, cfg.Basedir = Msgpack, "bot", "pw", t.TempDir()
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	s, err := New(cfg)
 	if err != nil {
@@ -55,7 +36,7 @@ func TestRunBacksOffAndGivesUp(t *testing.T) {
 		start := time.Now()
 		var at []time.Duration
 		s := testSlave(t, Config{MinBackoff: time.Second, MaxBackoff: 4 * time.Second, MaxRefusals: 5},
-			func(context.Context) (wire.Transport, error) {
+			func(context.Context, string) (wire.Transport, error) {
 				at = append(at, time.Since(start))
 				return nil, &wire.HandshakeError{StatusCode: 401}
 			})
@@ -74,58 +55,117 @@ func TestRunBacksOffAndGivesUp(t *testing.T) {
 	})
 }
 
+// attempt is one dial of a scripted master.
+type attempt struct {
+	url string
+	at  time.Duration // since the script started
+}
+
+// attaches plays a master that attaches the slave, then drops it.
+func attaches(t *testing.T) func(c *wire.Conn) {
+	return func(c *wire.Conn) {
+		if _, err := c.Call(t.Context(), "get_worker_info", nil); err != nil {
+			t.Error(err)
+		}
+		c.Close()
+	}
+}
+
+// shutsDown plays a master that asks the slave to shut down.
+func shutsDown(t *testing.T) func(c *wire.Conn) {
+	return func(c *wire.Conn) {
+		if _, err := c.Call(t.Context(), "shutdown", nil); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// script returns a dial that answers the n-th attempt with plays[n]: nil
+// is a refusal by the network, else a connection the play runs on as
+// the master. The attempts are recorded; done is closed once the last
+// play's connection has ended.
+func script(t *testing.T, plays ...func(c *wire.Conn)) (dial func(context.Context, string) (wire.Transport, error), attempts *[]attempt, done <-chan struct{}) {
+	start := time.Now()
+	attempts = &[]attempt{}
+	finished := make(chan struct{})
+	return func(_ context.Context, url string) (wire.Transport, error) {
+		*attempts = append(*attempts, attempt{url, time.Since(start)})
+		n := len(*attempts)
+		if n > len(plays) {
+			t.Fatalf("attempt %d beyond the script", n)
+		}
+		play := plays[n-1]
+		if play == nil {
+			return nil, errors.New("connection refused")
+		}
+		slaveEnd, masterEnd := wire.Pipe()
+		c := wire.NewConn(masterEnd, func(context.Context, wire.Message) (any, error) { return nil, nil })
+		go func() {
+			go c.Serve()
+			play(c)
+			<-c.Context().Done()
+			if n == len(plays) {
+				close(finished)
+			}
+		}()
+		return slaveEnd, nil
+	}, attempts, finished
+}
+
 func TestRunResetsBackoffAfterAttachAndStopsOnShutdown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		start := time.Now()
-		var at []time.Duration
-		masters := []func(c *wire.Conn){
-			nil, // refused by the network
-			nil, // refused by the network
-			func(c *wire.Conn) { // attaches, then drops the slave
-				if _, err := c.Call(t.Context(), "get_worker_info", nil); err != nil {
-					t.Error(err)
-				}
-				c.Close()
-			},
-			func(c *wire.Conn) { // asks for a shutdown
-				if _, err := c.Call(t.Context(), "shutdown", nil); err != nil {
-					t.Error(err)
-				}
-			},
-		}
-		done := make(chan struct{})
-		s := testSlave(t, Config{MinBackoff: time.Second, MaxBackoff: time.Hour},
-			func(context.Context) (wire.Transport, error) {
-				at = append(at, time.Since(start))
-				play := masters[len(at)-1]
-				if play == nil {
-					return nil, errors.New("connection refused")
-				}
-				slaveEnd, masterEnd := wire.Pipe()
-				c := wire.NewConn(masterEnd, func(context.Context, wire.Message) (any, error) { return nil, nil })
-				last := len(at) == len(masters)
-				go func() {
-					go c.Serve()
-					play(c)
-					<-c.Context().Done()
-					if last {
-						close(done)
-					}
-				}()
-				return slaveEnd, nil
-			})
+		dial, attempts, done := script(t, nil, nil, attaches(t), shutsDown(t))
+		s := testSlave(t, Config{MinBackoff: time.Second, MaxBackoff: time.Hour}, dial)
 		if err := s.Run(t.Context()); err != nil {
 			t.Fatalf("Run = %v, want nil after shutdown", err)
 		}
 		<-done
+		at := *attempts
 		if len(at) != 4 {
-			t.Fatalf("attempts at %v", at)
+			t.Fatalf("attempts %v", at)
 		}
-		if gap := at[3] - at[2]; gap > time.Second {
+		if gap := at[3].at - at[2].at; gap > time.Second {
 			t.Errorf("after an attach the wait was %v, want at most MinBackoff", gap)
 		}
-		if gap := at[2] - at[1]; gap < time.Second {
+		if gap := at[2].at - at[1].at; gap < time.Second {
 			t.Errorf("second wait %v, want doubled", gap)
+		}
+	})
+}
+
+// With several masters, each failed attempt and each lost connection
+// moves on to the next master (after the last, the first), and the waits
+// between attempts double across masters until an attach resets them.
+func TestRunTriesTheNextMasterWithBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const a, b, c = "ws://a.invalid/", "ws://b.invalid/", "ws://c.invalid/"
+		dial, attempts, done := script(t,
+			nil,         // a: unreachable
+			nil,         // b: unreachable
+			attaches(t), // c: attaches, then is lost
+			nil,         // a: unreachable
+			nil,         // b: unreachable
+			nil,         // c: unreachable
+			shutsDown(t))
+		s := testSlave(t, Config{Master: a + "," + b + ", " + c, MinBackoff: time.Second, MaxBackoff: 3 * time.Second}, dial)
+		if err := s.Run(t.Context()); err != nil {
+			t.Fatalf("Run = %v, want nil after shutdown", err)
+		}
+		<-done
+		at := *attempts
+		var urls []string
+		for _, x := range at {
+			urls = append(urls, x.url)
+		}
+		if want := []string{a, b, c, a, b, c, a}; !slices.Equal(urls, want) {
+			t.Fatalf("dialed %v, want %v", urls, want)
+		}
+		// The upper bound of each wait: it doubles up to MaxBackoff, and
+		// starts again from MinBackoff after c attached.
+		for i, max := range []time.Duration{time.Second, 2 * time.Second, time.Second, 2 * time.Second, 3 * time.Second, 3 * time.Second} {
+			if gap := at[i+1].at - at[i].at; gap < max/2 || gap > max {
+				t.Errorf("wait %d (%s to %s) was %v, want within [%v, %v]", i+1, at[i].url, at[i+1].url, gap, max/2, max)
+			}
 		}
 	})
 }

@@ -34,10 +34,15 @@ const DefaultKeepalive = 600 * time.Second
 // Config is a slave's configuration. Master, Name, Password and Basedir are
 // required; the zero value of every other field means its default.
 type Config struct {
-	// Master is the master's "host:port", or a ws:// or wss:// URL.
+	// Master is the master's "host:port", or a ws:// or wss:// URL; or
+	// several masters separated by commas ("a:9989,ws://b:9990/"), which
+	// the slave tries in turn: after a lost connection or a failed dial
+	// it dials the next one, with back-off (see [Slave.Run]). A comma
+	// inside a URL is written %2C.
 	Master string
-	// Protocol is PB or Msgpack; "" means Msgpack for a ws:// or wss://
-	// Master and PB for "host:port", as a stock master listens.
+	// Protocol is PB or Msgpack for every master; "" chooses for each:
+	// Msgpack for a ws:// or wss:// URL and PB for "host:port", as a stock
+	// master listens.
 	Protocol string
 	Name     string
 	// Password is never logged: over msgpack it is sent once, in the
@@ -85,12 +90,7 @@ func (c Config) withDefaults() (Config, error) {
 	if err := errors.Join(errs...); err != nil {
 		return c, err
 	}
-	switch {
-	case c.Protocol == "" && (strings.HasPrefix(c.Master, "ws://") || strings.HasPrefix(c.Master, "wss://")):
-		c.Protocol = Msgpack
-	case c.Protocol == "":
-		c.Protocol = PB
-	case c.Protocol != PB && c.Protocol != Msgpack:
+	if c.Protocol != "" && c.Protocol != PB && c.Protocol != Msgpack {
 		return c, fmt.Errorf("client: Config.Protocol %q: want %q or %q", c.Protocol, PB, Msgpack)
 	}
 	if c.Keepalive == 0 {
@@ -114,24 +114,59 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// url is the WebSocket URL to dial, or for PB the "host:port".
-func (c Config) url() (string, error) {
-	if c.Protocol == PB {
-		if _, _, err := net.SplitHostPort(c.Master); err != nil {
-			return "", fmt.Errorf("client: Config.Master %q: PB wants host:port", c.Master)
+// master is one of the masters a slave dials.
+type master struct {
+	protocol string // PB or Msgpack
+	addr     string // "host:port" for PB, the URL for msgpack
+}
+
+// masters returns the masters to dial, in the order Config.Master names
+// them.
+func (c Config) masters() ([]master, error) {
+	var out []master
+	var errs []error
+	for i, m := range strings.Split(c.Master, ",") {
+		m = strings.TrimSpace(m)
+		if m == "" {
+			errs = append(errs, fmt.Errorf("client: Config.Master %q: master %d is empty", c.Master, i+1))
+			continue
 		}
-		return c.Master, nil
+		t, err := c.master(m)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, t)
 	}
-	if strings.HasPrefix(c.Master, "ws://") || strings.HasPrefix(c.Master, "wss://") {
-		return c.Master, nil
+	return out, errors.Join(errs...)
+}
+
+// master returns the protocol and the address to dial for one master m.
+func (c Config) master(m string) (master, error) {
+	url := strings.HasPrefix(m, "ws://") || strings.HasPrefix(m, "wss://")
+	proto := c.Protocol
+	if proto == "" {
+		proto = PB
+		if url {
+			proto = Msgpack
+		}
 	}
-	if _, _, err := net.SplitHostPort(c.Master); err != nil {
-		return "", fmt.Errorf("client: Config.Master %q: want host:port or a ws:// URL", c.Master)
+	switch {
+	case url && proto == PB:
+		return master{}, fmt.Errorf("client: Config.Master %q: PB wants host:port", m)
+	case url:
+		return master{Msgpack, m}, nil
 	}
-	if c.TLS {
-		return "wss://" + c.Master + "/", nil
+	if _, _, err := net.SplitHostPort(m); err != nil {
+		return master{}, fmt.Errorf("client: Config.Master %q: want host:port or a ws:// URL", m)
 	}
-	return "ws://" + c.Master + "/", nil
+	switch {
+	case proto == PB:
+		return master{PB, m}, nil
+	case c.TLS:
+		return master{Msgpack, "wss://" + m + "/"}, nil
+	}
+	return master{Msgpack, "ws://" + m + "/"}, nil
 }
 
 func (c Config) tlsConfig(serverName string) *tls.Config {

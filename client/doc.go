@@ -8,5 +8,6 @@
 // answers the master's requests (print, keepalive, worker info, settings,
 // start, interrupt and shutdown), runs commands through package commands,
 // and reconnects with capped, jittered exponential back-off when the
-// connection drops.
+// connection drops. Given several masters ("a:9989,ws://b:9990/"), it
+// moves on to the next one at each lost connection or failed attempt.
 package client

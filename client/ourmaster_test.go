@@ -37,6 +37,8 @@ type ourMaster struct {
 	protocol string // client.Msgpack or client.PB
 	log      *testlog.Buffer
 	ca       *x509.CertPool // set when serving wss://
+	// stop closes the servers and the manager, as the test's end does.
+	stop func()
 }
 
 // protocols are the transports our master serves, for tests of each.
@@ -60,11 +62,12 @@ func startOurMaster(t testing.TB, useTLS bool, proto string, slaves ...*slave.Sl
 		server := &pb.Server{Manager: m, Logger: logger, Builders: []string{"hello"}}
 		served := make(chan struct{})
 		go func() { server.Serve(l); close(served) }()
-		t.Cleanup(func() {
+		om.stop = sync.OnceFunc(func() {
 			server.Close()
 			<-served
 			m.Close()
 		})
+		t.Cleanup(om.stop)
 		return om
 	}
 	server := &protocol.Server{Handler: &protocol.Handler{Manager: m, Logger: logger, Builders: []string{"hello"}}}
@@ -78,24 +81,41 @@ func startOurMaster(t testing.TB, useTLS bool, proto string, slaves ...*slave.Sl
 	}
 	served := make(chan struct{})
 	go func() { server.Serve(l); close(served) }()
-	t.Cleanup(func() {
+	om.stop = sync.OnceFunc(func() {
 		server.Shutdown(context.Background())
 		<-served
 		m.Close()
 	})
+	t.Cleanup(om.stop)
 	return om
+}
+
+// master is how a slave names this master in Config.Master: "host:port"
+// for PB, a ws:// URL for msgpack.
+func (om *ourMaster) master() string {
+	if om.protocol == client.PB {
+		return om.addr
+	}
+	return "ws://" + om.addr + "/"
 }
 
 // runSlave runs our Go slave until the test ends; Run's result arrives on
 // the returned channel.
 func (om *ourMaster) runSlave(t testing.TB, cfg client.Config) <-chan error {
 	t.Helper()
+	cfg.Master, cfg.Protocol = om.addr, om.protocol
+	return runGoSlave(t, cfg)
+}
+
+// runGoSlave runs our Go slave on cfg, with short back-off, until the
+// test ends; Run's result arrives on the returned channel.
+func runGoSlave(t testing.TB, cfg client.Config) <-chan error {
+	t.Helper()
 	if cfg.Basedir == "" {
 		cfg.Basedir = t.TempDir()
 	}
 	cfg.MinBackoff, cfg.MaxBackoff = 10*time.Millisecond, 50*time.Millisecond
 	cfg.Logger = slog.New(slog.DiscardHandler)
-	cfg.Master, cfg.Protocol = om.addr, om.protocol
 	s, err := client.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -191,6 +211,55 @@ func TestGoSlaveAttachesAndBuildsOnOurMaster(t *testing.T) {
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
+		})
+	}
+}
+
+// echo runs "echo word" on the build's slave and checks its output.
+func echo(t *testing.T, b *slave.Build, word string) {
+	t.Helper()
+	if out, rc := run(t, b, remote.Request{Name: "shell", Args: map[string]any{"workdir": t.TempDir(), "command": "echo " + word}}); rc != 0 || out != word+"\n" {
+		t.Errorf("echo %s: rc %d stdout %q", word, rc, out)
+	}
+}
+
+// A slave given two masters attaches to the first; when the first goes
+// away, it attaches to the second and builds there, whatever the
+// transport of each.
+func TestGoSlaveMovesToTheNextMaster(t *testing.T) {
+	for _, first := range protocols {
+		for _, second := range protocols {
+			t.Run(first+"-then-"+second, func(t *testing.T) {
+				bot1, _ := slave.New("bot-go", "sekrit")
+				bot2, _ := slave.New("bot-go", "sekrit")
+				one, two := startOurMaster(t, false, first, bot1), startOurMaster(t, false, second, bot2)
+				runGoSlave(t, client.Config{Master: one.master() + "," + two.master(), Name: "bot-go", Password: "sekrit"})
+				echo(t, acquire(t, one.m, "bot-go"), "on-the-first")
+				if st, _ := two.m.State("bot-go"); st.Attached {
+					t.Error("attached to the second master while the first one served")
+				}
+				one.stop()
+				echo(t, acquire(t, two.m, "bot-go"), "on-the-second")
+			})
+		}
+	}
+}
+
+// A slave whose first master is unreachable at start attaches to the
+// second.
+func TestGoSlaveSkipsAnUnreachableMaster(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close() // nothing listens there any more: every dial is refused
+	for _, proto := range protocols {
+		t.Run(proto, func(t *testing.T) {
+			bot, _ := slave.New("bot-go", "sekrit")
+			om := startOurMaster(t, false, proto, bot)
+			runGoSlave(t, client.Config{Master: dead + ",ws://" + dead + "/," + om.master(), Name: "bot-go", Password: "sekrit"})
+			echo(t, acquire(t, om.m, "bot-go"), "past-the-dead-ones")
 		})
 	}
 }

@@ -14,11 +14,11 @@ import (
 	"github.com/buildslave/buildslave/protocol/pb"
 )
 
-// servePB makes one PB connection, logs in and serves the master until
+// servePB makes one PB connection to addr, logs in and serves the master until
 // the connection ends; it says whether the master asked for a shutdown and
 // whether it had attached the slave.
-func (s *Slave) servePB(ctx context.Context, log *slog.Logger) (shutdown, attached bool, err error) {
-	nc, err := s.dialTCP(ctx)
+func (s *Slave) servePB(ctx context.Context, addr string, log *slog.Logger) (shutdown, attached bool, err error) {
+	nc, err := s.dialTCP(ctx, addr)
 	if err != nil {
 		return false, false, fmt.Errorf("cannot connect: %w", err)
 	}

@@ -10,9 +10,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
+	"github.com/buildslave/buildslave/internal/backoff"
 	"github.com/buildslave/buildslave/protocol/pb"
 	"github.com/buildslave/buildslave/protocol/wire"
 )
@@ -25,13 +25,14 @@ var ErrRefused = errors.New("client: master refused the slave's credentials")
 // request, for the answer to leave before it closes the connection.
 const shutdownGrace = 200 * time.Millisecond
 
-// Slave is a build slave: Run keeps it attached to its master.
+// Slave is a build slave: Run keeps it attached to one of its masters.
 type Slave struct {
-	cfg  Config
-	url  string
-	dial func(ctx context.Context) (wire.Transport, error) // msgpack
-	// dialTCP connects to a PB master.
-	dialTCP func(ctx context.Context) (net.Conn, error)
+	cfg     Config
+	masters []master
+	// dial connects to a msgpack master's URL.
+	dial func(ctx context.Context, url string) (wire.Transport, error)
+	// dialTCP connects to a PB master's "host:port".
+	dialTCP func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // New checks cfg and returns a slave ready to Run.
@@ -40,25 +41,22 @@ func New(cfg Config) (*Slave, error) {
 	if err != nil {
 		return nil, err
 	}
-	url, err := cfg.url()
+	masters, err := cfg.masters()
 	if err != nil {
 		return nil, err
 	}
-	d := &wire.Dialer{}
-	if strings.HasPrefix(url, "wss://") {
-		d.TLSConfig = cfg.tlsConfig("")
-	}
-	s := &Slave{cfg: cfg, url: url}
-	s.dial = func(ctx context.Context) (wire.Transport, error) {
+	d := &wire.Dialer{TLSConfig: cfg.tlsConfig("")} // used for wss:// only
+	s := &Slave{cfg: cfg, masters: masters}
+	s.dial = func(ctx context.Context, url string) (wire.Transport, error) {
 		return d.Dial(ctx, url, cfg.Name, cfg.Password)
 	}
-	s.dialTCP = func(ctx context.Context) (net.Conn, error) {
+	s.dialTCP = func(ctx context.Context, addr string) (net.Conn, error) {
 		var d net.Dialer
-		nc, err := d.DialContext(ctx, "tcp", url)
+		nc, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil || !cfg.TLS {
 			return nc, err
 		}
-		host, _, _ := net.SplitHostPort(url)
+		host, _, _ := net.SplitHostPort(addr)
 		tc := tls.Client(nc, cfg.tlsConfig(host))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
@@ -69,32 +67,41 @@ func New(cfg Config) (*Slave, error) {
 	return s, nil
 }
 
-// Run creates the base directory if needed, attaches to the master and
+// Run creates the base directory if needed, attaches to a master and
 // serves it, reconnecting after every lost connection, until ctx ends (it
 // returns ctx's error), the master sends shutdown (it returns nil) or the
-// master refused the credentials Config.MaxRefusals times in a row (it
+// masters refused the credentials Config.MaxRefusals times in a row (it
 // returns ErrRefused). Running commands are killed when the connection
 // they belong to ends.
+//
+// It dials the masters in the order Config.Master names them, starting
+// with the first: after a lost connection or a failed attempt it waits,
+// then dials the next one (after the last, the first again). The wait
+// doubles from Config.MinBackoff up to Config.MaxBackoff at each failed
+// attempt, whichever master failed, drawn from its upper half so that
+// slaves that lost the same master do not all dial in step; an attach
+// starts it again from MinBackoff.
 func (s *Slave) Run(ctx context.Context) error {
 	if err := os.MkdirAll(s.cfg.Basedir, 0o777); err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
-	log := s.cfg.Logger.With("master", s.url, "slave", s.cfg.Name)
-	b := newBackoff(s.cfg.MinBackoff, s.cfg.MaxBackoff)
+	b := backoff.Counter{Policy: backoff.Policy{Min: s.cfg.MinBackoff, Max: s.cfg.MaxBackoff, Jitter: backoff.Half}}
 	refusals := 0
-	for {
+	for i := 0; ; i = (i + 1) % len(s.masters) {
+		m := s.masters[i]
+		log := s.cfg.Logger.With("master", m.addr, "slave", s.cfg.Name)
 		var shutdown, attached bool
 		var err error
-		if s.cfg.Protocol == PB {
-			shutdown, attached, err = s.servePB(ctx, log)
+		if m.protocol == PB {
+			shutdown, attached, err = s.servePB(ctx, m.addr, log)
 		} else {
-			shutdown, attached, err = s.serveMsgpack(ctx, log)
+			shutdown, attached, err = s.serveMsgpack(ctx, m.addr, log)
 		}
 		if shutdown {
 			return nil
 		}
 		if attached {
-			b.reset()
+			b.Reset()
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -110,23 +117,19 @@ func (s *Slave) Run(ctx context.Context) error {
 			refusals = 0
 			log.Warn("connection to master ended", "err", err)
 		}
-		wait := b.wait()
-		log.Info("reconnecting later", "in", wait.Round(time.Millisecond))
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
+		wait := b.Next()
+		log.Info("reconnecting later", "in", wait.Round(time.Millisecond), "to", s.masters[(i+1)%len(s.masters)].addr)
+		if backoff.Wait(ctx, wait) != nil {
 			return ctx.Err()
-		case <-timer.C:
 		}
 	}
 }
 
-// serveMsgpack makes one msgpack connection and serves it until it ends;
+// serveMsgpack makes one msgpack connection to url and serves it until it ends;
 // it says whether the master asked for a shutdown and whether it had
 // attached the slave.
-func (s *Slave) serveMsgpack(ctx context.Context, log *slog.Logger) (shutdown, attached bool, err error) {
-	t, err := s.dial(ctx)
+func (s *Slave) serveMsgpack(ctx context.Context, url string, log *slog.Logger) (shutdown, attached bool, err error) {
+	t, err := s.dial(ctx, url)
 	if err != nil {
 		return false, false, fmt.Errorf("cannot connect: %w", err)
 	}

@@ -33,6 +33,7 @@ type Master struct {
 
 	mu      sync.Mutex
 	refused int
+	served  []*Conn // every connection upgraded, for Close
 }
 
 // New starts a master on 127.0.0.1 that accepts name with password (over
@@ -46,12 +47,22 @@ func New(t testing.TB, name, password string, tls bool) *Master {
 	} else {
 		m.srv = httptest.NewServer(h)
 	}
-	t.Cleanup(func() {
-		m.srv.CloseClientConnections()
-		m.srv.Close()
-		m.wg.Wait()
-	})
+	t.Cleanup(m.Close)
 	return m
+}
+
+// Close drops every slave connection and stops the master, as a master
+// that goes away does; the test's end calls it too.
+func (m *Master) Close() {
+	m.srv.CloseClientConnections()
+	m.srv.Close()
+	m.mu.Lock()
+	served := m.served
+	m.mu.Unlock()
+	for _, c := range served {
+		c.Wire.Close()
+	}
+	m.wg.Wait()
 }
 
 // Addr is the master's host:port.
@@ -83,6 +94,9 @@ func (m *Master) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &Conn{events: make(chan wire.Message, 4096)}
 	c.Wire = wire.NewConn(tr, c.handle)
+	m.mu.Lock()
+	m.served = append(m.served, c)
+	m.mu.Unlock()
 	m.wg.Go(func() { _ = c.Wire.Serve() })
 	m.conns <- c
 }

@@ -107,7 +107,7 @@ func parse(args []string, lookup func(string) (string, bool), log *slog.Logger, 
 	fs := flag.NewFlagSet("slave", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg := client.Config{Logger: log}
-	fs.StringVar(&cfg.Master, "master", master, "master `host:port` (or a ws:// or wss:// URL)")
+	fs.StringVar(&cfg.Master, "master", master, "master `host:port` (or a ws:// or wss:// URL); several, separated by commas, are tried in turn")
 	fs.StringVar(&cfg.Protocol, "protocol", env(envProtocol), "`pb` (every Buildbot master's default) or msgpack (default: msgpack for a ws:// URL, else pb)")
 	fs.StringVar(&cfg.Name, "name", buildbot(envName, envWorkerName), "slave `name`")
 	fs.StringVar(&cfg.Password, "password", "", "slave password (visible in ps: prefer "+envPassword+")")

@@ -38,13 +38,14 @@ type session struct {
 	attach  time.Duration // from exec to the answer to get_worker_info
 }
 
-// startBinary runs bin against m with its configuration in the
-// environment and waits until the master has its info.
-func startBinary(tb testing.TB, bin string, m *mastertest.Master) *session {
+// startBinary runs bin with its configuration in the environment, its
+// masters (BUILDSLAVE_MASTER) those named by master, and waits until m,
+// one of them, has its info.
+func startBinary(tb testing.TB, bin, master string, m *mastertest.Master) *session {
 	tb.Helper()
 	s := &session{log: &bytes.Buffer{}, basedir: tb.TempDir()}
 	s.cmd = exec.Command(bin)
-	s.cmd.Env = []string{"PATH=/usr/bin:/bin", "BUILDSLAVE_MASTER=" + m.Addr(), "BUILDSLAVE_PROTOCOL=msgpack", "BUILDSLAVE_NAME=bot",
+	s.cmd.Env = []string{"PATH=/usr/bin:/bin", "BUILDSLAVE_MASTER=" + master, "BUILDSLAVE_PROTOCOL=msgpack", "BUILDSLAVE_NAME=bot",
 		"BUILDSLAVE_PASSWORD=" + password, "BUILDSLAVE_BASEDIR=" + s.basedir}
 	s.cmd.Stderr = s.log
 	start := time.Now()
@@ -94,7 +95,7 @@ func (s *session) shutdown(tb testing.TB) {
 
 func TestBinaryAttachesRunsAndShutsDown(t *testing.T) {
 	m := mastertest.New(t, "bot", password, false)
-	s := startBinary(t, buildSlave(t), m)
+	s := startBinary(t, buildSlave(t), m.Addr(), m)
 	s.conn.Attach(t, s.basedir)
 	run := s.conn.Command(t, "env", "shell", map[string]any{"workdir": s.basedir, "command": "env; echo done"})
 	if run.RC != 0 || !strings.Contains(run.Stream("stdout"), "done\n") {
@@ -118,6 +119,28 @@ func TestBinaryAttachesRunsAndShutsDown(t *testing.T) {
 	if hwm > 10*1024 {
 		t.Errorf("peak RSS %d kB, want at most 10 MB", hwm)
 	}
+}
+
+// TestBinaryMovesToTheNextMaster: given an unreachable master and two
+// test masters in BUILDSLAVE_MASTER, the slave attaches to the first that
+// answers, and when that one goes away, to the next.
+func TestBinaryMovesToTheNextMaster(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close() // every dial there is refused
+	one, two := mastertest.New(t, "bot", password, false), mastertest.New(t, "bot", password, false)
+	s := startBinary(t, buildSlave(t), dead+","+one.Addr()+","+two.Addr(), one)
+	s.conn.Attach(t, s.basedir)
+	one.Close()
+	s.conn = two.Next(t)
+	s.conn.Attach(t, s.basedir)
+	if run := s.conn.Command(t, "echo", "shell", map[string]any{"workdir": s.basedir, "command": "echo on-the-second"}); run.Stream("stdout") != "on-the-second\n" {
+		t.Errorf("on the second master: rc %d stdout %q", run.RC, run.Stream("stdout"))
+	}
+	s.shutdown(t)
 }
 
 func TestBinaryGivesUpWhenRefused(t *testing.T) {
@@ -191,7 +214,7 @@ func BenchmarkAttach(b *testing.B) {
 	var attach time.Duration
 	var rss, hwm int
 	for b.Loop() {
-		s := startBinary(b, bin, m)
+		s := startBinary(b, bin, m.Addr(), m)
 		s.conn.Attach(b, s.basedir)
 		s.conn.Command(b, "echo", "shell", map[string]any{"workdir": s.basedir, "command": "echo hello"})
 		attach += s.attach
