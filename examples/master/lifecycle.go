@@ -88,6 +88,7 @@ func (m *master) shutdown(drain, stop time.Duration) error {
 	if err := m.web.Shutdown(ctx); err != nil {
 		m.log.Warn("web server shutdown", "err", err)
 	}
+	m.guard.Close()
 	m.status.Close()
 	m.events()
 	m.wg.Wait()

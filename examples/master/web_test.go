@@ -207,6 +207,45 @@ func TestWebAuth(t *testing.T) {
 	}
 }
 
+// TestWebGuessesArePaidFor: with real sockets, each wrong token closes
+// its connection, and past http_auth_burst the guesser gets 429 with
+// Retry-After, even for the right token, while the first refusal is
+// logged at once and the rest summarised.
+func TestWebGuessesArePaidFor(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte("0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, strings.Replace(offlineBuilder, "[master]", "[master]\nhttp_auth_burst = 3\nhttp_token_file = \""+filepath.Join(dir, "token")+"\"", 1))
+	m, out := startMaster(t, cfg)
+	get := func(token string) *http.Response {
+		req, _ := http.NewRequest("GET", "http://"+m.webAddr+"/api/status", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	for i := range 3 {
+		if resp := get(fmt.Sprint("wrong", i)); resp.StatusCode != http.StatusUnauthorized || !resp.Close {
+			t.Errorf("wrong token %d: %s, closing the connection %v; want 401, closing", i, resp.Status, resp.Close)
+		}
+	}
+	resp := get("wrong3")
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !resp.Close {
+		t.Errorf("past the burst: %s, Retry-After %q, closing %v; want 429 with Retry-After, closing", resp.Status, resp.Header.Get("Retry-After"), resp.Close)
+	}
+	if resp := get("0123456789abcdef0123"); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("the right token during the block: %s, want 429", resp.Status)
+	}
+	if n := strings.Count(out.String(), "web request refused"); n != 1 {
+		t.Errorf("%d lines about the refusals, want 1 (the rest summarised a minute later):\n%s", n, out.String())
+	}
+}
+
 // rawGet sends a keep-alive GET on c and reads the response's status line
 // and headers (the body of /api/status follows, unread).
 func rawGet(t *testing.T, c net.Conn, r *bufio.Reader) string {

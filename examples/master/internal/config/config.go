@@ -22,6 +22,7 @@ import (
 	"github.com/buildslave/buildslave/examples/master/internal/builds"
 	"github.com/buildslave/buildslave/examples/master/internal/web"
 	"github.com/buildslave/buildslave/examples/master/status"
+	"github.com/buildslave/buildslave/internal/guess"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/notify"
 	"github.com/buildslave/buildslave/slave"
@@ -194,6 +195,7 @@ func (c *Config) master(p *problems, ctx *parseContext, m Master, needID bool) {
 	c.Web = web.Config{
 		Token:             e.httpToken(ctx, m.HTTPTokenFile),
 		Users:             e.httpUsers(ctx, m.HTTPBasicAuthFile),
+		Guesses:           guess.Config{Burst: m.HTTPAuthBurst},
 		MaxBody:           e.size("http_max_body", m.HTTPMaxBody, web.DefaultMaxBody),
 		MaxConnections:    e.positive("http_max_connections", m.HTTPMaxConnections, web.DefaultMaxConnections),
 		ReadHeaderTimeout: e.duration("http_read_header_timeout", m.HTTPReadHeaderTimeout, web.DefaultReadHeaderTimeout, positive),

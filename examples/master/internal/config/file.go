@@ -43,6 +43,7 @@ type Master struct {
 	HTTPMaxBody          Size     `toml:"http_max_body"`
 	HTTPTokenFile        string   `toml:"http_token_file"`
 	HTTPBasicAuthFile    string   `toml:"http_basic_auth_file"`
+	HTTPAuthBurst        int      `toml:"http_auth_burst"`
 	// HTTPAllowUnauthenticated lets the web port listen beyond loopback
 	// without authentication.
 	HTTPAllowUnauthenticated bool     `toml:"http_allow_unauthenticated"`

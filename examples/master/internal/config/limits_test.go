@@ -134,8 +134,8 @@ func TestHTTPAuth(t *testing.T) {
 }
 
 func TestWebTimeoutsAndConnections(t *testing.T) {
-	c := mustParse(t, "[master]\nhttp_max_connections = 10\nhttp_read_header_timeout = \"2s\"\nhttp_read_timeout = \"3s\"\nhttp_write_timeout = \"4s\"\nhttp_idle_timeout = \"5s\"\n")
-	if w := c.Web; w.MaxConnections != 10 || w.ReadHeaderTimeout != 2*time.Second || w.ReadTimeout != 3*time.Second || w.WriteTimeout != 4*time.Second || w.IdleTimeout != 5*time.Second {
+	c := mustParse(t, "[master]\nhttp_max_connections = 10\nhttp_read_header_timeout = \"2s\"\nhttp_read_timeout = \"3s\"\nhttp_write_timeout = \"4s\"\nhttp_idle_timeout = \"5s\"\nhttp_auth_burst = 3\n")
+	if w := c.Web; w.MaxConnections != 10 || w.ReadHeaderTimeout != 2*time.Second || w.ReadTimeout != 3*time.Second || w.WriteTimeout != 4*time.Second || w.IdleTimeout != 5*time.Second || w.Guesses.Burst != 3 {
 		t.Errorf("web %+v", w)
 	}
 	if w := mustParse(t, "").Web; w.MaxConnections != web.DefaultMaxConnections || w.ReadHeaderTimeout != web.DefaultReadHeaderTimeout ||

@@ -1,5 +1,6 @@
 // Package web guards the example master's web port: optional
-// authentication (a bearer token, HTTP basic auth), refusal of
+// authentication (a bearer token, HTTP basic auth) whose wrong guesses
+// cost the guesser, refusal of
 // cross-origin state changes with a per-page token for the page's forms,
 // bounds on what a request may make the master read, timeouts, and a cap
 // on open connections.
@@ -13,12 +14,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/buildslave/buildslave/examples/master/internal/limit"
+	"github.com/buildslave/buildslave/internal/guess"
 	"github.com/buildslave/buildslave/slave"
 )
 
@@ -54,6 +58,13 @@ type Config struct {
 	// Users, if set, are the user names and passwords of HTTP basic auth.
 	// With Token or Users set, every request needs one of them.
 	Users map[string]string
+	// Guesses bounds the wrong credentials one remote address may send
+	// (a burst of guess.DefaultBurst, then one a second, with back-off):
+	// past them, its requests with credentials are refused unchecked
+	// with 429 and Retry-After. Each refused request closes its
+	// connection; the first refusal from an address is logged at once,
+	// the others of the same minute in one line at its end.
+	Guesses guess.Config
 	// MaxBody bounds a request's body: a larger form is refused with 413.
 	MaxBody int64
 	// MaxConnections bounds the connections open at once; past it, new
@@ -67,6 +78,8 @@ type Config struct {
 	// Limits logs the limits hit and the requests refused; nil means
 	// limit.New(nil).
 	Limits *limit.Log
+	// Logger gets the refused credentials; slog.Default() if nil.
+	Logger *slog.Logger
 }
 
 // Authenticated reports whether requests need credentials.
@@ -74,9 +87,10 @@ func (c Config) Authenticated() bool { return c.Token != "" || len(c.Users) > 0 
 
 // Guard serves handlers behind the web port's checks.
 type Guard struct {
-	cfg   Config
-	key   []byte // signs the pages' tokens; new at every start
-	cross *http.CrossOriginProtection
+	cfg     Config
+	key     []byte // signs the pages' tokens; new at every start
+	cross   *http.CrossOriginProtection
+	guesses *guess.Table // refused credentials per remote address
 }
 
 // New returns a Guard enforcing cfg.
@@ -101,10 +115,17 @@ func New(cfg Config) *Guard {
 	if cfg.Limits == nil {
 		cfg.Limits = limit.New(nil)
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key) // never fails
-	return &Guard{cfg: cfg, key: key, cross: http.NewCrossOriginProtection()}
+	return &Guard{cfg: cfg, key: key, cross: http.NewCrossOriginProtection(), guesses: guess.New(cfg.Guesses, cfg.Logger)}
 }
+
+// Close logs the summaries of refused credentials not logged yet; call it
+// once the server is shut down.
+func (g *Guard) Close() { g.guesses.Close() }
 
 // Server returns a server of next behind the guard (Handler), with the
 // guard's timeouts; errorLog receives its errors.
@@ -129,8 +150,10 @@ func (g *Guard) Listener(ln net.Listener) net.Listener {
 }
 
 // Handler serves next behind the guard, in this order:
-//   - a request without valid credentials, when Config asks for them, is
-//     refused with 401;
+//   - when Config asks for credentials, a request without any is refused
+//     with 401; one from an address that sent too many wrong ones lately
+//     (Config.Guesses) with 429 and Retry-After, unchecked; one with
+//     wrong credentials with 401. Either refusal closes the connection;
 //   - the body is read up to MaxBody; the form of a request that may
 //     change state (not GET, HEAD or OPTIONS) is parsed here, so that one
 //     too large is refused with 413;
@@ -141,14 +164,7 @@ func (g *Guard) Listener(ln net.Listener) net.Listener {
 //     or a script, needs no token.
 func (g *Guard) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !g.authorized(r) {
-			g.cfg.Limits.Hit("http_auth", "credentials required", "web request refused: no valid credentials", "remote", r.RemoteAddr, "path", r.URL.Path)
-			if len(g.cfg.Users) > 0 {
-				w.Header().Set("WWW-Authenticate", "Basic "+realm+`, charset="UTF-8"`)
-			} else {
-				w.Header().Set("WWW-Authenticate", "Bearer "+realm)
-			}
-			http.Error(w, "authentication required", http.StatusUnauthorized)
+		if !g.authenticate(w, r) {
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxBody)
@@ -182,11 +198,55 @@ func safe(method string) bool {
 	return method == http.MethodGet || method == http.MethodHead || method == http.MethodOptions
 }
 
-// authorized reports whether r carries the credentials Config asks for.
-func (g *Guard) authorized(r *http.Request) bool {
+// authenticate checks r's credentials, if Config asks for them, and
+// answers a refusal itself.
+func (g *Guard) authenticate(w http.ResponseWriter, r *http.Request) bool {
 	if !g.cfg.Authenticated() {
 		return true
 	}
+	if r.Header.Get("Authorization") == "" { // no guess: a browser's first request
+		g.cfg.Limits.Hit("http_auth", "credentials required", "web request refused: no credentials", "remote", r.RemoteAddr, "path", r.URL.Path)
+		g.challenge(w)
+		return false
+	}
+	key := guess.Key(r.RemoteAddr)
+	t := g.guesses.Take(key)
+	w.Header().Set("Connection", "close") // unless the credentials pass: no guessing on a kept-alive connection
+	switch {
+	case !t.OK:
+		if g.guesses.Note(key, false, false) {
+			g.cfg.Logger.Warn("web request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "reason", "too many wrong credentials lately")
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int((t.RetryAfter+time.Second-1)/time.Second))))
+		http.Error(w, "too many wrong credentials from your address; try again later", http.StatusTooManyRequests)
+		return false
+	case !g.authorized(r):
+		if g.guesses.Note(key, true, !t.Reserved) {
+			g.cfg.Logger.Warn("web request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "reason", "wrong credentials")
+		}
+		g.challenge(w)
+		return false
+	}
+	if t.Reserved {
+		g.guesses.Refund(key)
+	}
+	w.Header().Del("Connection")
+	return true
+}
+
+// challenge refuses a request for want of valid credentials, asking for
+// the kind Config accepts.
+func (g *Guard) challenge(w http.ResponseWriter) {
+	if len(g.cfg.Users) > 0 {
+		w.Header().Set("WWW-Authenticate", "Basic "+realm+`, charset="UTF-8"`)
+	} else {
+		w.Header().Set("WWW-Authenticate", "Bearer "+realm)
+	}
+	http.Error(w, "authentication required", http.StatusUnauthorized)
+}
+
+// authorized reports whether r carries valid credentials.
+func (g *Guard) authorized(r *http.Request) bool {
 	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
 		return g.cfg.Token != "" && slave.PasswordsEqual(tok, g.cfg.Token)
 	}

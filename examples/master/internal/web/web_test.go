@@ -1,6 +1,7 @@
 package web
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/buildslave/buildslave/examples/master/internal/limit"
+	"github.com/buildslave/buildslave/internal/guess"
 	"github.com/buildslave/buildslave/internal/testlog"
 )
 
@@ -135,4 +137,56 @@ func TestBodyIsBounded(t *testing.T) {
 	if _, ran := serve(g, "POST", "http://example.com/force", url.Values{"reason": {strings.Repeat("x", 90)}}); !ran {
 		t.Error("a 97-byte body was refused")
 	}
+}
+
+func TestWrongCredentialsCostTheGuesser(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var log testlog.Buffer
+		g := New(Config{Users: map[string]string{"ci": "s3cret"}, Guesses: guess.Config{Burst: 3},
+			Logger: slog.New(slog.NewTextHandler(&log, nil))})
+		get := func(remote, user, password string) *httptest.ResponseRecorder {
+			req := httptest.NewRequest("GET", "http://example.com/", nil)
+			req.RemoteAddr = remote
+			req.SetBasicAuth(user, password)
+			rec := httptest.NewRecorder()
+			g.Handler(http.NotFoundHandler()).ServeHTTP(rec, req)
+			return rec
+		}
+		const guesser = "192.0.2.7:40000"
+		for i := range 3 {
+			rec := get(guesser, "ci", fmt.Sprint("guess", i))
+			if rec.Code != http.StatusUnauthorized || rec.Header().Get("Connection") != "close" {
+				t.Fatalf("wrong password %d: %d, Connection %q; want 401 closing the connection", i, rec.Code, rec.Header().Get("Connection"))
+			}
+		}
+		rec := get(guesser, "ci", "guess3")
+		if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") != "1" || rec.Header().Get("Connection") != "close" {
+			t.Fatalf("the guess past the burst: %d, Retry-After %q, Connection %q; want 429, 1, close",
+				rec.Code, rec.Header().Get("Retry-After"), rec.Header().Get("Connection"))
+		}
+		if rec := get(guesser, "ci", "s3cret"); rec.Code != http.StatusTooManyRequests {
+			t.Errorf("the right password during the block: %d, want 429 (unchecked)", rec.Code)
+		}
+		if rec := get("198.51.100.1:1", "ci", "s3cret"); rec.Code != http.StatusNotFound || rec.Header().Get("Connection") == "close" {
+			t.Errorf("another address: %d, Connection %q; want it served, kept alive", rec.Code, rec.Header().Get("Connection"))
+		}
+		time.Sleep(time.Second)
+		if rec := get(guesser, "ci", "s3cret"); rec.Code != http.StatusNotFound {
+			t.Errorf("the right password after the block: %d, want it served", rec.Code)
+		}
+		for range 20 {
+			get(guesser, "x", "y")
+		}
+		time.Sleep(time.Minute)
+		g.Close()
+		if lines := log.Matching("web request refused", "reason=\"wrong credentials\""); len(lines) != 1 {
+			t.Errorf("%d lines for the first refusal, want 1:\n%s", len(lines), log.String())
+		}
+		if lines := log.Matching("refusals from 192.0.2.7 in the last minute"); len(lines) != 1 {
+			t.Errorf("%d summaries of the others, want 1:\n%s", len(lines), log.String())
+		}
+		if strings.Contains(log.String(), "guess") || strings.Contains(log.String(), "s3cret") {
+			t.Errorf("a password was logged:\n%s", log.String())
+		}
+	})
 }
