@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -54,16 +55,26 @@ func startMaster(t *testing.T, cfg *config.Config) (*master, *testlog.Buffer) {
 // attachGoSlave runs our Go slave in-process as name until the test ends.
 func attachGoSlave(t *testing.T, m *master, name, password string) {
 	t.Helper()
-	s, err := client.New(client.Config{Master: m.protoAddr, Protocol: client.Msgpack, Name: name, Password: password, Basedir: t.TempDir(),
-		Logger: slog.New(slog.DiscardHandler)})
+	runGoSlave(t, client.Config{Master: m.protoAddr, Protocol: client.Msgpack, Name: name, Password: password})
+	eventually(t, 10*time.Second, name+" attached", func() bool { st, _ := m.mgr.State(name); return st.Attached })
+}
+
+// runGoSlave runs our Go slave in-process on cfg (its basedir in the
+// test's directory, its log discarded) until stop is called or the test
+// ends.
+func runGoSlave(t *testing.T, cfg client.Config) (stop func()) {
+	t.Helper()
+	cfg.Basedir, cfg.Logger = t.TempDir(), slog.New(slog.DiscardHandler)
+	s, err := client.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	eventually(t, 10*time.Second, name+" attached", func() bool { st, _ := m.mgr.State(name); return st.Attached })
+	stop = sync.OnceFunc(func() { cancel(); <-done })
+	t.Cleanup(stop)
+	return stop
 }
 
 // lastBuild waits for the newest build to reach state.
