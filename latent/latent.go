@@ -1,7 +1,10 @@
 // Package latent starts build slaves' machines on demand and stops them
 // after use: the LatentSlave interface that drivers such as ec2 and
 // libvirt implement, and the Lifecycle that drives them through the slave
-// manager without ever leaking an instance.
+// manager without ever leaking an instance. Several masters sharing one
+// fleet give the Lifecycle a Starter (Config.Starter), which records every
+// start before the driver's Start so that a latent slave starts on one
+// master at most.
 package latent
 
 import (
@@ -105,4 +108,27 @@ type Checker interface {
 	// Check returns nil while inst is starting or running, and an error
 	// saying why once it has died or vanished.
 	Check(ctx context.Context, inst Instance) error
+}
+
+// Starter records every start of a latent slave before the driver's
+// Start, for several masters sharing one fleet: a latent slave starts on
+// one master at most, cluster-wide, and a master that dies leaves a record
+// from which another stops its instance. (*cluster.Member).Latent is one,
+// on etcd.
+type Starter interface {
+	// RecordStart records that this master is about to start an instance
+	// of the latent slave with the named driver. An error refuses the
+	// start: another master is starting or running the slave (the error
+	// names it), or the record cannot be written.
+	RecordStart(ctx context.Context, slave, driver string) (StartRecord, error)
+}
+
+// StartRecord is one start a Starter recorded.
+type StartRecord interface {
+	// SetInstance adds the instance's id, once the driver's Start named
+	// it. An error means the record is gone or cannot be written: the
+	// Lifecycle then stops the instance rather than use it.
+	SetInstance(ctx context.Context, id string) error
+	// Clear removes the record once the instance is stopped.
+	Clear(ctx context.Context) error
 }

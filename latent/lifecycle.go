@@ -94,6 +94,13 @@ type Config struct {
 	// instance, for metrics or a status page. It is called without the
 	// Lifecycle's locks, in order for each slave, and must not block.
 	Observe func(Event)
+	// Starter, if set, records every start before the driver's Start is
+	// called, with the driver named by its type's package ("ec2",
+	// "libvirt", "docker", "local"), then the instance's id, and clears
+	// the record once the instance is stopped. A start it refuses fails
+	// with its error, as a failed Start does; an instance whose id it
+	// cannot record is stopped. Nil: one master, nothing recorded.
+	Starter Starter
 }
 
 // Event is a state change of a latent slave, or an instance reaped.

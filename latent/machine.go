@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -25,6 +27,9 @@ type latentSlave struct {
 	// op serializes the driver's Start and Stop calls for this slave, the
 	// reaper's included, as LatentSlave promises drivers.
 	op sync.Mutex
+	// rec is the Starter's record of the current or last instance until it
+	// is cleared; guarded by op.
+	rec StartRecord
 
 	mu         sync.Mutex
 	ls         LatentSlave  // the driver; replaced by next only with no instance
@@ -180,7 +185,13 @@ func (s *latentSlave) substantiate(sub *substantiation) {
 	defer cancel()
 
 	s.op.Lock()
-	inst, err := ls.Start(ctx, req)
+	inst, err := s.start(ctx, ls, req)
+	var unrecorded error
+	if err == nil && s.rec != nil {
+		if unrecorded = s.rec.SetInstance(ctx, inst.ID); unrecorded != nil {
+			unrecorded = fmt.Errorf("recording instance %s: %w", inst.ID, unrecorded)
+		}
+	}
 	s.op.Unlock()
 	s.mu.Lock()
 	s.starting = false
@@ -202,6 +213,10 @@ func (s *latentSlave) substantiate(sub *substantiation) {
 			err = fmt.Errorf("%w (%w)", context.Cause(ctx), err)
 		}
 		s.fail(sub, fmt.Errorf("start: %w", err))
+		return
+	}
+	if unrecorded != nil {
+		s.fail(sub, unrecorded) // stops the instance
 		return
 	}
 
@@ -226,6 +241,50 @@ func (s *latentSlave) substantiate(sub *substantiation) {
 			}
 		}
 	}
+}
+
+// start records the start with the Starter, if any, then calls the
+// driver's Start; a failed Start's record is cleared. op is held.
+func (s *latentSlave) start(ctx context.Context, ls LatentSlave, req StartRequest) (Instance, error) {
+	if st := s.l.cfg.Starter; st != nil {
+		if err := s.clearRecord(ctx); err != nil {
+			return Instance{}, fmt.Errorf("clearing the record of the previous instance: %w", err)
+		}
+		rec, err := st.RecordStart(ctx, s.name, driverName(ls))
+		if err != nil {
+			return Instance{}, fmt.Errorf("not recorded, so not started: %w", err)
+		}
+		s.rec = rec
+	}
+	inst, err := ls.Start(ctx, req)
+	if err != nil {
+		s.clearRecord(ctx) //nolint:errcheck // kept for the next start, which clears it first
+	}
+	return inst, err
+}
+
+// clearRecord clears the Starter's record of the last instance, which is
+// stopped or never started, if it has one; a record it cannot clear is
+// kept for the next try. op is held.
+func (s *latentSlave) clearRecord(ctx context.Context) error {
+	if s.rec == nil {
+		return nil
+	}
+	if err := s.rec.Clear(ctx); err != nil {
+		return err
+	}
+	s.rec = nil
+	return nil
+}
+
+// driverName names ls's driver for a Starter: the last element of its
+// type's package path.
+func driverName(ls LatentSlave) string {
+	t := reflect.TypeOf(ls)
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return path.Base(t.PkgPath())
 }
 
 // failCtx fails sub because ctx ended while doing what.
@@ -424,6 +483,10 @@ func (s *latentSlave) runStop(ls LatentSlave, inst Instance) {
 	ctx, cancel := context.WithTimeout(s.l.ctx, s.l.cfg.StopTimeout)
 	s.op.Lock()
 	err := ls.Stop(ctx, inst)
+	var uncleared error
+	if err == nil {
+		uncleared = s.clearRecord(ctx)
+	}
 	s.op.Unlock()
 	cancel()
 	s.mu.Lock()
@@ -437,6 +500,9 @@ func (s *latentSlave) runStop(ls LatentSlave, inst Instance) {
 		return
 	}
 	s.logf(slog.LevelInfo, "latent instance stopped")
+	if uncleared != nil {
+		s.logf(slog.LevelWarn, "latent instance stopped, but its start record not cleared; the next start clears it first", "reason", uncleared.Error())
+	}
 	s.inst = nil
 	s.stopFails = 0
 	if s.connected { // a machine destroyed without closing its connection
