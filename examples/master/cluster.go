@@ -28,6 +28,7 @@ type clustered struct {
 	stopLead   context.CancelFunc // ends the leader's campaign or term
 	stopClaims context.CancelFunc // ends the dispatcher
 	wg         sync.WaitGroup     // the leader, the dispatcher, the claimed builds
+	queueDown  bool               // the dispatcher's last read of the queue failed (logged once per change)
 }
 
 // joinCluster joins the cluster of cfg.Cluster, publishing this master's
@@ -195,11 +196,21 @@ func (m *master) dispatch(ctx context.Context) {
 // holds or starts) and runs it on that slave.
 func (m *master) claimRequests(ctx context.Context) {
 	c := m.cluster
+	select {
+	case <-c.member.Done():
+		return // this master's session ended (it said so): it can claim nothing
+	default:
+	}
 	rctx, cancel := context.WithTimeout(ctx, etcdTimeout)
 	defer cancel()
 	reqs, err := c.member.Requests(rctx)
-	if err != nil && ctx.Err() == nil {
-		m.log.Warn("cluster: reading the queued builds", "err", err)
+	if down := err != nil && ctx.Err() == nil; down != c.queueDown {
+		c.queueDown = down // only the dispatcher's goroutine reads and writes it
+		if down {
+			m.log.Warn("cluster: cannot read the queued builds; trying again at the next queue or slave event", "err", err)
+		} else {
+			m.log.Info("cluster: reading the queued builds again")
+		}
 	}
 	attached := map[string]bool{}
 	for _, st := range m.mgr.States() {
