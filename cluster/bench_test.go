@@ -15,6 +15,8 @@ import (
 
 	"github.com/buildslave/buildslave/cluster"
 	"github.com/buildslave/buildslave/cluster/clustertest"
+	"github.com/buildslave/buildslave/slave"
+	"github.com/buildslave/buildslave/slave/slavetest"
 )
 
 // revision is etcd's current revision: each successful write (a put, a
@@ -207,4 +209,88 @@ func joinB(b *testing.B, srv *clustertest.Server, id, prefix string, ttl time.Du
 	}
 	b.Cleanup(func() { m.Close() })
 	return m
+}
+
+// managers starts one slave.Manager per member, each knowing every name,
+// with the member as its Gate, as the masters of a cluster run.
+func managers(b *testing.B, members []*cluster.Member, names []string) []*slave.Manager {
+	b.Helper()
+	var out []*slave.Manager
+	for _, mem := range members {
+		slaves := make([]*slave.Slave, len(names))
+		for i, name := range names {
+			s, err := slave.New(name, "pw")
+			if err != nil {
+				b.Fatal(err)
+			}
+			slaves[i] = s
+		}
+		m, err := slave.NewManager(slave.Config{Logger: quiet, Gate: mem, RefusalBurst: -1}, slaves...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { m.Close() })
+		out = append(out, m)
+	}
+	return out
+}
+
+// attachAll attaches names[i] to mgrs[i%len] through the manager's whole
+// attach (authentication, the Gate's claim, registration), workers at a
+// time per manager.
+func attachAll(b *testing.B, mgrs []*slave.Manager, names []string, workers int) {
+	var wg sync.WaitGroup
+	for mi, m := range mgrs {
+		for w := range workers {
+			wg.Go(func() {
+				for i := mi + w*len(mgrs); i < len(names); i += workers * len(mgrs) {
+					c := slavetest.NewConn(slave.Info{})
+					if err := m.Authenticate(names[i], "pw", c.RemoteAddr()); err != nil {
+						b.Error(err)
+						return
+					}
+					if err := m.Attach(context.Background(), names[i], c); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+}
+
+// BenchmarkManagersAttachAndFailover: three masters' slave managers, each
+// with the member as its Gate, attach 10,000 slaves between them (64 at a
+// time each); then master a dies (its etcd client closes: its lease
+// expires) and its 3,333 slaves attach to b and c, which wait for a's lease
+// to end (their claims ask a, which never answers). Reports both times.
+func BenchmarkManagersAttachAndFailover(b *testing.B) {
+	srv := clustertest.Start(b)
+	const n, ttl = 10000, 5 * time.Second
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("bot%05d", i)
+	}
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		prefix := fmt.Sprintf("/managers%d/", i)
+		acli := rawClient(b, srv)
+		members := []*cluster.Member{joinB(b, srv, "a", prefix, ttl, acli), joinB(b, srv, "b", prefix, ttl, nil), joinB(b, srv, "c", prefix, ttl, nil)}
+		mgrs := managers(b, members, names)
+		b.StartTimer()
+		start := time.Now()
+		attachAll(b, mgrs, names, 64)
+		b.ReportMetric(time.Since(start).Seconds(), "s/10000-attaches")
+		var ofA []string
+		for j := 0; j < n; j += 3 {
+			ofA = append(ofA, names[j])
+		}
+		died := time.Now()
+		acli.Close()
+		attachAll(b, mgrs[1:], ofA, 64)
+		took := time.Since(died)
+		b.ReportMetric(took.Seconds(), "s/failover-3333")
+		b.ReportMetric((took - ttl).Seconds(), "s-beyond-TTL")
+	}
 }

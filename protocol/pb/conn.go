@@ -56,9 +56,7 @@ var (
 
 func newConn(s *Server, nc net.Conn) *Conn {
 	c := &Conn{s: s}
-	cfg := s.Broker
-	cfg.Budget = s.budget
-	c.b = newBroker(nc, cfg, portal{c})
+	c.b = newBroker(nc, s.Broker, portal{c})
 	return c
 }
 

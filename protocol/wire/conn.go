@@ -7,8 +7,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-
-	"github.com/buildslave/buildslave/protocol/budget"
 )
 
 // Handler answers one request from the peer. It runs on the connection's
@@ -280,24 +278,20 @@ func (c *Conn) Lead(first func()) {
 	<-c.lead
 }
 
-// readOne reads the next message and dispatches it; what the message
-// reserved of the transport's memory budget is held until it is handled.
+// readOne reads the next message and dispatches it.
 func (c *Conn) readOne() error {
-	res := budgetOf(c.t).Reserve(c.ctx)
-	defer res.Release()
-	msg, err := c.readMessage(&res)
+	msg, err := c.readMessage()
 	if err == nil && msg != nil {
 		err = c.dispatch(msg)
 	}
 	return err
 }
 
-// readMessage reads the next binary message within res; nil for a text
-// frame.
-func (c *Conn) readMessage(res *budget.Reservation) (Message, error) {
+// readMessage reads the next binary message; nil for a text frame.
+func (c *Conn) readMessage() (Message, error) {
 	bp := buffers.Get().(*[]byte)
 	defer putBuffer(bp)
-	p, binary, err := readReserved(c.t, *bp, c.limits, res)
+	p, binary, err := c.t.ReadMessage(*bp)
 	*bp = p
 	if err != nil {
 		return nil, fmt.Errorf("read: %w", err)
@@ -305,7 +299,7 @@ func (c *Conn) readMessage(res *budget.Reservation) (Message, error) {
 	if !binary {
 		return nil, nil
 	}
-	return c.limits.decodeReserved(p, res)
+	return c.limits.DecodeMessage(p)
 }
 
 func (c *Conn) dispatch(msg Message) error {
