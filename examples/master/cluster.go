@@ -10,6 +10,7 @@ import (
 
 	"github.com/buildslave/buildslave/cluster"
 	"github.com/buildslave/buildslave/examples/master/internal/builds"
+	"github.com/buildslave/buildslave/examples/master/internal/config"
 	"github.com/buildslave/buildslave/examples/master/status"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/slave"
@@ -47,8 +48,19 @@ func (m *master) joinCluster() error {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	m.cluster = &clustered{member: member}
+	m.clusterLifecycle(m.cfg)
 	m.progress("joined the cluster as %s (etcd %v, lease %v)", ccfg.ID, ccfg.Endpoints, ccfg.LeaseTTL)
 	return nil
+}
+
+// clusterLifecycle gives cfg's latent lifecycle settings this master's
+// member as their Starter: every latent start is recorded in etcd before
+// the driver's Start (so a latent slave starts on one master at most, and
+// the leader can stop the instance of a master that died).
+func (m *master) clusterLifecycle(cfg *config.Config) {
+	if m.cluster != nil {
+		cfg.Lifecycle.Starter = m.cluster.member.Latent()
+	}
 }
 
 // runCluster starts the leader campaign and the dispatcher of queued

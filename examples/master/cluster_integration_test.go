@@ -1,0 +1,155 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/buildslave/buildslave/client"
+	"github.com/buildslave/buildslave/cluster/clustertest"
+	"github.com/buildslave/buildslave/examples/master/status"
+	"github.com/buildslave/buildslave/internal/testlog"
+)
+
+// childMaster is an example master run as a separate process.
+type childMaster struct {
+	id       string
+	out, err *testlog.Buffer
+	kill     func()
+	web      string // host:port of its web port
+	pb       string // where slaves dial it
+}
+
+var statusPageRE = regexp.MustCompile(`status page: http://([0-9.:]+)/`)
+
+// startClusterMaster runs master id of the cluster as a child process with
+// the configuration cfg and waits until it serves.
+func startClusterMaster(t *testing.T, id, cfg string) *childMaster {
+	t.Helper()
+	cmd, out, errs := startChild(t, "-config", writeFile(t, cfg))
+	cm := &childMaster{id: id, out: out, err: errs, kill: func() { cmd.Process.Signal(syscall.SIGKILL); cmd.Wait() }}
+	eventually(t, 20*time.Second, id+" serves", func() bool { return statusPageRE.MatchString(out.String()) })
+	cm.web = statusPageRE.FindStringSubmatch(out.String())[1]
+	for _, mi := range cm.status(t).Masters {
+		if mi.ID == id {
+			cm.pb = mi.Addrs["pb"]
+		}
+	}
+	return cm
+}
+
+func (cm *childMaster) status(t *testing.T) *status.Cluster {
+	t.Helper()
+	resp, err := http.Get("http://" + cm.web + "/api/status")
+	if err != nil {
+		t.Fatalf("%s: %v", cm.id, err)
+	}
+	defer resp.Body.Close()
+	var snap status.Snapshot
+	if err := json.NewDecoder(resp.Body).Decode(&snap); err != nil || snap.Cluster == nil {
+		t.Fatalf("%s's /api/status: %v, cluster %v", cm.id, err, snap.Cluster)
+	}
+	return snap.Cluster
+}
+
+// TestClusterKillAMaster: three etcd members and three example masters,
+// each a process of its own. Master a leads, holds slaves s1 and s2, and
+// runs a build on its latent slave l1. kill -9 a: another master leads,
+// a's build request is marked lost with a reason, s1 (our Go slave, given
+// the three masters) attaches to b, the new leader stops a's latent
+// instance.
+func TestClusterKillAMaster(t *testing.T) {
+	etcd := clustertest.StartProcs(t, 3)
+	endpoints, _ := json.Marshal(etcd.Endpoints)
+	config := func(id, builders string) string {
+		return fmt.Sprintf(`
+[master]
+listen = "127.0.0.1:0"
+listen_msgpack = "127.0.0.1:0"
+http = "127.0.0.1:0"
+basedir = %q
+[cluster]
+etcd = %s
+master_id = %q
+lease_ttl = "2s"
+[[slaves]]
+name = "s1"
+password = "pw1"
+[[slaves]]
+name = "s2"
+password = "pw2"
+[[latent_slaves]]
+kind = "local"
+name = "l1"
+build_wait_timeout = "-1s"
+%s`, t.TempDir(), endpoints, id, builders)
+	}
+	// Only a has the builder: the build forced on a runs on a.
+	a := startClusterMaster(t, "a", config("a", "[[builders]]\nname = \"long\"\nslaves = [\"l1\"]\n  [[builders.steps]]\n  shell = \"sleep 60\"\n"))
+	b := startClusterMaster(t, "b", config("b", ""))
+	c := startClusterMaster(t, "c", config("c", ""))
+	if st := b.status(t); st.Leader != "a" || len(st.Masters) != 3 {
+		t.Fatalf("b sees %+v; want three masters, a leading", st)
+	}
+
+	runGoSlave(t, client.Config{Master: a.pb + "," + b.pb + "," + c.pb, Name: "s1", Password: "pw1"}) // our Go slave, given the three
+	stopS2 := runGoSlave(t, client.Config{Master: a.pb, Name: "s2", Password: "pw2"})
+	eventually(t, 10*time.Second, "s1 and s2 owned by a", func() bool {
+		n := 0
+		for _, o := range b.status(t).Owners {
+			if o.Master == "a" && (o.Slave == "s1" || o.Slave == "s2") {
+				n++
+			}
+		}
+		return n == 2
+	})
+
+	resp, err := http.Post("http://"+a.web+"/force?builder=long", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	eventually(t, 20*time.Second, "the build runs on a", func() bool { return strings.Contains(a.out.String(), "long #1: started on l1") })
+	m := instanceRE.FindStringSubmatch(a.out.String())
+	if m == nil {
+		t.Fatalf("no instance in a's output:\n%s", a.out)
+	}
+	pgid, _ := strconv.Atoi(m[1])
+	t.Cleanup(func() { syscall.Kill(-pgid, syscall.SIGKILL) })
+
+	stopS2() // s2 goes with a and never comes back
+	a.kill()
+	killed := time.Now()
+
+	eventually(t, 15*time.Second, "another master leads", func() bool {
+		l := b.status(t).Leader
+		return l == "b" || l == "c"
+	})
+	t.Logf("leader %s, %v after kill -9 a (lease TTL 2 s)", b.status(t).Leader, time.Since(killed).Round(100*time.Millisecond))
+	eventually(t, 10*time.Second, "a's build request lost, with a reason", func() bool {
+		rs := c.status(t).Requests
+		return len(rs) == 1 && rs[0].State == "lost" && strings.Contains(rs[0].Lost, `master "a"`)
+	})
+
+	eventually(t, 10*time.Second, "s1 attached to b", func() bool {
+		for _, o := range c.status(t).Owners {
+			if o.Slave == "s1" {
+				return o.Master == "b"
+			}
+		}
+		return false
+	})
+	t.Logf("s1 on b %v after kill -9 a", time.Since(killed).Round(100*time.Millisecond))
+
+	eventually(t, 15*time.Second, "a's latent instance stopped by the leader", func() bool {
+		return syscall.Kill(-pgid, 0) == syscall.ESRCH &&
+			len(b.err.Matching("leader stopped a dead master's latent instance", "slave=l1"))+len(c.err.Matching("leader stopped a dead master's latent instance", "slave=l1")) == 1
+	})
+	t.Logf("a's instance stopped %v after kill -9 a", time.Since(killed).Round(100*time.Millisecond))
+}
