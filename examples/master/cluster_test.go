@@ -122,3 +122,40 @@ func TestClusterEtcdUnreachableAtStart(t *testing.T) {
 		t.Fatalf("start with etcd unreachable: %v", err)
 	}
 }
+
+// A build forced on b runs on a, which holds its slave.
+func TestClusterBuildFollowsTheSlave(t *testing.T) {
+	srv := clustertest.Start(t)
+	const conf = `
+[master]
+master_id = "%s"
+[[slaves]]
+name = "s1"
+password = "pw"
+[[builders]]
+name = "on-s1"
+slaves = ["s1"]
+  [[builders.steps]]
+  shell = "echo ran"
+[cluster]
+etcd = %q
+prefix = "/%s/"
+lease_ttl = "2s"
+`
+	a, _ := startMaster(t, testConfig(t, fmt.Sprintf(conf, "a", srv.Endpoints[0], t.Name())))
+	b, _ := startMaster(t, testConfig(t, fmt.Sprintf(conf, "b", srv.Endpoints[0], t.Name())))
+	attachGoSlave(t, a, "s1", "pw")
+	if st := apiStatus(t, b).Cluster; len(st.Owners) != 1 || st.Owners[0] != (status.SlaveOwner{Slave: "s1", Master: "a"}) {
+		t.Fatalf("b sees owners %+v, want s1 on a", st.Owners)
+	}
+	if _, err := b.force("on-s1", "forced on b"); err != nil {
+		t.Fatal(err)
+	}
+	lastBuild(t, a, builds.Success)
+	if got := a.history.Recent(1)[0]; got.Slave != "s1" || got.Reason != "forced on b" {
+		t.Errorf("a ran %+v", got)
+	}
+	if n := len(b.history.Recent(10)); n != 0 {
+		t.Errorf("b ran %d builds, want none", n)
+	}
+}
