@@ -152,6 +152,11 @@ type Member struct {
 	closeMu  sync.Mutex
 	closed   bool
 	closeErr error
+
+	// missing holds each missing notice this master recorded at Release
+	// and has not sent yet, by slave name.
+	missingMu sync.Mutex
+	missing   map[string]pendingMissing
 }
 
 // Join dials etcd, opens this master's session (a lease of cfg.LeaseTTL kept

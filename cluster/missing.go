@@ -1,7 +1,13 @@
 package cluster
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/buildslave/buildslave/notify"
 )
@@ -9,15 +15,148 @@ import (
 // MissingInfo is the missing notice a detached slave is owed if it attaches
 // to no master before Due. Release records it with the name, under no lease,
 // so that it outlives the master that recorded it; a Claim anywhere deletes
-// it.
+// it. The master that sends it marks itself Sender first, in a transaction,
+// and deletes the record once sent.
 type MissingInfo struct {
 	// Notice is the notice to send; its Detected is set when it is sent.
 	Notice notify.Missing `json:"notice"`
 	// Due is when the slave's missing_timeout ends, by the recording
 	// master's clock.
 	Due time.Time `json:"due"`
-	// Master is the id of the master the slave detached from.
+	// Master is the id of the master the slave detached from, and Lease
+	// that master's lease then: the record is that master's to send while
+	// the lease lives, and any master's (SweepMissing) after.
 	Master string `json:"master"`
+	Lease  int64  `json:"lease"`
+	// Sender and SenderLease name the master sending the notice, once one
+	// took it.
+	Sender      string `json:"sender,omitempty"`
+	SenderLease int64  `json:"sender_lease,omitempty"`
 }
 
 func (m *Member) missingKey(name string) string { return m.cfg.Prefix + "missing/" + name }
+
+// SendMissing sends, through send, the missing notice this master's Release
+// recorded for the slave, unless a Claim anywhere cancelled it or another
+// master took it (SweepMissing, after this master's lease ended): it takes
+// the record in one transaction on the revision Release wrote, calls send,
+// then deletes the record. It returns nil without calling send when there is
+// nothing to send from here.
+func (m *Member) SendMissing(ctx context.Context, name string, send func(ctx context.Context) error) error {
+	m.missingMu.Lock()
+	p, ok := m.missing[name]
+	delete(m.missing, name)
+	m.missingMu.Unlock()
+	if !ok {
+		return nil
+	}
+	return m.sendMissing(ctx, m.missingKey(name), p.rev, p.info, func(ctx context.Context, _ notify.Missing) error { return send(ctx) })
+}
+
+// pendingMissing is a missing notice this master recorded and has not sent.
+type pendingMissing struct {
+	rev  int64 // the record's mod revision
+	info MissingInfo
+}
+
+// sendMissing takes the record at rev as this master's to send, sends it and
+// deletes it.
+func (m *Member) sendMissing(ctx context.Context, key string, rev int64, info MissingInfo, send func(context.Context, notify.Missing) error) error {
+	info.Sender, info.SenderLease = m.cfg.ID, int64(m.session.Lease())
+	val, err := encode(info)
+	if err != nil {
+		return err
+	}
+	resp, err := m.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+		Then(clientv3.OpPut(key, val)).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("cluster: taking the missing notice of slave %q: %w", info.Notice.Slave, err)
+	}
+	if !resp.Succeeded {
+		return nil // it attached somewhere, or another master took it
+	}
+	taken := resp.Header.Revision
+	notice := info.Notice
+	notice.Detected = time.Now()
+	sendErr := send(ctx, notice)
+	_, err = m.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", taken)).
+		Then(clientv3.OpDelete(key)).
+		Commit()
+	if err != nil {
+		err = fmt.Errorf("cluster: deleting the sent missing notice of slave %q: %w", info.Notice.Slave, err)
+	}
+	return errors.Join(sendErr, err)
+}
+
+// SweepMissing sends the missing notices that masters which died (whose lease
+// ended) recorded and did not send, once due, through send (a
+// notify.Notifier's SlaveMissing), until ctx ends; one master at a time
+// should run it: the leader, from LeaderConfig.WhileLeading. Every LeaseTTL
+// it reads the missing/ records (one request), and the members when one is
+// due. A notice is taken in a transaction before it is sent, so that two
+// sweepers, or a sweeper and the recording master, never both send it; a
+// sender that dies between sending and deleting the record leaves it to be
+// sent again. Errors are logged; it returns ctx's error.
+func (m *Member) SweepMissing(ctx context.Context, send func(context.Context, notify.Missing) error) error {
+	t := time.NewTicker(m.cfg.LeaseTTL)
+	defer t.Stop()
+	for {
+		if err := m.sweepMissing(ctx, send); err != nil && ctx.Err() == nil {
+			m.cfg.Logger.Warn("cluster: missing-notice sweep", "reason", err.Error())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// sweepMissing is one pass of SweepMissing.
+func (m *Member) sweepMissing(ctx context.Context, send func(context.Context, notify.Missing) error) error {
+	resp, err := m.client.Get(ctx, m.cfg.Prefix+"missing/", clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("listing missing notices: %w", err)
+	}
+	type record struct {
+		key  string
+		rev  int64
+		info MissingInfo
+	}
+	var due []record
+	var errs []error
+	for _, kv := range resp.Kvs {
+		r := record{key: string(kv.Key), rev: kv.ModRevision}
+		if err := decode(r.key, kv.Value, &r.info); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !time.Now().Before(r.info.Due) {
+			due = append(due, r)
+		}
+	}
+	if len(due) == 0 {
+		return errors.Join(errs...)
+	}
+	members, err := m.client.Get(ctx, m.cfg.Prefix+"members/", clientv3.WithPrefix())
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("listing members: %w", err))...)
+	}
+	live := make(map[string]int64, len(members.Kvs))
+	for _, kv := range members.Kvs {
+		live[strings.TrimPrefix(string(kv.Key), m.cfg.Prefix+"members/")] = kv.Lease
+	}
+	alive := func(id string, lease int64) bool { l, ok := live[id]; return ok && l == lease }
+	for _, r := range due {
+		if alive(r.info.Master, r.info.Lease) || (r.info.Sender != "" && alive(r.info.Sender, r.info.SenderLease)) {
+			continue // the recording master sends it, or a live one is sending it
+		}
+		if err := m.sendMissing(ctx, r.key, r.rev, r.info, send); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -146,24 +146,34 @@ func (m *Member) owned(key, name string, kvs []*mvccpb.KeyValue) error {
 
 // Release gives up the slave name if this master holds it (one etcd write);
 // a name held by another master, or by nobody, is left as it is. A non-nil
-// missing is recorded in the same write, under missing/<name>, for the
-// master that will send it.
+// missing is recorded in the same write, under missing/<name>, for
+// SendMissing (or, if this master dies, SweepMissing) to send.
 func (m *Member) Release(ctx context.Context, name string, missing *slave.MissingNotice) error {
 	key := m.ownerKey(name)
 	ops := []clientv3.Op{clientv3.OpDelete(key)}
+	var info MissingInfo
 	if missing != nil {
-		val, err := encode(MissingInfo{Notice: missing.Missing, Due: missing.Due, Master: m.cfg.ID})
+		info = MissingInfo{Notice: missing.Missing, Due: missing.Due, Master: m.cfg.ID, Lease: int64(m.session.Lease())}
+		val, err := encode(info)
 		if err != nil {
 			return err
 		}
 		ops = append(ops, clientv3.OpPut(m.missingKey(name), val))
 	}
-	_, err := m.client.Txn(ctx).
+	resp, err := m.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.LeaseValue(key), "=", m.session.Lease())).
 		Then(ops...).
 		Commit()
 	if err != nil {
 		return fmt.Errorf("cluster: releasing slave %q: %w", name, err)
+	}
+	if resp.Succeeded && missing != nil {
+		m.missingMu.Lock()
+		if m.missing == nil {
+			m.missing = make(map[string]pendingMissing)
+		}
+		m.missing[name] = pendingMissing{rev: resp.Header.Revision, info: info}
+		m.missingMu.Unlock()
 	}
 	return nil
 }

@@ -26,8 +26,14 @@ type Gate interface {
 	// Release gives the name up after the slave detached, if this master
 	// still holds it. A non-nil missing is the notice the slave is owed if
 	// it attaches to no master by missing.Due: the Gate keeps it so that
-	// exactly one master sends it (see Missing).
+	// exactly one master sends it (see SendMissing).
 	Release(ctx context.Context, name string, missing *MissingNotice) error
+	// SendMissing sends, through send, the missing notice this master's
+	// Release recorded for name, once it is due, unless the slave attached
+	// to some master since or another master sent it: the notice goes out
+	// once cluster-wide. It returns nil, without calling send, when there
+	// is nothing to send from here.
+	SendMissing(ctx context.Context, name string, send func(ctx context.Context) error) error
 	// Hold has the Gate ask h about the names this master holds: to ping a
 	// connection when another master asks, and to drop one whose name
 	// another master took. NewManager calls it once.

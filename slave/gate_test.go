@@ -41,6 +41,11 @@ func (g *memGate) Release(_ context.Context, name string, missing *slave.Missing
 
 func (g *memGate) Hold(h slave.Holder) { g.holder = h }
 
+// SendMissing sends every notice due: memGate is the only master.
+func (g *memGate) SendMissing(ctx context.Context, _ string, send func(context.Context) error) error {
+	return send(ctx)
+}
+
 func (g *memGate) set(down error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -102,6 +107,29 @@ func TestGateDownRefusesNewNamesAndLogsOncePerChange(t *testing.T) {
 		}
 		if n := len(f.log.Matching("refused")); n != 0 {
 			t.Errorf("%d refusal lines, want none (the state change says it):\n%s", n, f.log.String())
+		}
+	})
+}
+
+func TestGateMissingOnlyAfterADetachHere(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := &memGate{owned: map[string]bool{}}
+		opts := []slave.Option{slave.MissingTimeout(time.Minute), slave.NotifyOnMissing("ops@example.org")}
+		f := newFixture(t, slave.Config{Gate: g}, mustNew(t, "bot", "pw", opts...), mustNew(t, "elsewhere", "pw", opts...))
+		time.Sleep(2 * time.Minute)
+		synctest.Wait()
+		if n := len(f.sent.Missing()); n != 0 {
+			t.Fatalf("%d notices for slaves that never attached here, want none (they may be attached to another master)", n)
+		}
+		c := slavetest.Attach(t, f.m, "bot", "pw", slave.Info{})
+		c.Drop(nil)
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if got := f.sent.Missing(); len(got) != 1 || got[0].Slave != "bot" {
+			t.Fatalf("notices = %+v, want bot's, through the gate", got)
+		}
+		if !state(t, f.m, "bot").Missing || state(t, f.m, "elsewhere").Missing {
+			t.Error("missing flags wrong")
 		}
 	})
 }

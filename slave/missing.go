@@ -1,16 +1,19 @@
 package slave
 
 import (
+	"context"
 	"time"
 
 	"github.com/buildslave/buildslave/notify"
 )
 
 // armMissing (re)starts e's missing timer: it fires once, missing_timeout
-// after now, unless the slave attaches first. m.mu is held.
+// after now, unless the slave attaches first. With a Gate, only a slave
+// that detached from this master has one: one that never attached here
+// may be attached to another. m.mu is held.
 func (m *Manager) armMissing(e *entry) {
 	m.disarmMissing(e)
-	if m.closed || e.controlled {
+	if m.closed || e.controlled || (m.cfg.Gate != nil && e.since.IsZero()) {
 		return
 	}
 	gen := e.missingGen
@@ -26,27 +29,65 @@ func (m *Manager) disarmMissing(e *entry) {
 	}
 }
 
+// stillMissing reports whether e's missing timer of generation gen is
+// still due: e did not attach and was not dropped since; m.mu is held.
+func (m *Manager) stillMissing(e *entry, gen int) bool {
+	return gen == e.missingGen && e.att == nil && !m.closed && m.slaves[e.cfg.name] == e
+}
+
 // fireMissing marks e missing and sends one notice for this loss event.
+// With a Gate, only if the Gate says so: the slave may have attached to
+// another master, or another master sent the notice already.
 func (m *Manager) fireMissing(e *entry, gen int) {
 	m.mu.Lock()
-	if gen != e.missingGen || e.att != nil || m.closed || m.slaves[e.cfg.name] != e {
+	if !m.stillMissing(e, gen) {
 		m.mu.Unlock()
 		return
 	}
-	e.missing = true
 	e.missingTimer = nil
-	now := time.Now()
-	report := e.report()
-	report.Detected = now
-	m.emit(Event{Kind: Missing, Slave: e.cfg.name, Time: now})
-	if len(report.Recipients) > 0 {
-		m.wg.Add(1)
-		go func() {
-			defer m.wg.Done()
-			m.notifier.SlaveMissing(m.ctx, report) // it logs its own failures
-		}()
+	if m.cfg.Gate == nil {
+		report := m.markMissing(e)
+		if len(report.Recipients) > 0 {
+			m.wg.Go(func() {
+				m.notifier.SlaveMissing(m.ctx, report) // it logs its own failures
+			})
+		}
+		m.mu.Unlock()
+		m.logMissing(report)
+		return
 	}
-	m.mu.Unlock()
+	defer m.mu.Unlock()
+	m.wg.Go(func() {
+		err := m.cfg.Gate.SendMissing(m.ctx, e.name, func(ctx context.Context) error {
+			m.mu.Lock()
+			if !m.stillMissing(e, gen) {
+				m.mu.Unlock()
+				return nil
+			}
+			report := m.markMissing(e)
+			m.mu.Unlock()
+			m.logMissing(report)
+			if len(report.Recipients) == 0 {
+				return nil
+			}
+			return m.notifier.SlaveMissing(ctx, report)
+		})
+		if err != nil {
+			m.log.Warn("slave gate: the missing notice of a slave not sent from here", "slave", e.name, "reason", err.Error())
+		}
+	})
+}
+
+// markMissing marks e missing and returns its notice; m.mu is held.
+func (m *Manager) markMissing(e *entry) notify.Missing {
+	e.missing = true
+	report := e.report()
+	report.Detected = time.Now()
+	m.emit(Event{Kind: Missing, Slave: e.cfg.name, Time: report.Detected})
+	return report
+}
+
+func (m *Manager) logMissing(report notify.Missing) {
 	m.log.Warn("slave missing", "slave", report.Slave, "last_connected", report.LastConnected, "notify", len(report.Recipients))
 }
 

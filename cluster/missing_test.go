@@ -1,0 +1,115 @@
+package cluster_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/buildslave/buildslave/cluster/clustertest"
+	"github.com/buildslave/buildslave/slave"
+)
+
+const missingTimeout = 500 * time.Millisecond
+
+func missingMasters(t *testing.T, srv *clustertest.Server) (a, b *master) {
+	t.Helper()
+	opts := []slave.Option{slave.MissingTimeout(missingTimeout), slave.NotifyOnMissing("ops@example.org")}
+	return newMaster(t, srv, "a", time.Second, opts...), newMaster(t, srv, "b", time.Second, opts...)
+}
+
+// sweep runs b's SweepMissing, as the leader does, until the test ends.
+func sweep(t *testing.T, ms *master) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ms.member.SweepMissing(ctx, ms.sent.SlaveMissing)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// notices counts the missing notices every master sent.
+func notices(ms ...*master) int {
+	n := 0
+	for _, m := range ms {
+		n += len(m.sent.Missing())
+	}
+	return n
+}
+
+// after waits, with a deadline, until d has passed since start: the negative
+// checks below wait out a missing_timeout on a real clock.
+func after(start time.Time, d time.Duration) {
+	for time.Since(start) < d {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestMissingNotSentForASlaveThatMovedToAnotherMaster(t *testing.T) {
+	srv := clustertest.Start(t)
+	a, b := missingMasters(t, srv)
+	sweep(t, b)
+	c, err := a.attach(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Drop(nil)
+	left := time.Now()
+	soon(t, "the detach recorded on a", func() bool { return owner(t, a) == "" })
+	if _, err := b.attach(t); err != nil {
+		t.Fatal(err)
+	}
+	after(left, 3*missingTimeout)
+	if n := notices(a, b); n != 0 {
+		t.Errorf("%d missing notices for a slave attached to b, want none", n)
+	}
+	if st, _ := a.m.State("bot"); st.Missing {
+		t.Error("a marks the slave missing although b holds it")
+	}
+}
+
+func TestMissingSentOnceByTheMasterItLeft(t *testing.T) {
+	srv := clustertest.Start(t)
+	a, b := missingMasters(t, srv)
+	sweep(t, b)
+	before := a.kv.n.Load()
+	c, err := a.attach(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Drop(nil)
+	soon(t, "one missing notice", func() bool { return notices(a, b) == 1 })
+	after(time.Now(), 2*time.Second) // b's sweeps (every LeaseTTL = 1 s) send nothing more
+	if got := a.sent.Missing(); len(got) != 1 || got[0].Slave != "bot" || got[0].Recipients[0] != "ops@example.org" {
+		t.Fatalf("a sent %+v, want bot's notice", got)
+	}
+	if n := notices(b); n != 0 {
+		t.Errorf("b sent %d notices, want none", n)
+	}
+	if st, _ := a.m.State("bot"); !st.Missing {
+		t.Error("a does not mark the slave missing")
+	}
+	// Claim, release with the notice, take it, delete it.
+	t.Logf("etcd requests on a for attach, detach and the notice: %d", a.kv.n.Load()-before)
+}
+
+func TestMissingSentOnceWhenTheMasterItLeftDies(t *testing.T) {
+	srv := clustertest.Start(t)
+	a, b := missingMasters(t, srv)
+	sweep(t, b)
+	c, err := a.attach(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Drop(nil)
+	soon(t, "the detach recorded on a", func() bool { return owner(t, b) == "" })
+	a.cli.Close() // a dies within missing_timeout: its lease (TTL 1 s) expires
+	soon(t, "b sends the notice a owed", func() bool { return notices(b) == 1 })
+	after(time.Now(), 2*time.Second)
+	if n := notices(a, b); n != 1 {
+		t.Errorf("%d notices, want 1", n)
+	}
+	if got := b.sent.Missing(); got[0].Slave != "bot" || got[0].Recipients[0] != "ops@example.org" {
+		t.Errorf("b sent %+v, want bot's notice", got[0])
+	}
+}
