@@ -53,6 +53,7 @@ type master struct {
 	proto     *protocol.Server
 	protoAddr string // where msgpack slaves dial
 	web       *http.Server
+	guard     *web.Guard     // the web port's checks
 	webAddr   string         // where to dial the web port from this host
 	webBound  string         // where it listens
 	wg        sync.WaitGroup // the servers and the progress reader
@@ -145,15 +146,15 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 	m.runner.SetBuilders(cfg.Builders)
 	m.scheds = builds.NewSchedulers(m.runner, log)
 	wcfg := cfg.Web
-	wcfg.Limits = limits
-	guard := web.New(wcfg)
+	wcfg.Limits, wcfg.Logger = limits, log
+	m.guard = web.New(wcfg)
 	m.status = status.New(status.Config{Manager: m.mgr, Lifecycle: m.lc, Builds: hist, Builders: m.runner.Builders,
-		PageBuilds: cfg.PageBuilds, ForcePath: forcePath, FormToken: guard.Token, Metrics: metrics, Logger: log,
+		PageBuilds: cfg.PageBuilds, ForcePath: forcePath, FormToken: m.guard.Token, Metrics: metrics, Logger: log,
 		LatentKind: m.latentKind, MaxReasonLength: cfg.BuildLimits.MaxReasonLength, Limits: limits, Cluster: m.clusterView()})
 	mux := http.NewServeMux()
 	mux.Handle(forcePath, builds.ForceHandler(m.force))
 	mux.Handle("/", m.status.Handler())
-	m.web = guard.Server(mux, slog.NewLogLogger(log.Handler(), slog.LevelWarn))
+	m.web = m.guard.Server(mux, slog.NewLogLogger(log.Handler(), slog.LevelWarn))
 	// Both transports share one cap on connections before login: they
 	// share one file limit.
 	lim := &connlimit.Limiter{Logger: log}
@@ -164,7 +165,7 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 	events, cancel := m.mgr.Subscribe()
 	m.events = cancel
 	m.wg.Go(func() { m.slaveProgress(events) })
-	m.wg.Go(func() { m.serve("web", m.web.Serve(guard.Listener(webLn))) })
+	m.wg.Go(func() { m.serve("web", m.web.Serve(m.guard.Listener(webLn))) })
 	m.wg.Go(func() { m.serve("Perspective Broker", m.pb.Serve(pbLn)) })
 	m.wg.Go(func() { m.serve("msgpack", m.proto.Serve(protoLn)) })
 	m.runCluster()
