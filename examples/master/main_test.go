@@ -20,13 +20,16 @@ import (
 const envRunMaster = "EXAMPLE_MASTER_TEST_RUN"
 
 // TestMain lets the test binary be the local latent slaves' program
-// ("slave" subcommand) and the master of the signal tests.
+// ("slave" subcommand), the master of the signal tests and a holder of
+// hostile sockets.
 func TestMain(m *testing.M) {
 	switch {
 	case len(os.Args) > 1 && os.Args[1] == "slave":
 		os.Exit(slavecmd.Run(os.Args[2:], os.Stderr))
 	case os.Getenv(envRunMaster) == "1":
 		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr, nil))
+	case os.Getenv(envHoldSockets) != "":
+		os.Exit(holdSockets(os.Getenv(envHoldSockets), os.Stdin, os.Stdout))
 	}
 	os.Exit(m.Run())
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/buildslave/buildslave/examples/master/internal/limit"
 	"github.com/buildslave/buildslave/internal/testlog"
@@ -80,6 +81,57 @@ func TestListenerCapsConnections(t *testing.T) {
 		}
 		if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
 			t.Errorf("Accept after Close = %v", err)
+		}
+	})
+}
+
+func TestListenerReplacesTheLongestWaiting(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := New(Config{MaxConnections: 2})
+		pl := &pipeListener{conns: make(chan net.Conn, 10), closed: make(chan struct{})}
+		ln := g.Listener(pl)
+		defer ln.Close()
+		accepted := make(chan *limitConn, 10)
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				accepted <- c.(*limitConn)
+			}
+		}()
+		gone := func(c *limitConn) bool {
+			c.l.mu.Lock()
+			defer c.l.mu.Unlock()
+			return c.gone
+		}
+		pl.dial()
+		synctest.Wait()
+		busy := <-accepted
+		done := busy.serve() // its request is being served: never replaced
+		pl.dial()
+		synctest.Wait()
+		waiting := <-accepted
+		time.Sleep(MinWaiting / 2)
+		pl.dial()
+		synctest.Wait()
+		if len(accepted) != 0 {
+			t.Fatal("a new connection took the place of one that had waited less than MinWaiting")
+		}
+		time.Sleep(MinWaiting / 2)
+		synctest.Wait()
+		if len(accepted) != 1 || !gone(waiting) || gone(busy) {
+			t.Fatalf("once the waiting connection waited MinWaiting: %d accepted, it closed %v, the busy one closed %v; want 1, true, false",
+				len(accepted), gone(waiting), gone(busy))
+		}
+		third := <-accepted
+		done() // the busy one now waits for its next request, after the third
+		time.Sleep(MinWaiting)
+		pl.dial()
+		synctest.Wait()
+		if len(accepted) != 1 || !gone(third) || gone(busy) {
+			t.Errorf("the third connection, waiting longest, was not the one replaced: %d accepted, closed %v, busy closed %v", len(accepted), gone(third), gone(busy))
 		}
 	})
 }

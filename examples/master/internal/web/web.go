@@ -67,8 +67,10 @@ type Config struct {
 	Guesses guess.Config
 	// MaxBody bounds a request's body: a larger form is refused with 413.
 	MaxBody int64
-	// MaxConnections bounds the connections open at once; past it, new
-	// ones wait until one closes.
+	// MaxConnections bounds the connections open at once; past it, a new
+	// one takes the place of the one that has waited longest (at least
+	// MinWaiting) for its next request, which is closed, and waits only
+	// while none has: silent sockets cannot lock browsers out.
 	MaxConnections int
 	// ReadHeaderTimeout bounds the arrival of a request's headers,
 	// ReadTimeout of the whole request, WriteTimeout the writing of the
@@ -132,6 +134,7 @@ func (g *Guard) Close() { g.guesses.Close() }
 func (g *Guard) Server(next http.Handler, errorLog *log.Logger) *http.Server {
 	return &http.Server{
 		Handler:           g.Handler(next),
+		ConnContext:       withConn,
 		ReadHeaderTimeout: g.cfg.ReadHeaderTimeout,
 		ReadTimeout:       g.cfg.ReadTimeout,
 		WriteTimeout:      g.cfg.WriteTimeout,
@@ -141,12 +144,15 @@ func (g *Guard) Server(next http.Handler, errorLog *log.Logger) *http.Server {
 }
 
 // Listener returns ln with at most MaxConnections connections open at
-// once; past it, Accept waits until one closes.
+// once; past it, a new connection takes the place of the one that has
+// waited longest (at least MinWaiting) for its next request, and Accept
+// waits only while none has. Give the Server's connections no other
+// wrapper: Handler tells the listener which ones are being served.
 func (g *Guard) Listener(ln net.Listener) net.Listener {
-	return &limitListener{Listener: ln, slots: make(chan struct{}, g.cfg.MaxConnections), done: make(chan struct{}),
-		full: func() {
-			g.cfg.Limits.Hit("http_max_connections", g.cfg.MaxConnections, "web connections wait: too many open")
-		}}
+	return newLimitListener(ln, g.cfg.MaxConnections, func() {
+		g.cfg.Limits.Hit("http_max_connections", g.cfg.MaxConnections,
+			"web connections at their cap: the one that waited longest for a request makes room")
+	})
 }
 
 // Handler serves next behind the guard, in this order:
@@ -164,6 +170,7 @@ func (g *Guard) Listener(ln net.Listener) net.Listener {
 //     or a script, needs no token.
 func (g *Guard) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer serving(r)()
 		if !g.authenticate(w, r) {
 			return
 		}
