@@ -39,10 +39,11 @@ func (m *master) awaitStartupBuilds(ctx context.Context) bool {
 
 // latentStopped reports whether no latent slave has an instance.
 func (m *master) latentStopped() bool {
-	if m.lc == nil {
+	lc := m.lifecycle()
+	if lc == nil {
 		return true
 	}
-	for _, st := range m.lc.Statuses() {
+	for _, st := range lc.Statuses() {
 		if st.State != latent.Stopped && st.State != latent.Quarantined {
 			return false
 		}
@@ -64,12 +65,12 @@ func (m *master) shutdown(drain, stop time.Duration) error {
 	}
 	cancel()
 	var errs []error
-	if m.lc != nil {
+	if lc := m.lifecycle(); lc != nil {
 		m.progress("stopping every latent instance (up to %v)", stop)
 		ctx, cancel := context.WithTimeout(context.Background(), stop)
-		if err := m.lc.Shutdown(ctx); err != nil {
+		if err := lc.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("latent instances not stopped: %w", err))
-			m.lc.Close()
+			lc.Close()
 		}
 		cancel()
 	}

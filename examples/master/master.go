@@ -33,14 +33,15 @@ type master struct {
 	log      *slog.Logger
 	progress func(format string, args ...any)
 
-	mu      sync.Mutex                    // guards cfg, latents and drivers
+	mu      sync.Mutex                    // guards cfg, latents, drivers and lc
 	cfg     *config.Config                // the configuration applied last
 	latents map[string]latent.LatentSlave // the driver of each latent slave, by name
 	drivers []latent.LatentSlave          // every driver built, closed at shutdown
+	lc      *latent.Lifecycle             // nil until there is a latent slave: see startLifecycle
 
 	mgr       *slave.Manager
-	lc        *latent.Lifecycle // nil without latent slaves at start
-	driverEnv config.DriverEnv  // what a reload builds new drivers with
+	latentCfg latent.Config    // the Lifecycle's Logger, Notifier and Observe
+	driverEnv config.DriverEnv // what a reload builds new drivers with
 	status    *status.Status
 	history   *builds.History
 	runner    *builds.Runner
@@ -121,18 +122,16 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 		return nil, err
 	}
 	cleanup = append(cleanup, func() { m.mgr.Close() })
-	if len(m.drivers) > 0 {
-		lcfg := cfg.Lifecycle
-		lcfg.Logger, lcfg.Notifier = log, notifier
-		lcfg.Observe = func(ev latent.Event) {
-			metrics.ObserveLatent(ev)
-			m.latentProgress(ev)
-			select {
-			case m.latentC <- struct{}{}:
-			default:
-			}
+	m.latentCfg = latent.Config{Logger: log, Notifier: notifier, Observe: func(ev latent.Event) {
+		metrics.ObserveLatent(ev)
+		m.latentProgress(ev)
+		select {
+		case m.latentC <- struct{}{}:
+		default:
 		}
-		if m.lc, err = latent.New(m.mgr, lcfg, m.drivers...); err != nil {
+	}}
+	if len(m.drivers) > 0 {
+		if err := m.startLifecycle(cfg, m.drivers); err != nil {
 			return nil, err
 		}
 	}
@@ -148,7 +147,7 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 	wcfg := cfg.Web
 	wcfg.Limits, wcfg.Logger = limits, log
 	m.guard = web.New(wcfg)
-	m.status = status.New(status.Config{Manager: m.mgr, Lifecycle: m.lc, Builds: hist, Builders: m.runner.Builders,
+	m.status = status.New(status.Config{Manager: m.mgr, Lifecycle: m.lifecycle, Builds: hist, Builders: m.runner.Builders,
 		PageBuilds: cfg.PageBuilds, ForcePath: forcePath, FormToken: m.guard.Token, Metrics: metrics, Logger: log,
 		LatentKind: m.latentKind, MaxReasonLength: cfg.BuildLimits.MaxReasonLength, Limits: limits, Cluster: m.clusterView()})
 	mux := http.NewServeMux()
@@ -226,6 +225,31 @@ func closeDriver(d latent.LatentSlave) {
 	if c, ok := d.(io.Closer); ok {
 		_ = c.Close() // nothing left to do with the error
 	}
+}
+
+// startLifecycle creates the master's Lifecycle over drivers, with cfg's
+// [master] settings (and the cluster's Starter): at start when there are
+// latent slaves, else at the reload that adds the first.
+func (m *master) startLifecycle(cfg *config.Config, drivers []latent.LatentSlave) error {
+	m.clusterLifecycle(cfg)
+	lcfg := cfg.Lifecycle
+	lcfg.Logger, lcfg.Notifier, lcfg.Observe = m.latentCfg.Logger, m.latentCfg.Notifier, m.latentCfg.Observe
+	lc, err := latent.New(m.mgr, lcfg, drivers...)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.lc = lc
+	m.mu.Unlock()
+	return nil
+}
+
+// lifecycle returns the master's Lifecycle, nil while it has had no
+// latent slave.
+func (m *master) lifecycle() *latent.Lifecycle {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lc
 }
 
 // config returns the configuration applied last.

@@ -205,13 +205,6 @@ slaves = ["s1", "s2"]
 			t.Errorf("s1 detached during the reconfiguration: %v", ev.Err)
 		}
 	}
-
-	// A builder on a latent slave the master did not start with is refused.
-	bad := after + "[[latent_slaves]]\nkind = \"local\"\nname = \"l9\"\n[[builders]]\nname = \"three\"\nslaves = [\"l9\"]\n  [[builders.steps]]\n  shell = \"true\"\n"
-	bad = strings.Replace(bad, "[master]", "[master]\nmaster_id = \"x\"", 1)
-	if err := m.reconfigure(testConfig(t, bad)); err == nil || !strings.Contains(err.Error(), "l9") {
-		t.Errorf("reconfigure with a new latent slave's builder = %v", err)
-	}
 }
 
 func TestShutdownDrainsABuildAndStopsLatentSlaves(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"strings"
 
 	"github.com/buildslave/buildslave/examples/master/internal/config"
 	"github.com/buildslave/buildslave/latent"
@@ -31,7 +30,10 @@ func (m *master) reload(load func() (*config.Config, error)) {
 // its new settings at its next start, a removed one is stopped once its
 // builds end, then forgotten), the builders and the schedulers replaced.
 // The [master] and [mail] tables cannot change without a restart: a
-// change is logged, and the running ones stay.
+// change is logged, and the running ones stay; but on a master that has
+// had no latent slave yet, the Lifecycle the first ones need is created
+// with cfg's [master] settings (master_id, max_starting, ...), which no
+// running part has used.
 func (m *master) reconfigure(cfg *config.Config) error {
 	old := m.config()
 	if !reflect.DeepEqual(old.Raw.Master, cfg.Raw.Master) {
@@ -44,10 +46,19 @@ func (m *master) reconfigure(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	if m.lc != nil {
-		if err := m.lc.Reconfigure(drivers...); err != nil {
-			return err
+	switch lc := m.lifecycle(); {
+	case lc != nil:
+		err = lc.Reconfigure(drivers...)
+	case len(drivers) > 0:
+		if err = m.startLifecycle(cfg, drivers); err == nil {
+			m.log.Info("first latent slaves: their Lifecycle starts with this file's [master] settings", "master_id", cfg.Lifecycle.MasterID)
 		}
+	}
+	if err != nil {
+		for _, d := range built {
+			closeDriver(d)
+		}
+		return err
 	}
 	m.mu.Lock()
 	m.drivers = append(m.drivers, built...)
@@ -73,17 +84,9 @@ func (m *master) reconfigure(cfg *config.Config) error {
 // latentDrivers returns the drivers of cfg's latent slaves: the running
 // one of each slave whose entry did not change, a new one for each that
 // is new or changed (also returned as built). It refuses, before
-// anything changes, what a reload cannot do: a first latent slave on a
-// master that started without any, and a static slave under the name of
-// a latent slave that still has an instance.
+// anything changes, what a reload cannot do: a static slave under the
+// name of a latent slave that still has an instance.
 func (m *master) latentDrivers(old, cfg *config.Config) (drivers, built []latent.LatentSlave, err error) {
-	if m.lc == nil && len(cfg.Latents) > 0 {
-		names := make([]string, 0, len(cfg.Latents))
-		for _, l := range cfg.Latents {
-			names = append(names, l.Name)
-		}
-		return nil, nil, fmt.Errorf("latent slaves %s: this master started without any; restart it to add the first", strings.Join(names, ", "))
-	}
 	running := map[string]config.Latent{}
 	for _, l := range old.Latents {
 		running[l.Name] = l
@@ -105,11 +108,12 @@ func (m *master) latentDrivers(old, cfg *config.Config) (drivers, built []latent
 		drivers = append(drivers, d)
 		built = append(built, d)
 	}
+	lc := m.lifecycle()
 	for _, s := range cfg.Slaves {
-		if _, ok := running[s.Name()]; !ok || m.lc == nil {
+		if _, ok := running[s.Name()]; !ok || lc == nil {
 			continue
 		}
-		if st, ok := m.lc.Status(s.Name()); ok && st.State != latent.Stopped && st.State != latent.Quarantined {
+		if st, ok := lc.Status(s.Name()); ok && st.State != latent.Stopped && st.State != latent.Quarantined {
 			errs = append(errs, fmt.Errorf("slave %s: it is a latent slave with an instance (%s): reload again once it has stopped", s.Name(), st.State))
 		}
 	}

@@ -26,7 +26,7 @@ import (
 func guarded(t *testing.T, f *fixture) http.Handler {
 	t.Helper()
 	guard := web.New(web.Config{Limits: limit.New(quiet)})
-	st := status.New(status.Config{Manager: f.m, Lifecycle: f.lc, FormToken: guard.Token,
+	st := status.New(status.Config{Manager: f.m, Lifecycle: f.lifecycle, FormToken: guard.Token,
 		MaxReasonLength: 64, Registry: prometheus.NewRegistry(), Logger: quiet})
 	t.Cleanup(st.Close)
 	return guard.Handler(st.Handler())

@@ -126,7 +126,7 @@ func newFixture(t testing.TB, boot latenttest.Boot, notifier notify.Notifier) *f
 	}
 	f.st = status.New(status.Config{
 		Manager:   f.m,
-		Lifecycle: f.lc,
+		Lifecycle: f.lifecycle,
 		Builds:    f.builds,
 		Builders:  func() []string { return []string{"hello", `"><script>alert(2)</script>`} },
 		ForcePath: "/force",
@@ -151,6 +151,9 @@ func newFixture(t testing.TB, boot latenttest.Boot, notifier notify.Notifier) *f
 	})
 	return f
 }
+
+// lifecycle is the fixture's Lifecycle, as status.Config.Lifecycle.
+func (f *fixture) lifecycle() *latent.Lifecycle { return f.lc }
 
 func mustSlave(t testing.TB, name string, opts ...slave.Option) *slave.Slave {
 	t.Helper()

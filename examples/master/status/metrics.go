@@ -111,9 +111,10 @@ func (x *Metrics) watch(m *slave.Manager) {
 	)
 }
 
-// watchLatent registers the gauge of lc's running instances, labelled
-// with kind's answer for each latent slave.
-func (x *Metrics) watchLatent(lc *latent.Lifecycle, kind func(slave string) string) {
+// watchLatent registers the gauge of the running instances of the
+// Lifecycle lc returns at each scrape (none while it returns nil),
+// labelled with kind's answer for each latent slave.
+func (x *Metrics) watchLatent(lc func() *latent.Lifecycle, kind func(slave string) string) {
 	x.reg.MustRegister(&instancesCollector{lc: lc, kind: kind, desc: prometheus.NewDesc(
 		"buildslave_latent_instances_running",
 		"Latent instances that exist now (started and not yet stopped), by driver kind: local, ec2, libvirt.",
@@ -124,7 +125,7 @@ func (x *Metrics) watchLatent(lc *latent.Lifecycle, kind func(slave string) stri
 // scrape. Every kind of a configured latent slave is reported, 0 when
 // none of its instances runs.
 type instancesCollector struct {
-	lc   *latent.Lifecycle
+	lc   func() *latent.Lifecycle
 	kind func(slave string) string
 	desc *prometheus.Desc
 }
@@ -134,8 +135,12 @@ var _ prometheus.Collector = (*instancesCollector)(nil)
 func (c *instancesCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *instancesCollector) Collect(ch chan<- prometheus.Metric) {
+	lc := c.lc()
+	if lc == nil {
+		return
+	}
 	running := map[string]int{}
-	for _, st := range c.lc.Statuses() {
+	for _, st := range lc.Statuses() {
 		k := "unknown"
 		if c.kind != nil {
 			if s := c.kind(st.Name); s != "" {

@@ -61,8 +61,11 @@ type Builds interface {
 type Config struct {
 	// Manager is the slave manager whose slaves the page lists; required.
 	Manager *slave.Manager
-	// Lifecycle, if set, adds its latent slaves' states to their rows.
-	Lifecycle *latent.Lifecycle
+	// Lifecycle, if set, returns the Lifecycle whose latent slaves'
+	// states the rows and the gauge of running instances show, or nil
+	// while there is none; it is called for every page and every scrape,
+	// so that a Lifecycle a reconfiguration created shows.
+	Lifecycle func() *latent.Lifecycle
 	// Builds, if set, gives the recent builds.
 	Builds Builds
 	// PageBuilds is how many builds a page shows; "?before=ID" asks for
@@ -282,8 +285,8 @@ func (s *Status) snapshot(before int) Snapshot {
 // from the web; it forgets the reasons of slaves no longer paused.
 func (s *Status) slaves() []Slave {
 	latents := map[string]latent.Status{}
-	if s.cfg.Lifecycle != nil {
-		for _, st := range s.cfg.Lifecycle.Statuses() {
+	if lc := s.lifecycle(); lc != nil {
+		for _, st := range lc.Statuses() {
 			latents[st.Name] = st
 		}
 	}
@@ -306,6 +309,14 @@ func (s *Status) slaves() []Slave {
 		}
 	}
 	return rows
+}
+
+// lifecycle returns the Lifecycle whose states the page shows now, or nil.
+func (s *Status) lifecycle() *latent.Lifecycle {
+	if s.cfg.Lifecycle == nil {
+		return nil
+	}
+	return s.cfg.Lifecycle()
 }
 
 // row is the Slave of st, with ls if the slave is latent.

@@ -235,3 +235,25 @@ func TestRoutes(t *testing.T) {
 		}
 	}
 }
+
+// The page, the JSON and the gauge of running instances show the
+// Lifecycle that Config.Lifecycle returns at each call: none while it
+// returns nil, and one that appears later (as a reload creates it) from
+// the next page on.
+func TestLifecycleFollowed(t *testing.T) {
+	f := newFixture(t, latenttest.Boot{}, &recorder{})
+	lc := f.lc
+	f.lc = nil
+	if s := slaveJSON(t, f.st.Handler(), "local1"); s.Latent != nil {
+		t.Errorf("local1 with no Lifecycle: latent %+v", s.Latent)
+	}
+	wantSeries(t, f, "buildslave_latent_instances_running")
+	f.lc = lc
+	if s := slaveJSON(t, f.st.Handler(), "local1"); s.Latent == nil || s.State != "stopped" {
+		t.Errorf("local1 once the Lifecycle exists: state %q, latent %+v", s.State, s.Latent)
+	}
+	if !strings.Contains(rowOf(t, get(t, f.st.Handler(), "/").Body.String(), "slave-local1"), "stopped") {
+		t.Error("the page's row of local1 does not say stopped")
+	}
+	wantSeries(t, f, "buildslave_latent_instances_running", `buildslave_latent_instances_running{kind="ec2"} 0`)
+}
