@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -25,7 +26,7 @@ func TestOurConfig(t *testing.T) {
 	}
 	addrs := benchcfg.Addrs{PB: "127.0.0.1:1", Msgpack: "127.0.0.1:2", HTTP: "127.0.0.1:3"}
 	for name, c := range map[string]benchcfg.Config{
-		"storm":      benchcfg.Storm(addrs, 3, pw),
+		"storm":      benchcfg.Storm(addrs, 3, pw, time.Minute),
 		"throughput": benchcfg.Throughput(addrs, 2, pw),
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -63,7 +64,7 @@ func TestOurConfig(t *testing.T) {
 			known := map[string][]string{
 				"":           {"master", "slaves", "builders", "schedulers"},
 				"master":     {"listen", "listen_msgpack", "http", "master_id"},
-				"slaves":     {"name", "password", "password_file", "max_builds"},
+				"slaves":     {"name", "password", "password_file", "max_builds", "keepalive_interval"},
 				"builders":   {"name", "slaves", "steps"},
 				"steps":      {"name", "shell"},
 				"schedulers": {"builder", "periodic", "at_start"},

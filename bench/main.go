@@ -49,6 +49,8 @@ type options struct {
 	attachTimeout time.Duration
 	keep          bool
 	oneAddress    bool
+	idle          time.Duration // after our storms, measure the idle master's CPU so long (0: not)
+	keepalive     time.Duration // the slaves' keepalive_interval with -idle
 }
 
 func main() {
@@ -66,6 +68,8 @@ func main() {
 	flag.BoolVar(&o.skipBuilds, "skip-builds", false, "skip the build-throughput run")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (logs, configs, the stock masters' twistd.log)")
 	flag.BoolVar(&o.oneAddress, "one-address", false, "storms: every slave dials from 127.0.0.1 (default: each from a loopback address of its own, as a fleet of hosts)")
+	flag.DurationVar(&o.idle, "idle", 0, "after each storm of ours, wait one -keepalive interval, then measure the master's CPU over this window with every slave idle but for keepalives (0: not)")
+	flag.DurationVar(&o.keepalive, "keepalive", time.Minute, "with -idle: the slaves' keepalive_interval")
 	flag.Parse()
 	o.ns, o.concs = ints("n", *nlist, 1), ints("concurrency", *clist, 0)
 	for _, p := range strings.Split(*plist, ",") {
@@ -165,6 +169,9 @@ func bench(ctx context.Context, o options) (err error) {
 			}
 		}
 		printStorm(os.Stdout, proto, rows)
+		if o.idle > 0 {
+			printIdle(os.Stdout, proto, o, rows)
+		}
 	}
 	for _, proto := range o.protocols {
 		if o.skipBuilds {
@@ -237,6 +244,8 @@ type stormResult struct {
 	rssBefore, rssAfter int // kB
 	cpuSeconds          float64
 	timeout             time.Duration
+	idleCPU             float64 // with -idle: CPU seconds over the idle window
+	idleSeconds         float64 // the window, measured
 }
 
 type stormRow struct {
@@ -260,7 +269,11 @@ func storm(ctx context.Context, work, which, proto string, n, conc int, timeout 
 		if err := os.WriteFile(pw, []byte(password+"\n"), 0o600); err != nil {
 			return r, err
 		}
-		m, err = startOurs(ctx, bins.ours, dir, proto, func(a benchcfg.Addrs) benchcfg.Config { return benchcfg.Storm(a, n, pw) })
+		var keepalive time.Duration
+		if o.idle > 0 {
+			keepalive = o.keepalive
+		}
+		m, err = startOurs(ctx, bins.ours, dir, proto, func(a benchcfg.Addrs) benchcfg.Config { return benchcfg.Storm(a, n, pw, keepalive) })
 	}
 	if err != nil {
 		return r, err
@@ -307,6 +320,16 @@ func storm(ctx context.Context, work, which, proto string, n, conc int, timeout 
 		r.rssBefore, r.rssAfter, r.cpuSeconds)
 	if r.errors > 0 {
 		logf("storm %s %s N=%d concurrency=%d: %d failed dials or connections (see %s)", proto, which, n, conc, r.errors, filepath.Join(dir, "loadslave.log"))
+	}
+	if o.idle > 0 && which == "ours" {
+		logf("storm %s ours N=%d concurrency=%d: idle, keepalive_interval %v: waiting one interval, then measuring for %v", proto, n, conc, o.keepalive, o.idle)
+		sleep(ctx, o.keepalive) // the first keepalives, one interval after each attach, are under way
+		cpuA, _ := cpuSeconds(m.PID())
+		t0 := time.Now()
+		sleep(ctx, o.idle)
+		cpuB, _ := cpuSeconds(m.PID())
+		r.idleCPU, r.idleSeconds = cpuB-cpuA, time.Since(t0).Seconds()
+		logf("storm %s ours N=%d concurrency=%d: idle: %.2f s CPU in %.0f s, %.2f %% of a core", proto, n, conc, r.idleCPU, r.idleSeconds, 100*r.idleCPU/r.idleSeconds)
 	}
 	lg.close()
 	return r, nil

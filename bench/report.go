@@ -88,6 +88,26 @@ func printStorm(w io.Writer, proto string, rows []stormRow) {
 	}
 }
 
+// printIdle prints our master's CPU while the slaves of each storm were
+// idle but for keepalives (-idle).
+func printIdle(w io.Writer, proto string, o options, rows []stormRow) {
+	fmt.Fprintf(w, "\nIdle slaves over %s, keepalive_interval %v, after each storm of ours: master CPU over %v (ours = examples/master)\n\n",
+		protocolName(proto), o.keepalive, o.idle)
+	fmt.Fprintln(w, "| N | at once | master CPU | % of a core |")
+	fmt.Fprintln(w, "|---|---|---|---|")
+	for _, r := range rows {
+		if !r.ours.ran || r.ours.idleSeconds == 0 {
+			continue
+		}
+		conc := "all"
+		if r.conc > 0 && r.conc < r.n {
+			conc = fmt.Sprint(r.conc)
+		}
+		fmt.Fprintf(w, "| %d | %s | %.2f s in %.0f s | %.2f %% |\n", r.n, conc, r.ours.idleCPU, r.ours.idleSeconds,
+			100*r.ours.idleCPU/r.ours.idleSeconds)
+	}
+}
+
 func printThroughput(w io.Writer, proto string, o options, stock, ours throughputResult) {
 	fmt.Fprintf(w, "\nBuild throughput over %s: %d slaves, each build one `true` shell step, %v measured after %v warm-up (ours = examples/master)\n\n",
 		protocolName(proto), o.k, o.span, o.warmup)

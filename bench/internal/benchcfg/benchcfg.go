@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"text/template"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -54,6 +55,8 @@ type Slave struct {
 	// PasswordFile is read instead of Password when set.
 	PasswordFile string `toml:"password_file,omitempty"`
 	MaxBuilds    int    `toml:"max_builds,omitempty"`
+	// KeepaliveInterval is a Go duration ("60s"); empty for the default.
+	KeepaliveInterval string `toml:"keepalive_interval,omitempty"`
 }
 
 // Builder is one [[builders]] entry.
@@ -86,12 +89,17 @@ const Prefix = "s"
 // Storm is the attach-storm configuration of our master: n slaves, all in
 // one builder "b1" whose step runs `true`, no schedulers, both protocols
 // on a.PB and a.Msgpack. The password is read from passwordFile, so the
-// TOML file holds no secret.
-func Storm(a Addrs, n int, passwordFile string) Config {
+// TOML file holds no secret. A keepalive interval of 0 leaves the slaves
+// the master's default.
+func Storm(a Addrs, n int, passwordFile string, keepalive time.Duration) Config {
 	c := Config{Master: a.master()}
 	b := Builder{Name: "b1", Steps: []Step{{Name: "true", Shell: "true"}}}
+	ka := ""
+	if keepalive > 0 {
+		ka = keepalive.String()
+	}
 	for i := range n {
-		c.Slaves = append(c.Slaves, Slave{Name: SlaveName(i), PasswordFile: passwordFile})
+		c.Slaves = append(c.Slaves, Slave{Name: SlaveName(i), PasswordFile: passwordFile, KeepaliveInterval: ka})
 		b.Slaves = append(b.Slaves, SlaveName(i))
 	}
 	c.Builders = []Builder{b}
