@@ -68,14 +68,18 @@ type MissingNotice struct {
 // already attached stay.
 var ErrUnclaimed = errors.New("cannot record this master as the slave's owner; serving only the slaves it holds")
 
-// gateTimeout bounds a Release.
+// gateTimeout bounds a Release, and a Claim with twice the
+// DuplicatePingTimeout on top (the owner's ping and the answer): a Gate
+// whose store does not answer is down, not waited for.
 const gateTimeout = 10 * time.Second
 
 // claim asks the Gate for name before c attaches; e.attachLock is held.
 // A failure to record an owner is logged once per change of the Gate's
 // state, not once per refused login.
 func (m *Manager) claim(ctx context.Context, name string, c Conn) error {
-	err := m.cfg.Gate.Claim(ctx, name)
+	cctx, cancel := context.WithTimeout(ctx, gateTimeout+2*m.cfg.DuplicatePingTimeout)
+	err := m.cfg.Gate.Claim(cctx, name)
+	cancel()
 	down := err != nil && !errors.Is(err, ErrDuplicate) && ctx.Err() == nil && c.Context().Err() == nil
 	m.mu.Lock()
 	changed := down != m.gateDown
