@@ -6,7 +6,9 @@
 //
 // Every flag can also come from the environment (BUILDSLAVE_MASTER,
 // BUILDSLAVE_PROTOCOL, BUILDSLAVE_NAME, BUILDSLAVE_PASSWORD, BUILDSLAVE_BASEDIR, BUILDSLAVE_TLS,
-// BUILDSLAVE_CA, BUILDSLAVE_MAX_REFUSALS); flags win. See README.md.
+// BUILDSLAVE_CA, BUILDSLAVE_MAX_REFUSALS); flags win. -master takes several
+// masters separated by commas (a:9989,b:9989): the slave moves on to the
+// next one when its connection is lost or a dial fails. See README.md.
 package main
 
 import (
