@@ -9,7 +9,9 @@
 //
 // The codec is written for a peer that may be hostile: banana tokens,
 // lists and strings are bounded before anything is read for them, the
-// memory one message may take is bounded by its size (Limits), jelly is
+// memory one message may take is bounded by its size (Limits) and, with
+// the messages of every other connection of a Server, by one shared
+// budget (BrokerConfig.Budget, package protocol/budget), jelly is
 // decoded into plain Go values only (a jelly naming a class, module or
 // instance is refused), and a call on an object the peer was never given
 // ends the connection.

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
@@ -223,24 +221,7 @@ func TestConnRefusesCostlyFrames(t *testing.T) {
 		}
 	})
 
-	served := make(chan error, 1)
-	up := &Upgrader{WebSocketConfig{Decode: DecodeLimits{MaxValues: 20}}}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tr, err := up.Upgrade(w, r)
-		if err != nil {
-			served <- err
-			return
-		}
-		served <- NewConn(tr, echoHandler).Serve()
-	}))
-	defer srv.Close()
-	d := &Dialer{}
-	tr, err := d.Dial(t.Context(), "ws"+strings.TrimPrefix(srv.URL, "http"), "s1", "pw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := NewConn(tr, echoHandler)
-	wait := serve(c)
+	c, _, served := dialServed(t, &Upgrader{WebSocketConfig{Decode: DecodeLimits{MaxValues: 20}}}, echoHandler)
 	if _, err := c.Call(t.Context(), "echo", map[string]any{"value": make([]any, 5)}); err != nil {
 		t.Fatalf("call within the bound: %v", err)
 	}
@@ -248,6 +229,4 @@ func TestConnRefusesCostlyFrames(t *testing.T) {
 	if err := <-served; !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "more than 20 values") {
 		t.Errorf("server's Serve = %v, want the bound on values", err)
 	}
-	c.Close()
-	wait()
 }
