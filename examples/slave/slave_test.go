@@ -134,9 +134,11 @@ func TestBinaryMovesToTheNextMaster(t *testing.T) {
 	one, two := mastertest.New(t, "bot", password, false), mastertest.New(t, "bot", password, false)
 	s := startBinary(t, buildSlave(t), dead+","+one.Addr()+","+two.Addr(), one)
 	s.conn.Attach(t, s.basedir)
+	lost := time.Now()
 	one.Close()
 	s.conn = two.Next(t)
 	s.conn.Attach(t, s.basedir)
+	t.Logf("attached to the next master %v after the first went away (back-off: 1 s, drawn from its upper half)", time.Since(lost))
 	if run := s.conn.Command(t, "echo", "shell", map[string]any{"workdir": s.basedir, "command": "echo on-the-second"}); run.Stream("stdout") != "on-the-second\n" {
 		t.Errorf("on the second master: rc %d stdout %q", run.RC, run.Stream("stdout"))
 	}
