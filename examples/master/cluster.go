@@ -63,8 +63,10 @@ func (m *master) clusterLifecycle(cfg *config.Config) {
 	}
 }
 
-// runCluster starts the leader campaign and the dispatcher of queued
-// builds, once the manager, the lifecycle and the runner exist.
+// runCluster starts the leader campaign (the leader stops dead masters'
+// latent instances and sends their slaves' missing notices) and the
+// dispatcher of queued builds, once the manager, the lifecycle and the
+// runner exist.
 func (m *master) runCluster() {
 	c := m.cluster
 	if c == nil {
@@ -74,7 +76,11 @@ func (m *master) runCluster() {
 	claimCtx, stopClaims := context.WithCancel(context.Background())
 	c.stopLead, c.stopClaims = stopLead, stopClaims
 	c.wg.Go(func() {
-		err := c.member.Lead(leadCtx, cluster.LeaderConfig{Stopper: cluster.StopperFunc(m.stopIntent)})
+		err := c.member.Lead(leadCtx, cluster.LeaderConfig{Stopper: cluster.StopperFunc(m.stopIntent),
+			WhileLeading: func(ctx context.Context) {
+				// the missing notices of masters that died, once each
+				c.member.SweepMissing(ctx, m.latentCfg.Notifier.SlaveMissing) //nolint:errcheck // ctx's error
+			}})
 		if err != nil {
 			m.log.Error("cluster: no longer campaigning to lead", "err", err)
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/buildslave/buildslave/cluster/clustertest"
 	"github.com/buildslave/buildslave/examples/master/status"
 	"github.com/buildslave/buildslave/internal/testlog"
+	"github.com/buildslave/buildslave/notify/notifytest"
 )
 
 // childMaster is an example master run as a separate process.
@@ -63,9 +65,12 @@ func (cm *childMaster) status(t *testing.T) *status.Cluster {
 // runs a build on its latent slave l1. kill -9 a: another master leads,
 // a's build request is marked lost with a reason, s1 (our Go slave, given
 // the three masters) attaches to b, the new leader stops a's latent
-// instance.
+// instance, and s2, which left a just before and never comes back, gets
+// exactly one missing mail, from the leader.
 func TestClusterKillAMaster(t *testing.T) {
 	etcd := clustertest.StartProcs(t, 3)
+	smtp := notifytest.NewSMTPServer(nil)
+	t.Cleanup(smtp.Close)
 	endpoints, _ := json.Marshal(etcd.Endpoints)
 	config := func(id, builders string) string {
 		return fmt.Sprintf(`
@@ -78,17 +83,24 @@ basedir = %q
 etcd = %s
 master_id = %q
 lease_ttl = "2s"
+[mail]
+fromaddr = "ci@example.com"
+relayhost = %q
 [[slaves]]
 name = "s1"
 password = "pw1"
+notify_on_missing = "admin@example.com"
+missing_timeout = "6s"
 [[slaves]]
 name = "s2"
 password = "pw2"
+notify_on_missing = "admin@example.com"
+missing_timeout = "6s"
 [[latent_slaves]]
 kind = "local"
 name = "l1"
 build_wait_timeout = "-1s"
-%s`, t.TempDir(), endpoints, id, builders)
+%s`, t.TempDir(), endpoints, id, smtp.Addr, builders)
 	}
 	// Only a has the builder: the build forced on a runs on a.
 	a := startClusterMaster(t, "a", config("a", "[[builders]]\nname = \"long\"\nslaves = [\"l1\"]\n  [[builders.steps]]\n  shell = \"sleep 60\"\n"))
@@ -123,7 +135,15 @@ build_wait_timeout = "-1s"
 	pgid, _ := strconv.Atoi(m[1])
 	t.Cleanup(func() { syscall.Kill(-pgid, syscall.SIGKILL) })
 
-	stopS2() // s2 goes with a and never comes back
+	stopS2() // s2 leaves a and never comes back: a records the notice it is owed
+	eventually(t, 10*time.Second, "s2 released by a", func() bool {
+		for _, o := range b.status(t).Owners {
+			if o.Slave == "s2" {
+				return false
+			}
+		}
+		return true
+	})
 	a.kill()
 	killed := time.Now()
 
@@ -152,4 +172,25 @@ build_wait_timeout = "-1s"
 			len(b.err.Matching("leader stopped a dead master's latent instance", "slave=l1"))+len(c.err.Matching("leader stopped a dead master's latent instance", "slave=l1")) == 1
 	})
 	t.Logf("a's instance stopped %v after kill -9 a", time.Since(killed).Round(100*time.Millisecond))
+
+	// a died before s2's missing_timeout: the leader's sweep sends its
+	// notice, once; none for s1, which came back.
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if _, err := smtp.Wait(ctx, 1); err != nil {
+		t.Fatalf("no missing mail for s2: %v\nb:\n%s\nc:\n%s", err, b.err, c.err)
+	}
+	t.Logf("missing mail for s2 %v after kill -9 a (missing_timeout 6 s)", time.Since(killed).Round(100*time.Millisecond))
+	// Wait past the deadline of any second notice (s1's would have been
+	// due 6 s after the kill; a second send of s2's would follow at the next
+	// sweep, one lease TTL later): none may come.
+	for deadline := killed.Add(10 * time.Second); time.Now().Before(deadline) && len(smtp.Messages()) == 1; {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if msgs := smtp.Messages(); len(msgs) != 1 || !strings.Contains(msgs[0].Subject, "s2") {
+		for _, m := range msgs {
+			t.Logf("mail: %s", m.Subject)
+		}
+		t.Fatalf("%d mails, want exactly one, for s2", len(msgs))
+	}
 }

@@ -29,11 +29,11 @@ func (m *master) reload(load func() (*config.Config, error)) {
 // through Lifecycle.Reconfigure (a new one is added, a changed one takes
 // its new settings at its next start, a removed one is stopped once its
 // builds end, then forgotten), the builders and the schedulers replaced.
-// The [master] and [mail] tables cannot change without a restart: a
-// change is logged, and the running ones stay; but on a master that has
-// had no latent slave yet, the Lifecycle the first ones need is created
-// with cfg's [master] settings (master_id, max_starting, ...), which no
-// running part has used.
+// The [master], [mail] and [cluster] tables cannot change without a
+// restart: a change is logged, and the running ones stay; but on a master
+// that has had no latent slave yet, the Lifecycle the first ones need is
+// created with cfg's [master] settings (master_id, max_starting, ...),
+// which no running part has used.
 func (m *master) reconfigure(cfg *config.Config) error {
 	old := m.config()
 	if !reflect.DeepEqual(old.Raw.Master, cfg.Raw.Master) {
@@ -42,6 +42,10 @@ func (m *master) reconfigure(cfg *config.Config) error {
 	if !reflect.DeepEqual(old.Raw.Mail, cfg.Raw.Mail) {
 		m.log.Warn("[mail] changed: it takes effect at the next start; the running notifier stays")
 	}
+	if !reflect.DeepEqual(old.Raw.Cluster, cfg.Raw.Cluster) {
+		m.log.Warn("[cluster] changed: it takes effect at the next start; this master stays in the cluster it joined")
+	}
+	m.clusterLifecycle(cfg)
 	drivers, built, err := m.latentDrivers(old, cfg)
 	if err != nil {
 		return err
@@ -73,7 +77,7 @@ func (m *master) reconfigure(cfg *config.Config) error {
 	m.runner.SetBuilders(cfg.Builders)
 	m.scheds.Replace(cfg.Schedules)
 	kept := *cfg
-	kept.Raw.Master, kept.Raw.Mail = old.Raw.Master, old.Raw.Mail
+	kept.Raw.Master, kept.Raw.Mail, kept.Raw.Cluster, kept.Cluster = old.Raw.Master, old.Raw.Mail, old.Raw.Cluster, old.Cluster
 	kept.Listen, kept.ListenMsgpack, kept.HTTP, kept.TLS, kept.TLSCert, kept.Basedir = old.Listen, old.ListenMsgpack, old.HTTP, old.TLS, old.TLSCert, old.Basedir
 	m.mu.Lock()
 	m.cfg = &kept
