@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/buildslave/buildslave/protocol/budget"
 	"github.com/buildslave/buildslave/protocol/wire"
 	"github.com/buildslave/buildslave/slave"
 )
@@ -102,6 +103,8 @@ func (c *Conn) logEnd(cause error) {
 	switch {
 	case errors.Is(cause, wire.ErrMalformed), errors.Is(cause, wire.ErrTooLarge):
 		log.Warn("slave sent bad input; connection dropped", "reason", cause.Error())
+	case errors.Is(cause, budget.ErrExhausted):
+		log.Warn("slave message got no memory in time; connection dropped", "reason", cause.Error())
 	case errors.As(c.attachErr, &refused):
 		// The manager logged why.
 	case c.attachErr != nil:

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/buildslave/buildslave/protocol/budget"
 	"github.com/buildslave/buildslave/protocol/connlimit"
 	"github.com/buildslave/buildslave/protocol/wire"
 	"github.com/buildslave/buildslave/slave"
@@ -95,13 +96,18 @@ type Handler struct {
 	// AttachTimeout bounds the whole attach sequence, including the
 	// manager's check of a duplicate name. DefaultAttachTimeout if 0.
 	AttachTimeout time.Duration
-	// WebSocket sets message size limit, write timeout and buffer size.
+	// WebSocket sets message size limit, write timeout, buffer size,
+	// decoding limits and the memory budget that all connections'
+	// messages share (WebSocket.Budget): nil means a budget of
+	// budget.DefaultSize of the Handler's own. A master with several
+	// transports may give them one.
 	WebSocket wire.WebSocketConfig
 	// Logger gets one line per connection that fails or misbehaves;
 	// slog.Default() if nil.
 	Logger *slog.Logger
 
 	mu     sync.Mutex
+	budget *budget.Budget     // WebSocket.Budget, or the Handler's own
 	conns  map[*Conn]struct{} // open connections
 	active int                // upgrades and connections in progress
 	closed bool
@@ -156,18 +162,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	up := wire.Upgrader{WebSocketConfig: h.WebSocket}
 	h.mu.Lock()
 	closed := h.closed
 	if !closed {
 		h.active++
 	}
+	if h.budget == nil {
+		if h.budget = h.WebSocket.Budget; h.budget == nil {
+			h.budget = budget.New(0, 0)
+		}
+	}
+	up.Budget = h.budget
 	h.mu.Unlock()
 	if closed {
 		endLogin()
 		http.Error(w, "master shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	up := wire.Upgrader{WebSocketConfig: h.WebSocket}
 	t, err := up.Upgrade(w, r)
 	if err != nil {
 		endLogin()

@@ -9,6 +9,8 @@ import (
 	"math"
 	"sync"
 	"unicode/utf8"
+
+	"github.com/buildslave/buildslave/protocol/budget"
 )
 
 // Banana's type bytes: each token is a base-128 number (low digit first,
@@ -136,11 +138,19 @@ type reader struct {
 	lim     Limits
 	read    int // bytes of the current message read so far
 	alloc   int // bytes charged to the current message
+	// share is the current message's share of a memory budget shared with
+	// other connections: it reserves once its charges pass
+	// unreservedAlloc, and the message holds what it took until handled.
+	share budget.Reservation
 }
 
-// newReader reads banana from src within lim.
-func newReader(src io.Reader, lim Limits) *reader {
-	return &reader{src: src, lim: lim.withDefaults()}
+// unreservedAlloc is what a message may take before it reserves from the
+// memory budget: every connection may hold that much outside it.
+const unreservedAlloc = 256 << 10
+
+// newReader reads banana from src within lim and res's budget.
+func newReader(src io.Reader, lim Limits, res budget.Reservation) *reader {
+	return &reader{src: src, lim: lim.withDefaults(), share: res}
 }
 
 // await waits for the first byte of the next message. On an idle
@@ -168,13 +178,19 @@ func (r *reader) await() error {
 	}
 }
 
-// idle gives the buffer back if nothing is left in it; the next message
-// takes one again.
+// idle ends a message: it gives back what the message reserved beyond
+// what it took, and the buffer if nothing is left in it (the next message
+// takes one again).
 func (r *reader) idle() {
+	r.share.Shrink(int64(r.alloc))
 	if r.r != nil && r.src != nil && r.r.Buffered() == 0 {
 		r.drop()
 	}
 }
+
+// release gives back what the last message reserved; call it once the
+// message is handled.
+func (r *reader) release() { r.share.Release() }
 
 // drop gives the buffer back, with whatever it holds.
 func (r *reader) drop() {
@@ -191,14 +207,29 @@ func (r *reader) errorf(base error, format string, args ...any) error {
 }
 
 // begin starts a new message.
-func (r *reader) begin() { r.read, r.alloc = 0, 0 }
+func (r *reader) begin() {
+	r.read, r.alloc = 0, 0
+	r.release()
+}
 
 // charge accounts n bytes of memory to the message and refuses it past
-// its budget.
+// its bound. Past unreservedAlloc, it first reserves from the budget what
+// the largest message may take (or the whole budget, if less), and
+// refuses a message that would take more than it reserved.
 func (r *reader) charge(n int) error {
 	r.alloc += n
 	if r.alloc > r.lim.AllocFactor*r.read+allocSlack {
 		return r.errorf(ErrTooLarge, "decoding would take more than %d bytes per byte read", r.lim.AllocFactor)
+	}
+	if b := r.share.Budget(); b != nil && r.alloc > unreservedAlloc {
+		if r.share.Held() == 0 {
+			if err := r.share.Acquire(min(int64(r.lim.AllocFactor*r.lim.MaxMessageBytes+allocSlack), b.Size())); err != nil {
+				return fmt.Errorf("%w: at byte %d of the message: %w", ErrTooLarge, r.read, err)
+			}
+		}
+		if int64(r.alloc) > r.share.Held() {
+			return r.errorf(ErrTooLarge, "decoding would take more than the %d bytes of the memory budget it could have (BrokerConfig.Budget)", r.share.Held())
+		}
 	}
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/buildslave/buildslave/protocol/budget"
 )
 
 // protocolVersion is PB's version, exchanged first by both sides.
@@ -40,6 +42,13 @@ var ErrClosed = errors.New("pb: connection closed")
 // BrokerConfig sets a Broker's limits.
 type BrokerConfig struct {
 	Limits Limits
+	// Budget, if set, is memory shared with other connections that each
+	// message reserves from while it is decoded and handled: past its
+	// first 256 KiB, at once, what the largest message may take (Limits);
+	// it holds what it took until handled, and waits for its share when
+	// the budget is spent. Nil means none: each connection is bounded on
+	// its own. Server gives its connections one.
+	Budget *budget.Budget
 	// MaxObjects bounds how many of our objects the peer may hold
 	// references to; DefaultMaxObjects if 0.
 	MaxObjects int
@@ -92,7 +101,7 @@ func newBroker(conn net.Conn, cfg BrokerConfig, root Object) *Broker {
 	b := &Broker{conn: conn, cfg: cfg, root: root,
 		objects: map[int64]*local{}, numbers: map[Object]int64{}, pending: map[int64]chan reply{}}
 	b.ctx, b.cancel = context.WithCancelCause(context.Background())
-	b.dec = decoder{reader: newReader(conn, cfg.Limits), res: b, refs: map[int64]any{}}
+	b.dec = decoder{reader: newReader(conn, cfg.Limits, cfg.Budget.Reserve(b.ctx)), res: b, refs: map[int64]any{}}
 	return b
 }
 
@@ -214,6 +223,7 @@ func (b *Broker) Serve() error {
 		if err == nil {
 			err = b.dispatch(msg)
 		}
+		b.dec.release()
 		if err != nil {
 			b.CloseWithCause(err)
 			break

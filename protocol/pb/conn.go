@@ -56,7 +56,9 @@ var (
 
 func newConn(s *Server, nc net.Conn) *Conn {
 	c := &Conn{s: s}
-	c.b = newBroker(nc, s.Broker, portal{c})
+	cfg := s.Broker
+	cfg.Budget = s.budget
+	c.b = newBroker(nc, cfg, portal{c})
 	return c
 }
 

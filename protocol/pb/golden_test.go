@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/buildslave/buildslave/protocol/budget"
 	"github.com/buildslave/buildslave/protocol/remote"
 )
 
@@ -85,7 +86,7 @@ func (goldenRefs) localObject(id int64) (Object, error) {
 
 // newGoldenDecoder decodes src within lim.
 func newGoldenDecoder(src io.Reader, lim Limits) *decoder {
-	return &decoder{reader: newReader(src, lim), res: goldenRefs{}, refs: map[int64]any{}}
+	return &decoder{reader: newReader(src, lim, budget.Reservation{}), res: goldenRefs{}, refs: map[int64]any{}}
 }
 
 // splitStream decodes one direction of a connection: banana's dialect

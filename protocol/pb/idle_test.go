@@ -3,6 +3,8 @@ package pb
 import (
 	"net"
 	"testing"
+
+	"github.com/buildslave/buildslave/protocol/budget"
 )
 
 // TestIdleConnectionHoldsNoReadBuffer checks that the reader gives its
@@ -13,7 +15,7 @@ func TestIdleConnectionHoldsNoReadBuffer(t *testing.T) {
 	client, server := net.Pipe()
 	defer client.Close()
 	defer server.Close()
-	d := decoder{reader: newReader(server, Limits{}), refs: map[int64]any{}}
+	d := decoder{reader: newReader(server, Limits{}, budget.Reservation{}), refs: map[int64]any{}}
 
 	msg := func(n int64) []byte {
 		w := writer{vocab: true}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/buildslave/buildslave/protocol/budget"
 	"github.com/buildslave/buildslave/protocol/connlimit"
 	"github.com/buildslave/buildslave/slave"
 )
@@ -64,7 +65,9 @@ type Server struct {
 	// AttachTimeout bounds the whole attach sequence, including the
 	// manager's check of a duplicate name; DefaultAttachTimeout if 0.
 	AttachTimeout time.Duration
-	// Broker bounds what a peer may send and hold.
+	// Broker bounds what a peer may send and hold. Broker.Budget nil
+	// means a memory budget of budget.DefaultSize of the Server's own,
+	// shared by its connections' messages.
 	Broker BrokerConfig
 	// Limiter caps the connections that have not logged in yet, in total
 	// and per remote address, and waits out accept errors such as running
@@ -79,6 +82,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	lim       *connlimit.Limiter
+	budget    *budget.Budget // Broker.Budget, or the Server's own
 	listeners map[net.Listener]struct{}
 	conns     map[*Broker]struct{}
 	closed    bool
@@ -132,6 +136,10 @@ func (s *Server) Serve(l net.Listener) error {
 		s.lim = s.Limiter
 		if s.lim == nil {
 			s.lim = &connlimit.Limiter{Logger: s.logger()}
+		}
+		s.budget = s.Broker.Budget
+		if s.budget == nil {
+			s.budget = budget.New(0, 0)
 		}
 	}
 	l = s.lim.Listen(l)

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/buildslave/buildslave/protocol/budget"
 )
 
 // Handler answers one request from the peer. It runs on the connection's
@@ -278,20 +280,24 @@ func (c *Conn) Lead(first func()) {
 	<-c.lead
 }
 
-// readOne reads the next message and dispatches it.
+// readOne reads the next message and dispatches it; what the message
+// reserved of the transport's memory budget is held until it is handled.
 func (c *Conn) readOne() error {
-	msg, err := c.readMessage()
+	res := budgetOf(c.t).Reserve(c.ctx)
+	defer res.Release()
+	msg, err := c.readMessage(&res)
 	if err == nil && msg != nil {
 		err = c.dispatch(msg)
 	}
 	return err
 }
 
-// readMessage reads the next binary message; nil for a text frame.
-func (c *Conn) readMessage() (Message, error) {
+// readMessage reads the next binary message within res; nil for a text
+// frame.
+func (c *Conn) readMessage(res *budget.Reservation) (Message, error) {
 	bp := buffers.Get().(*[]byte)
 	defer putBuffer(bp)
-	p, binary, err := c.t.ReadMessage(*bp)
+	p, binary, err := readReserved(c.t, *bp, c.limits, res)
 	*bp = p
 	if err != nil {
 		return nil, fmt.Errorf("read: %w", err)
@@ -299,7 +305,7 @@ func (c *Conn) readMessage() (Message, error) {
 	if !binary {
 		return nil, nil
 	}
-	return c.limits.DecodeMessage(p)
+	return c.limits.decodeReserved(p, res)
 }
 
 func (c *Conn) dispatch(msg Message) error {

@@ -18,24 +18,32 @@ func DecodeMessage(p []byte) (Message, error) { return DecodeLimits{}.DecodeMess
 // non-negative integer "seq_number", within l's bounds. Any other input is
 // an error matching ErrMalformed.
 func (l DecodeLimits) DecodeMessage(p []byte) (Message, error) {
-	v, err := l.DecodeValue(p)
+	l = l.withDefaults()
+	msg, _, err := l.decodeMessage(p, l.memBound(len(p)))
+	return msg, err
+}
+
+// decodeMessage is DecodeMessage within mem bytes of memory (l has its
+// defaults). It also returns the bytes it charged.
+func (l DecodeLimits) decodeMessage(p []byte, mem int) (Message, int, error) {
+	v, used, err := l.decodeValue(p, mem)
 	if err != nil {
-		return nil, err
+		return nil, used, err
 	}
 	m, ok := v.(map[string]any)
 	if !ok {
-		return nil, fmt.Errorf("%w: message is %s, want map", ErrMalformed, typeName(v))
+		return nil, used, fmt.Errorf("%w: message is %s, want map", ErrMalformed, typeName(v))
 	}
 	msg := Message(m)
 	if _, err := msg.String("op"); err != nil {
-		return nil, err
+		return nil, used, err
 	}
 	if seq, err := msg.Int("seq_number"); err != nil {
-		return nil, err
+		return nil, used, err
 	} else if seq < 0 {
-		return nil, fmt.Errorf("%w: negative seq_number %d", ErrMalformed, seq)
+		return nil, used, fmt.Errorf("%w: negative seq_number %d", ErrMalformed, seq)
 	}
-	return msg, nil
+	return msg, used, nil
 }
 
 // AppendMessage appends the encoding of a message with the given op and

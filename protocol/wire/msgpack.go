@@ -210,12 +210,23 @@ func DecodeValue(p []byte) (any, error) { return DecodeLimits{}.DecodeValue(p) }
 // would pass l's bounds are errors matching ErrMalformed.
 func (l DecodeLimits) DecodeValue(p []byte) (any, error) {
 	l = l.withDefaults()
-	d := decoder{p: p, lim: l, values: l.MaxValues - 1, mem: l.AllocFactor*len(p) + l.AllocBase}
+	v, _, err := l.decodeValue(p, l.memBound(len(p)))
+	return v, err
+}
+
+// memBound is the memory decoding a message of n bytes may take; l has
+// its defaults.
+func (l DecodeLimits) memBound(n int) int { return l.AllocFactor*n + l.AllocBase }
+
+// decodeValue is DecodeValue within mem bytes of memory, at most l's bound
+// (l has its defaults). It also returns the bytes it charged.
+func (l DecodeLimits) decodeValue(p []byte, mem int) (any, int, error) {
+	d := decoder{p: p, lim: l, values: l.MaxValues - 1, mem: mem, limit: mem}
 	v, err := d.value(0)
 	if err == nil && d.off != len(p) {
 		err = d.errorf("%d trailing bytes", len(p)-d.off)
 	}
-	return v, err
+	return v, mem - d.mem, err
 }
 
 type decoder struct {
@@ -226,6 +237,7 @@ type decoder struct {
 	// announced by a header, bytes not yet charged.
 	values int
 	mem    int
+	limit  int // mem at the start
 }
 
 func (d *decoder) errorf(format string, args ...any) error {
@@ -244,6 +256,9 @@ func (d *decoder) count(n uint64) error {
 // alloc charges size bytes of memory to the bound; call it before
 // allocating them.
 func (d *decoder) alloc(size uint64) error {
+	if size > uint64(d.mem) && d.limit < d.lim.memBound(len(d.p)) {
+		return d.errorf("decoded, the message would take more than the %d bytes of the memory budget it could have (wire.WebSocketConfig.Budget)", d.limit)
+	}
 	if size > uint64(d.mem) {
 		return d.errorf("decoded, the message would take more than %d bytes of memory (DecodeLimits: AllocFactor %d × %d bytes + AllocBase %d)",
 			d.lim.AllocFactor*len(d.p)+d.lim.AllocBase, d.lim.AllocFactor, len(d.p), d.lim.AllocBase)

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/buildslave/buildslave/protocol/budget"
 	"github.com/gorilla/websocket"
 )
 
@@ -64,6 +65,14 @@ type WebSocketConfig struct {
 	// from the transport, relative to its size; zero fields mean the
 	// defaults.
 	Decode DecodeLimits
+	// Budget, if set, is memory shared with other connections that a
+	// Conn's messages reserve from while they are read, decoded and
+	// handled: a frame reserves its buffer and its decoding budget
+	// (beyond its first 256 KiB, what the largest frame may take, at
+	// once) and holds what it took until handled, waiting for its share
+	// when the budget is spent. Nil means none: each connection is
+	// bounded on its own. protocol.Handler gives its connections one.
+	Budget *budget.Budget
 }
 
 func (c WebSocketConfig) withDefaults() WebSocketConfig {
@@ -207,18 +216,29 @@ type wsTransport struct {
 	ws           *websocket.Conn
 	writeTimeout time.Duration
 	decode       DecodeLimits
+	maxSize      int64
+	budgetOf     *budget.Budget
 }
 
-var _ decodeLimiter = (*wsTransport)(nil)
+var (
+	_ decodeLimiter = (*wsTransport)(nil)
+	_ budgeted      = (*wsTransport)(nil)
+)
 
 func newWSTransport(ws *websocket.Conn, cfg WebSocketConfig) *wsTransport {
 	ws.SetReadLimit(cfg.MaxMessageSize)
-	return &wsTransport{ws: ws, writeTimeout: cfg.WriteTimeout, decode: cfg.Decode}
+	return &wsTransport{ws: ws, writeTimeout: cfg.WriteTimeout, decode: cfg.Decode,
+		maxSize: cfg.MaxMessageSize, budgetOf: cfg.Budget}
 }
 
-func (t *wsTransport) DecodeLimits() DecodeLimits { return t.decode }
+func (t *wsTransport) DecodeLimits() DecodeLimits                   { return t.decode }
+func (t *wsTransport) budget() *budget.Budget                       { return t.budgetOf }
+func (t *wsTransport) ReadMessage(dst []byte) ([]byte, bool, error) { return t.readMessage(dst, nil) }
 
-func (t *wsTransport) ReadMessage(dst []byte) ([]byte, bool, error) {
+// readMessage is ReadMessage that calls big, if not nil, before the
+// message's buffer grows past unreservedFrame bytes; its error ends the
+// read.
+func (t *wsTransport) readMessage(dst []byte, big func() error) ([]byte, bool, error) {
 	typ, r, err := t.ws.NextReader()
 	if err != nil {
 		if errors.Is(err, websocket.ErrReadLimit) {
@@ -226,7 +246,7 @@ func (t *wsTransport) ReadMessage(dst []byte) ([]byte, bool, error) {
 		}
 		return dst[:0], false, err
 	}
-	p, err := readAll(dst[:0], r)
+	p, err := readAll(dst[:0], r, big)
 	if errors.Is(err, websocket.ErrReadLimit) {
 		err = fmt.Errorf("%w: %w", ErrTooLarge, err)
 	}
@@ -235,10 +255,17 @@ func (t *wsTransport) ReadMessage(dst []byte) ([]byte, bool, error) {
 
 // readAll is io.ReadAll appending to b. It doubles b as it fills, so a
 // large message costs twice its size in allocations, not the five times of
-// append's gentler growth.
-func readAll(b []byte, r io.Reader) ([]byte, error) {
+// append's gentler growth. It calls big, if not nil, once before b grows
+// past unreservedFrame bytes.
+func readAll(b []byte, r io.Reader, big func() error) ([]byte, error) {
 	for {
 		if len(b) == cap(b) {
+			if big != nil && cap(b) >= unreservedFrame {
+				if err := big(); err != nil {
+					return b, err
+				}
+				big = nil
+			}
 			b = slices.Grow(b, max(512, cap(b)))
 		}
 		n, err := r.Read(b[len(b):cap(b)])
