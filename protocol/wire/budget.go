@@ -5,8 +5,9 @@ import (
 )
 
 // unreservedFrame is how much of a frame is read before it reserves from
-// the memory budget: every connection may hold that much outside it, as
-// its pooled read buffer does between messages. A frame that outgrows it
+// the memory budget: every connection may hold that much outside it, so
+// that ordinary messages (output batches of 64 KiB, file blocks of up to
+// 256 KiB) are read without waiting for one. A frame that outgrows it
 // reserves, at once, what a frame of the largest size and its decoding
 // may take; a smaller one reserves what it and its decoding may take once
 // read. Either reservation is made holding nothing, so it may wait.

@@ -68,7 +68,7 @@ type WebSocketConfig struct {
 	// Budget, if set, is memory shared with other connections that a
 	// Conn's messages reserve from while they are read, decoded and
 	// handled: a frame reserves its buffer and its decoding budget
-	// (beyond its first 256 KiB, what the largest frame may take, at
+	// (beyond its first 512 KiB, what the largest frame may take, at
 	// once) and holds what it took until handled, waiting for its share
 	// when the budget is spent. Nil means none: each connection is
 	// bounded on its own. protocol.Handler gives its connections one.
