@@ -43,8 +43,11 @@ func readReserved(t Transport, dst []byte, l DecodeLimits, res *budget.Reservati
 }
 
 // decodeReserved decodes the message p within l and within what res may
-// hold of its budget: what p's buffer and the decoding take, reserved
-// before decoding, then no more than they took.
+// hold of its budget: what p's buffer and the decoding may take, reserved
+// before decoding, then what the decoded message took, which it holds
+// while handled (p's buffer goes back to its pool before then, so that a
+// handler that waits, as one delivering to a command nobody reads does,
+// holds little).
 func (l DecodeLimits) decodeReserved(p []byte, res *budget.Reservation) (Message, error) {
 	l = l.withDefaults()
 	mem := l.memBound(len(p))
@@ -59,6 +62,6 @@ func (l DecodeLimits) decodeReserved(p []byte, res *budget.Reservation) (Message
 		mem = min(mem, int(res.Held())-cap(p))
 	}
 	msg, used, err := l.decodeMessage(p, mem)
-	res.Shrink(int64(cap(p) + used))
+	res.Shrink(int64(used))
 	return msg, err
 }
