@@ -145,19 +145,5 @@ func (in *Intent) Clear(ctx context.Context) error {
 // what the leader reads to find a dead master's instances. A record it cannot
 // read is left out and reported in the joined error.
 func (m *Member) Intents(ctx context.Context) ([]IntentInfo, error) {
-	resp, err := m.client.Get(ctx, m.cfg.Prefix+"intents/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
-	if err != nil {
-		return nil, fmt.Errorf("cluster: listing intents: %w", err)
-	}
-	var out []IntentInfo
-	var errs []error
-	for _, kv := range resp.Kvs {
-		var in IntentInfo
-		if err := decode(string(kv.Key), kv.Value, &in); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		out = append(out, in)
-	}
-	return out, errors.Join(errs...)
+	return list[IntentInfo](ctx, m.client, m.cfg.Prefix+"intents/", "intents")
 }

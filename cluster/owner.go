@@ -198,19 +198,5 @@ func (m *Member) Owner(ctx context.Context, name string) (owner OwnerInfo, ok bo
 // Owners lists every owned slave name in the cluster, sorted by name. A
 // record it cannot read is left out and reported in the joined error.
 func (m *Member) Owners(ctx context.Context) ([]OwnerInfo, error) {
-	resp, err := m.client.Get(ctx, m.cfg.Prefix+"owners/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
-	if err != nil {
-		return nil, fmt.Errorf("cluster: listing owners: %w", err)
-	}
-	var out []OwnerInfo
-	var errs []error
-	for _, kv := range resp.Kvs {
-		var o OwnerInfo
-		if err := decode(string(kv.Key), kv.Value, &o); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		out = append(out, o)
-	}
-	return out, errors.Join(errs...)
+	return list[OwnerInfo](ctx, m.client, m.cfg.Prefix+"owners/", "owners")
 }

@@ -97,11 +97,7 @@ func (m *Member) Enqueue(ctx context.Context, builder string, slaves []string, r
 // claimed and lost ones. A record it cannot read is left out and reported in
 // the joined error.
 func (m *Member) Requests(ctx context.Context) ([]BuildRequest, error) {
-	out, err := list[BuildRequest](ctx, m.client, m.cfg.Prefix+"builds/", clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
-	if err != nil && out == nil {
-		return nil, fmt.Errorf("cluster: listing build requests: %w", err)
-	}
-	return out, err
+	return list[BuildRequest](ctx, m.client, m.cfg.Prefix+"builds/", "build requests", clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 }
 
 // WatchRequests signals on the returned channel whenever a build request is

@@ -101,16 +101,17 @@ func decode(key string, value []byte, v any) error {
 	return nil
 }
 
-// list reads every record under prefix, in the order opts sort them (by
-// key if none), skipping the records it cannot read and reporting them in
-// the joined error, next to those it could: what every listing returns.
-func list[T any](ctx context.Context, cli *clientv3.Client, prefix string, opts ...clientv3.OpOption) ([]T, error) {
+// list reads every record under prefix (what names them, for the error),
+// sorted by opts (by key if none). A record it cannot read is left out and
+// reported in the joined error, next to the records it could read: what
+// every listing returns.
+func list[T any](ctx context.Context, cli *clientv3.Client, prefix, what string, opts ...clientv3.OpOption) ([]T, error) {
 	if len(opts) == 0 {
 		opts = []clientv3.OpOption{clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
 	}
 	resp, err := cli.Get(ctx, prefix, append([]clientv3.OpOption{clientv3.WithPrefix()}, opts...)...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cluster: listing %s: %w", what, err)
 	}
 	var out []T
 	var errs []error
