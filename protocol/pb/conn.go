@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/buildslave/buildslave/protocol/budget"
 	"github.com/buildslave/buildslave/protocol/connlimit"
 	"github.com/buildslave/buildslave/protocol/remote"
 	"github.com/buildslave/buildslave/slave"
@@ -152,6 +153,8 @@ func (c *Conn) logEnd(cause error) {
 	}
 	var refused *refusedError
 	switch {
+	case errors.Is(cause, budget.ErrExhausted):
+		log.Warn("slave message got no memory in time; connection dropped", "reason", cause.Error())
 	case errors.Is(cause, ErrMalformed), errors.Is(cause, ErrTooLarge):
 		log.Warn("slave sent bad input; connection dropped", "reason", cause.Error())
 	case errors.As(cause, &refused):
