@@ -30,15 +30,15 @@ func revision(b *testing.B, cli *clientv3.Client) int64 {
 	return resp.Header.Revision
 }
 
-// claimAll has the members claim names[i] on members[i%len], with workers
-// goroutines per member, and fails on any error.
-func claimAll(b *testing.B, members []*cluster.Member, names []string, workers int) {
+// spread calls do(mi, i) for every i < n on the masters mi = i % masters,
+// workers goroutines per master, and fails on any error.
+func spread(b *testing.B, masters, n, workers int, do func(mi, i int) error) {
 	var wg sync.WaitGroup
-	for mi, m := range members {
+	for mi := range masters {
 		for w := range workers {
 			wg.Go(func() {
-				for i := mi + w*len(members); i < len(names); i += workers * len(members) {
-					if err := m.Claim(context.Background(), names[i]); err != nil {
+				for i := mi + w*masters; i < n; i += workers * masters {
+					if err := do(mi, i); err != nil {
 						b.Error(err)
 						return
 					}
@@ -47,6 +47,14 @@ func claimAll(b *testing.B, members []*cluster.Member, names []string, workers i
 		}
 	}
 	wg.Wait()
+}
+
+// claimAll has the members claim names[i] on members[i%len], with workers
+// goroutines per member.
+func claimAll(b *testing.B, members []*cluster.Member, names []string, workers int) {
+	spread(b, len(members), len(names), workers, func(mi, i int) error {
+		return members[mi].Claim(context.Background(), names[i])
+	})
 }
 
 // BenchmarkAttach10000Over3Masters: three masters claim 10,000 slave
@@ -239,25 +247,13 @@ func managers(b *testing.B, members []*cluster.Member, names []string) []*slave.
 // attach (authentication, the Gate's claim, registration), workers at a
 // time per manager.
 func attachAll(b *testing.B, mgrs []*slave.Manager, names []string, workers int) {
-	var wg sync.WaitGroup
-	for mi, m := range mgrs {
-		for w := range workers {
-			wg.Go(func() {
-				for i := mi + w*len(mgrs); i < len(names); i += workers * len(mgrs) {
-					c := slavetest.NewConn(slave.Info{})
-					if err := m.Authenticate(names[i], "pw", c.RemoteAddr()); err != nil {
-						b.Error(err)
-						return
-					}
-					if err := m.Attach(context.Background(), names[i], c); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
+	spread(b, len(mgrs), len(names), workers, func(mi, i int) error {
+		c := slavetest.NewConn(slave.Info{})
+		if err := mgrs[mi].Authenticate(names[i], "pw", c.RemoteAddr()); err != nil {
+			return err
 		}
-	}
-	wg.Wait()
+		return mgrs[mi].Attach(context.Background(), names[i], c)
+	})
 }
 
 // BenchmarkManagersAttachAndFailover: three masters' slave managers, each
