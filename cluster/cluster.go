@@ -21,7 +21,8 @@
 //	                     connection, the owner's answer, or a takeover
 //	                     notice; under the asking master's lease
 //	missing/<slave name> MissingInfo, under no lease: the missing notice a
-//	                     detached slave is owed; deleted by a Claim anywhere
+//	                     lost slave is owed, then that it was sent; deleted
+//	                     by a Claim anywhere
 package cluster
 
 import (
@@ -157,6 +158,11 @@ type Member struct {
 	// and has not sent yet, by slave name.
 	missingMu sync.Mutex
 	missing   map[string]pendingMissing
+	// ownersSeen lists the owned slave names as read at ownersAt, for
+	// SendMissing.
+	ownersMu   sync.Mutex
+	ownersSeen map[string]bool
+	ownersAt   time.Time
 }
 
 // Join dials etcd, opens this master's session (a lease of cfg.LeaseTTL kept
@@ -324,7 +330,21 @@ func (m *Member) Close() error {
 // it cannot read is left out and reported in the joined error, next to the
 // members it could read.
 func (m *Member) Members(ctx context.Context) ([]MemberInfo, error) {
-	return list[MemberInfo](ctx, m.client, m.cfg.Prefix+"members/", "members")
+	resp, err := m.client.Get(ctx, m.cfg.Prefix+"members/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: listing members: %w", err)
+	}
+	var out []MemberInfo
+	var errs []error
+	for _, kv := range resp.Kvs {
+		var mi MemberInfo
+		if err := decode(string(kv.Key), kv.Value, &mi); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, mi)
+	}
+	return out, errors.Join(errs...)
 }
 
 // EventType says what happened to a member.

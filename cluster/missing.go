@@ -10,13 +10,14 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/buildslave/buildslave/notify"
+	"github.com/buildslave/buildslave/slave"
 )
 
 // MissingInfo is the missing notice a detached slave is owed if it attaches
 // to no master before Due. Release records it with the name, under no lease,
 // so that it outlives the master that recorded it; a Claim anywhere deletes
 // it. The master that sends it marks itself Sender first, in a transaction,
-// and deletes the record once sent.
+// and Sent once it is sent.
 type MissingInfo struct {
 	// Notice is the notice to send; its Detected is set when it is sent.
 	Notice notify.Missing `json:"notice"`
@@ -32,25 +33,71 @@ type MissingInfo struct {
 	// took it.
 	Sender      string `json:"sender,omitempty"`
 	SenderLease int64  `json:"sender_lease,omitempty"`
+	// Sent is when the notice was sent: the record then stays, so that no
+	// master sends it again, until a Claim deletes it.
+	Sent time.Time `json:"sent,omitzero"`
 }
 
 func (m *Member) missingKey(name string) string { return m.cfg.Prefix + "missing/" + name }
 
-// SendMissing sends, through send, the missing notice this master's Release
-// recorded for the slave, unless a Claim anywhere cancelled it or another
-// master took it (SweepMissing, after this master's lease ended): it takes
-// the record in one transaction on the revision Release wrote, calls send,
-// then deletes the record. It returns nil without calling send when there is
-// nothing to send from here.
-func (m *Member) SendMissing(ctx context.Context, name string, send func(ctx context.Context) error) error {
+// SendMissing sends, through send, a slave's missing notice once per loss
+// cluster-wide, when the slave's missing_timeout ran out on this master:
+//   - if this master's Release recorded the loss, that record's notice,
+//     unless a Claim anywhere cancelled it or another master took it
+//     (SweepMissing, after this master's lease ended);
+//   - else (the slave never attached here) missing, if no master holds the
+//     slave and none recorded a loss of it: one transaction creates the
+//     record, so that of several masters whose timers ran out only one
+//     sends. Whether a master holds the slave is read from one listing of
+//     the owners shared by the calls of the same second, so that a fleet
+//     configured on every master costs one read per master, not one per
+//     slave.
+//
+// The record is taken in one transaction, send is called, and the record
+// is marked sent; it stays until the slave attaches somewhere. It returns
+// nil without calling send when there is nothing to send from here.
+func (m *Member) SendMissing(ctx context.Context, missing slave.MissingNotice, send func(ctx context.Context) error) error {
+	name := missing.Slave
+	key := m.missingKey(name)
+	sendIt := func(ctx context.Context, _ notify.Missing) error { return send(ctx) }
 	m.missingMu.Lock()
 	p, ok := m.missing[name]
 	delete(m.missing, name)
 	m.missingMu.Unlock()
-	if !ok {
-		return nil
+	if ok {
+		return m.sendMissing(ctx, p.info, sendIt, clientv3.Compare(clientv3.ModRevision(key), "=", p.rev))
 	}
-	return m.sendMissing(ctx, m.missingKey(name), p.rev, p.info, func(ctx context.Context, _ notify.Missing) error { return send(ctx) })
+	held, err := m.held(ctx, name)
+	if err != nil || held {
+		return err
+	}
+	info := MissingInfo{Notice: missing.Missing, Due: missing.Due, Master: m.cfg.ID, Lease: int64(m.session.Lease())}
+	return m.sendMissing(ctx, info, sendIt,
+		clientv3.Compare(clientv3.CreateRevision(m.ownerKey(name)), "=", 0),
+		clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
+}
+
+// ownersSnapshotAge is how long a listing of the owners serves SendMissing.
+const ownersSnapshotAge = time.Second
+
+// held reports whether a master holds the slave, by a listing of the owners
+// at most ownersSnapshotAge old.
+func (m *Member) held(ctx context.Context, name string) (bool, error) {
+	m.ownersMu.Lock()
+	defer m.ownersMu.Unlock()
+	if m.ownersSeen == nil || time.Since(m.ownersAt) > ownersSnapshotAge {
+		prefix := m.cfg.Prefix + "owners/"
+		resp, err := m.client.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			return false, fmt.Errorf("cluster: listing owners for a missing notice: %w", err)
+		}
+		m.ownersSeen = make(map[string]bool, len(resp.Kvs))
+		for _, kv := range resp.Kvs {
+			m.ownersSeen[strings.TrimPrefix(string(kv.Key), prefix)] = true
+		}
+		m.ownersAt = time.Now()
+	}
+	return m.ownersSeen[name], nil
 }
 
 // pendingMissing is a missing notice this master recorded and has not sent.
@@ -59,18 +106,16 @@ type pendingMissing struct {
 	info MissingInfo
 }
 
-// sendMissing takes the record at rev as this master's to send, sends it and
-// deletes it.
-func (m *Member) sendMissing(ctx context.Context, key string, rev int64, info MissingInfo, send func(context.Context, notify.Missing) error) error {
+// sendMissing takes the record of info as this master's to send, if cmps
+// hold, sends it and marks it sent.
+func (m *Member) sendMissing(ctx context.Context, info MissingInfo, send func(context.Context, notify.Missing) error, cmps ...clientv3.Cmp) error {
+	key := m.missingKey(info.Notice.Slave)
 	info.Sender, info.SenderLease = m.cfg.ID, int64(m.session.Lease())
 	val, err := encode(info)
 	if err != nil {
 		return err
 	}
-	resp, err := m.client.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-		Then(clientv3.OpPut(key, val)).
-		Commit()
+	resp, err := m.client.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, val)).Commit()
 	if err != nil {
 		return fmt.Errorf("cluster: taking the missing notice of slave %q: %w", info.Notice.Slave, err)
 	}
@@ -81,12 +126,16 @@ func (m *Member) sendMissing(ctx context.Context, key string, rev int64, info Mi
 	notice := info.Notice
 	notice.Detected = time.Now()
 	sendErr := send(ctx, notice)
+	info.Sent = notice.Detected
+	if val, err = encode(info); err != nil {
+		return errors.Join(sendErr, err)
+	}
 	_, err = m.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", taken)).
-		Then(clientv3.OpDelete(key)).
+		Then(clientv3.OpPut(key, val)).
 		Commit()
 	if err != nil {
-		err = fmt.Errorf("cluster: deleting the sent missing notice of slave %q: %w", info.Notice.Slave, err)
+		err = fmt.Errorf("cluster: marking the missing notice of slave %q sent: %w", info.Notice.Slave, err)
 	}
 	return errors.Join(sendErr, err)
 }
@@ -99,7 +148,9 @@ func (m *Member) sendMissing(ctx context.Context, key string, rev int64, info Mi
 // due. A notice is taken in a transaction before it is sent, so that two
 // sweepers, or a sweeper and the recording master, never both send it; a
 // sender that dies between sending and deleting the record leaves it to be
-// sent again. Errors are logged; it returns ctx's error.
+// sent again. A record marked sent stays until the slave attaches
+// somewhere; it is not sent again. Errors are logged; it returns ctx's
+// error.
 func (m *Member) SweepMissing(ctx context.Context, send func(context.Context, notify.Missing) error) error {
 	t := time.NewTicker(m.cfg.LeaseTTL)
 	defer t.Stop()
@@ -134,7 +185,7 @@ func (m *Member) sweepMissing(ctx context.Context, send func(context.Context, no
 			errs = append(errs, err)
 			continue
 		}
-		if !time.Now().Before(r.info.Due) {
+		if r.info.Sent.IsZero() && !time.Now().Before(r.info.Due) {
 			due = append(due, r)
 		}
 	}
@@ -154,7 +205,7 @@ func (m *Member) sweepMissing(ctx context.Context, send func(context.Context, no
 		if alive(r.info.Master, r.info.Lease) || (r.info.Sender != "" && alive(r.info.Sender, r.info.SenderLease)) {
 			continue // the recording master sends it, or a live one is sending it
 		}
-		if err := m.sendMissing(ctx, r.key, r.rev, r.info, send); err != nil {
+		if err := m.sendMissing(ctx, r.info, send, clientv3.Compare(clientv3.ModRevision(r.key), "=", r.rev)); err != nil {
 			errs = append(errs, err)
 		}
 	}

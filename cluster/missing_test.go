@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/buildslave/buildslave/cluster/clustertest"
+	"github.com/buildslave/buildslave/notify"
 	"github.com/buildslave/buildslave/slave"
 )
 
@@ -39,13 +40,27 @@ func sweep(t *testing.T, ms *master) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-// notices counts the missing notices every master sent.
-func notices(ms ...*master) int {
+// notices counts the missing notices of the slave every master sent.
+func notices(name string, ms ...*master) int {
 	n := 0
 	for _, m := range ms {
-		n += len(m.sent.Missing())
+		for _, sent := range m.sent.Missing() {
+			if sent.Slave == name {
+				n++
+			}
+		}
 	}
 	return n
+}
+
+// noticeOf is the notice of the slave that ms sent.
+func noticeOf(name string, ms *master) notify.Missing {
+	for _, sent := range ms.sent.Missing() {
+		if sent.Slave == name {
+			return sent
+		}
+	}
+	return notify.Missing{Recipients: []string{"none sent"}}
 }
 
 // after waits, with a deadline, until d has passed since start: the negative
@@ -63,7 +78,7 @@ func TestMissingNotSentForASlaveThatMovedToAnotherMaster(t *testing.T) {
 		t.Fatal(err)
 	}
 	after(left, 3*missingTimeout)
-	if n := notices(a, b); n != 0 {
+	if n := notices("bot", a, b); n != 0 {
 		t.Errorf("%d missing notices for a slave attached to b, want none", n)
 	}
 	if st, _ := a.m.State("bot"); st.Missing {
@@ -73,12 +88,12 @@ func TestMissingNotSentForASlaveThatMovedToAnotherMaster(t *testing.T) {
 
 func TestMissingSentOnceByTheMasterItLeft(t *testing.T) {
 	a, b := leaveA(t)
-	soon(t, "one missing notice", func() bool { return notices(a, b) == 1 })
+	soon(t, "one missing notice", func() bool { return notices("bot", a, b) == 1 })
 	after(time.Now(), 2*time.Second) // b's sweeps (every LeaseTTL = 1 s) send nothing more
-	if got := a.sent.Missing(); len(got) != 1 || got[0].Slave != "bot" || got[0].Recipients[0] != "ops@example.org" {
-		t.Fatalf("a sent %+v, want bot's notice", got)
+	if got := noticeOf("bot", a); got.Recipients[0] != "ops@example.org" {
+		t.Fatalf("a sent %+v, want bot's notice to ops@example.org", got)
 	}
-	if n := notices(b); n != 0 {
+	if n := notices("bot", b); n != 0 {
 		t.Errorf("b sent %d notices, want none", n)
 	}
 	if st, _ := a.m.State("bot"); !st.Missing {
@@ -89,12 +104,32 @@ func TestMissingSentOnceByTheMasterItLeft(t *testing.T) {
 func TestMissingSentOnceWhenTheMasterItLeftDies(t *testing.T) {
 	a, b := leaveA(t)
 	a.cli.Close() // a dies within missing_timeout: its lease (TTL 1 s) expires
-	soon(t, "b sends the notice a owed", func() bool { return notices(b) == 1 })
+	soon(t, "b sends the notice a owed", func() bool { return notices("bot", b) == 1 })
 	after(time.Now(), 2*time.Second)
-	if n := notices(a, b); n != 1 {
+	if n := notices("bot", a, b); n != 1 {
 		t.Errorf("%d notices, want 1", n)
 	}
-	if got := b.sent.Missing(); got[0].Slave != "bot" || got[0].Recipients[0] != "ops@example.org" {
-		t.Errorf("b sent %+v, want bot's notice", got[0])
+	if got := noticeOf("bot", b); got.Recipients[0] != "ops@example.org" {
+		t.Errorf("b sent %+v, want bot's notice to ops@example.org", got)
 	}
+}
+
+func TestMissingSentOnceForASlaveNoMasterSaw(t *testing.T) {
+	a, b := leaveA(t) // bot2 is configured on both and never attaches
+	soon(t, "bot2's notice", func() bool { return notices("bot2", a, b) == 1 })
+	after(time.Now(), 2*time.Second) // b's sweeps, and the other master's timer, send nothing more
+	if n := notices("bot2", a, b); n != 1 {
+		t.Errorf("%d notices of bot2, want 1", n)
+	}
+	resp, err := a.cli.Get(t.Context(), "/test/missing/bot2")
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("bot2's record after the notice: %v, %v; want it kept, marked sent", resp, err)
+	}
+	// It attaches, then is lost again: a new loss, a new notice.
+	c, err := b.attachAs(t, "bot2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Drop(nil)
+	soon(t, "bot2's second notice", func() bool { return notices("bot2", a, b) == 2 })
 }

@@ -28,12 +28,15 @@ type Gate interface {
 	// it attaches to no master by missing.Due: the Gate keeps it so that
 	// exactly one master sends it (see SendMissing).
 	Release(ctx context.Context, name string, missing *MissingNotice) error
-	// SendMissing sends, through send, the missing notice this master's
-	// Release recorded for name, once it is due, unless the slave attached
-	// to some master since or another master sent it: the notice goes out
-	// once cluster-wide. It returns nil, without calling send, when there
-	// is nothing to send from here.
-	SendMissing(ctx context.Context, name string, send func(ctx context.Context) error) error
+	// SendMissing sends, through send, the missing notice of a slave
+	// whose missing_timeout ran out here, unless it attached to some master
+	// since or another master sent it: the notice goes out once per loss
+	// cluster-wide. missing is the notice as this master knows it; the
+	// Gate sends the one its Release recorded if it has one, else (a slave
+	// that never attached here) missing if no master holds the slave and
+	// none recorded a loss of it. It returns nil, without calling send,
+	// when there is nothing to send from here.
+	SendMissing(ctx context.Context, missing MissingNotice, send func(ctx context.Context) error) error
 	// Hold has the Gate ask h about the names this master holds: to ping a
 	// connection when another master asks, and to drop one whose name
 	// another master took. NewManager calls it once.

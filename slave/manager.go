@@ -66,9 +66,8 @@ type Config struct {
 	// across masters. While the Gate cannot record owners, logins under
 	// names this master does not hold are refused with ErrUnclaimed and
 	// the attached slaves stay. A slave's missing notice goes out once
-	// cluster-wide (Gate.SendMissing), and only for a loss seen by some
-	// master: a slave that never attached to this master has no missing
-	// timer here. Nil: one master, as before.
+	// per loss cluster-wide (Gate.SendMissing): not for a slave attached
+	// to another master. Nil: one master, as before.
 	Gate Gate
 }
 

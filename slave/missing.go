@@ -8,12 +8,10 @@ import (
 )
 
 // armMissing (re)starts e's missing timer: it fires once, missing_timeout
-// after now, unless the slave attaches first. With a Gate, only a slave
-// that detached from this master has one: one that never attached here
-// may be attached to another. m.mu is held.
+// after now, unless the slave attaches first. m.mu is held.
 func (m *Manager) armMissing(e *entry) {
 	m.disarmMissing(e)
-	if m.closed || e.controlled || (m.cfg.Gate != nil && e.since.IsZero()) {
+	if m.closed || e.controlled {
 		return
 	}
 	gen := e.missingGen
@@ -57,8 +55,9 @@ func (m *Manager) fireMissing(e *entry, gen int) {
 		return
 	}
 	defer m.mu.Unlock()
+	notice := MissingNotice{Missing: e.report(), Due: time.Now()}
 	m.wg.Go(func() {
-		err := m.cfg.Gate.SendMissing(m.ctx, e.name, func(ctx context.Context) error {
+		err := m.cfg.Gate.SendMissing(m.ctx, notice, func(ctx context.Context) error {
 			m.mu.Lock()
 			if !m.stillMissing(e, gen) {
 				m.mu.Unlock()
