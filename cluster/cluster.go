@@ -330,21 +330,7 @@ func (m *Member) Close() error {
 // it cannot read is left out and reported in the joined error, next to the
 // members it could read.
 func (m *Member) Members(ctx context.Context) ([]MemberInfo, error) {
-	resp, err := m.client.Get(ctx, m.cfg.Prefix+"members/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
-	if err != nil {
-		return nil, fmt.Errorf("cluster: listing members: %w", err)
-	}
-	var out []MemberInfo
-	var errs []error
-	for _, kv := range resp.Kvs {
-		var mi MemberInfo
-		if err := decode(string(kv.Key), kv.Value, &mi); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		out = append(out, mi)
-	}
-	return out, errors.Join(errs...)
+	return list[MemberInfo](ctx, m.client, m.cfg.Prefix+"members/", "members")
 }
 
 // EventType says what happened to a member.
