@@ -40,12 +40,20 @@ type Loop struct {
 	onAlive  func()
 	onLost   func(error)
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// timer runs tick at the next keepalive or, while one is in flight, at
+	// the end of its reply bound: one timer a slave, none made per
+	// keepalive.
 	timer   *time.Timer
-	cancel  context.CancelFunc // of the keepalive in flight, if any
+	due     time.Time               // when timer is due
+	cancel  context.CancelCauseFunc // of the keepalive in flight, if any
 	stopped bool
 	wg      sync.WaitGroup // keepalives in flight
 }
+
+// errNoReply is the cause of a keepalive's context once its reply bound
+// ran out.
+var errNoReply = errors.New("no reply within the bound")
 
 // Start begins sending keepalives on p every interval. A reply must come
 // within timeout (0 means DefaultTimeout(interval)); onAlive is called
@@ -64,29 +72,40 @@ func Start(p Pinger, interval, timeout time.Duration, onAlive func(), onLost fun
 		l.timeout = DefaultTimeout(interval)
 	}
 	l.mu.Lock()
-	l.timer = time.AfterFunc(interval, l.fire)
+	l.due = time.Now().Add(interval)
+	l.timer = time.AfterFunc(interval, l.tick)
 	l.mu.Unlock()
 	return l
 }
 
-func (l *Loop) fire() {
+// tick sends the next keepalive or, while one is in flight, ends it: its
+// reply bound has run out. A run of the timer that a reset has overtaken
+// (it comes before the current due time) does nothing.
+func (l *Loop) tick() {
 	l.mu.Lock()
-	if l.stopped {
+	switch {
+	case l.stopped || time.Now().Before(l.due):
+		l.mu.Unlock()
+		return
+	case l.cancel != nil:
+		l.cancel(errNoReply)
 		l.mu.Unlock()
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+	ctx, cancel := context.WithCancelCause(context.Background())
 	l.cancel = cancel
+	l.reset(l.timeout)
 	l.wg.Add(1)
 	l.mu.Unlock()
 
 	err := l.p.Keepalive(ctx)
-	if err != nil && ctx.Err() == context.DeadlineExceeded {
+	if err != nil && context.Cause(ctx) == errNoReply {
 		err = fmt.Errorf("%w within %v", ErrNoReply, l.timeout)
 	}
-	cancel()
+	cancel(nil)
 
 	l.mu.Lock()
+	l.timer.Stop()
 	l.cancel = nil
 	stopped := l.stopped
 	if err != nil {
@@ -103,10 +122,16 @@ func (l *Loop) fire() {
 		l.onAlive()
 		l.mu.Lock() // after the callback, so the next one happens after it
 		if !l.stopped {
-			l.timer.Reset(l.interval)
+			l.reset(l.interval)
 		}
 		l.mu.Unlock()
 	}
+}
+
+// reset sets the timer to d from now; l.mu is held.
+func (l *Loop) reset(d time.Duration) {
+	l.due = time.Now().Add(d)
+	l.timer.Reset(d)
 }
 
 // Stop ends the loop: no keepalive is sent and no callback runs after it
@@ -119,7 +144,7 @@ func (l *Loop) Stop() {
 		l.timer.Stop()
 	}
 	if l.cancel != nil {
-		l.cancel()
+		l.cancel(nil)
 	}
 	l.mu.Unlock()
 	l.wg.Wait()
