@@ -53,6 +53,18 @@ func (c *countingKV) Get(ctx context.Context, key string, opts ...clientv3.OpOpt
 	c.n.Add(1)
 	return c.KV.Get(ctx, key, opts...)
 }
+func (c *countingKV) Put(ctx context.Context, key, val string, opts ...clientv3.OpOption) (*clientv3.PutResponse, error) {
+	c.n.Add(1)
+	return c.KV.Put(ctx, key, val, opts...)
+}
+func (c *countingKV) Delete(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.DeleteResponse, error) {
+	c.n.Add(1)
+	return c.KV.Delete(ctx, key, opts...)
+}
+func (c *countingKV) Do(ctx context.Context, op clientv3.Op) (clientv3.OpResponse, error) {
+	c.n.Add(1)
+	return c.KV.Do(ctx, op)
+}
 
 // master is one master of a test cluster: a member and a slave manager
 // gated by it, with the slaves "bot" and "bot2".
@@ -163,7 +175,10 @@ func TestLiveOwnerKeepsTheName(t *testing.T) {
 	if !errors.Is(err, slave.ErrDuplicate) || !errors.As(err, &owned) || owned.Owner.Master != "a" {
 		t.Fatalf("attach on b = %v, want a duplicate owned by a", err)
 	}
-	t.Logf("refused after %v; b made %d etcd requests", time.Since(start).Round(time.Millisecond), b.kv.n.Load()-before)
+	if n := b.kv.n.Load() - before; n != 1 {
+		t.Errorf("refused duplicate made %d etcd requests, want 1 (the ask rides on the claim's txn)", n)
+	}
+	t.Logf("refused after %v", time.Since(start).Round(time.Millisecond))
 	if len(old.Prints()) != 1 || old.Closed() {
 		t.Errorf("a's connection: %d pings, closed %v; want 1 ping, open", len(old.Prints()), old.Closed())
 	}
