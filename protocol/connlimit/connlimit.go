@@ -9,12 +9,15 @@
 package connlimit
 
 import (
+	"cmp"
 	"container/list"
 	"errors"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -36,6 +39,14 @@ const (
 	// to free rather than closing logins in progress, while connections
 	// that stay silent longer make room.
 	DefaultMinPendingAge = 250 * time.Millisecond
+	// DefaultMinSilentAge is how long a pending connection that has sent
+	// nothing yet keeps its place when the total cap is reached. A slave
+	// speaks as soon as it connects (a PB slave once it has read the
+	// master's first words: one round trip), while a flood of silent
+	// sockets must be closed as fast as it comes: a listener that waits
+	// lets the kernel's accept queue overflow, and the queue then drops
+	// real slaves' SYNs too (a second each, until retransmitted).
+	DefaultMinSilentAge = 100 * time.Millisecond
 )
 
 // Back-off bounds after an accept error such as running out of file
@@ -50,9 +61,11 @@ const (
 //
 //   - beyond MaxPendingPerIP from one IP address (for IPv6, one /64), a
 //     new connection is closed at accept;
-//   - beyond MaxPending in total, the oldest pending connection is closed
-//     to make room for the new one: a peer that logs in takes
-//     milliseconds, so the oldest is the likeliest to be silent.
+//   - beyond MaxPending in total, a pending connection is closed to make
+//     room for the new one: the oldest of those that have sent nothing
+//     yet, once MinSilentAge old, else the oldest, once MinPendingAge
+//     old (a peer that logs in takes milliseconds, so the oldest is the
+//     likeliest to be stuck); until one is, the listener waits.
 //
 // Each cap logs one line when it starts closing connections and one when
 // it stops. The zero value is ready to use; its fields must not change
@@ -67,11 +80,15 @@ type Limiter struct {
 	// the listener to wait, rather than close it, when the total cap is
 	// reached; DefaultMinPendingAge if 0.
 	MinPendingAge time.Duration
+	// MinSilentAge is MinPendingAge for a connection that has sent
+	// nothing yet; DefaultMinSilentAge if 0.
+	MinSilentAge time.Duration
 	// Logger gets one line per change of state; slog.Default() if nil.
 	Logger *slog.Logger
 
 	mu      sync.Mutex
-	pending list.List // of *conn, oldest first
+	silent  list.List // pending *conn that have sent nothing, oldest first
+	talking list.List // the other pending *conn, in the order they spoke
 	perIP   map[netip.Prefix]*ipCount
 	full    bool          // the total cap is closing old connections
 	evicted int           // connections closed by the total cap since it was reached
@@ -98,6 +115,13 @@ func (lim *Limiter) maxPending() int {
 	return DefaultMaxPending
 }
 
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
 func (lim *Limiter) maxPerIP() int {
 	if lim.MaxPendingPerIP > 0 {
 		return lim.MaxPendingPerIP
@@ -106,29 +130,51 @@ func (lim *Limiter) maxPerIP() int {
 }
 
 // roomIn is how long the listener should wait before accepting: zero if
-// the total cap has room, or its oldest pending connection is old enough
-// to be closed for the next one.
+// the total cap has room, or a pending connection is old enough to be
+// closed for the next one.
 func (lim *Limiter) roomIn() (time.Duration, <-chan struct{}) {
 	lim.mu.Lock()
 	defer lim.mu.Unlock()
 	if lim.freed == nil {
 		lim.freed = make(chan struct{}, 1)
 	}
-	if lim.pending.Len() < lim.maxPending() {
+	if lim.pendingLocked() < lim.maxPending() {
 		return 0, lim.freed
 	}
-	minAge := lim.MinPendingAge
-	if minAge <= 0 {
-		minAge = DefaultMinPendingAge
-	}
-	return minAge - time.Since(lim.pending.Front().Value.(*conn).at), lim.freed
+	_, wait := lim.victim(time.Now())
+	return wait, lim.freed
 }
+
+// victim is the pending connection to close for a new one at the total
+// cap: the oldest silent one once MinSilentAge old, else the oldest
+// talking one once MinPendingAge old. Without one, it returns how long
+// until there is one. lim.mu is held.
+func (lim *Limiter) victim(now time.Time) (*conn, time.Duration) {
+	wait := time.Duration(math.MaxInt64)
+	for _, q := range []struct {
+		l      *list.List
+		minAge time.Duration
+	}{{&lim.silent, orDefault(lim.MinSilentAge, DefaultMinSilentAge)}, {&lim.talking, orDefault(lim.MinPendingAge, DefaultMinPendingAge)}} {
+		if f := q.l.Front(); f != nil {
+			c := f.Value.(*conn)
+			left := q.minAge - now.Sub(c.at)
+			if left <= 0 {
+				return c, 0
+			}
+			wait = min(wait, left)
+		}
+	}
+	return nil, wait
+}
+
+// pendingLocked counts the pending connections; lim.mu is held.
+func (lim *Limiter) pendingLocked() int { return lim.silent.Len() + lim.talking.Len() }
 
 // Pending counts the connections accepted and not yet admitted or closed.
 func (lim *Limiter) Pending() int {
 	lim.mu.Lock()
 	defer lim.mu.Unlock()
-	return lim.pending.Len()
+	return lim.pendingLocked()
 }
 
 // Listen wraps l: its connections count as pending until Admit or Close,
@@ -204,15 +250,18 @@ func (lim *Limiter) accepted(nc net.Conn) net.Conn {
 	n.pending++
 	var oldest *conn
 	var changes []change
-	if lim.pending.Len() >= lim.maxPending() {
-		oldest = lim.pending.Front().Value.(*conn)
+	if lim.pendingLocked() >= lim.maxPending() {
+		// roomIn found a victim; if it has gone since, the oldest makes room.
+		if oldest, _ = lim.victim(time.Now()); oldest == nil {
+			oldest = cmp.Or(lim.silent.Front(), lim.talking.Front()).Value.(*conn)
+		}
 		changes = lim.removeLocked(oldest)
 		lim.evicted++
 	}
 	reached := oldest != nil && !lim.full
 	lim.full = lim.full || reached
 	c := &conn{Conn: nc, lim: lim, key: key, at: time.Now()}
-	c.elem = lim.pending.PushBack(c)
+	c.elem = lim.silent.PushBack(c)
 	lim.mu.Unlock()
 	if oldest != nil {
 		oldest.Conn.Close()
@@ -238,7 +287,7 @@ func (lim *Limiter) remove(c *conn) bool {
 		default:
 		}
 	}
-	if lim.full && lim.pending.Len() <= lim.maxPending()*3/4 {
+	if lim.full && lim.pendingLocked() <= lim.maxPending()*3/4 {
 		changes = append(changes, change{"connections before login back under their cap", []any{"closed", lim.evicted}})
 		lim.full, lim.evicted = false, 0
 	}
@@ -258,7 +307,11 @@ type change struct {
 // pending connection left. lim.mu is held.
 func (lim *Limiter) removeLocked(c *conn) []change {
 	var changes []change
-	lim.pending.Remove(c.elem)
+	if c.talking {
+		lim.talking.Remove(c.elem)
+	} else {
+		lim.silent.Remove(c.elem)
+	}
 	c.elem = nil
 	n := lim.perIP[c.key]
 	n.pending--
@@ -281,10 +334,33 @@ func (lim *Limiter) log(changes []change) {
 // conn is an accepted connection; it counts as pending while elem is set.
 type conn struct {
 	net.Conn
-	lim  *Limiter
-	key  netip.Prefix
-	at   time.Time     // when it was accepted
-	elem *list.Element // in lim.pending; under lim.mu
+	lim     *Limiter
+	key     netip.Prefix
+	at      time.Time     // when it was accepted
+	heard   atomic.Bool   // it has sent something
+	elem    *list.Element // in lim.silent or lim.talking; under lim.mu
+	talking bool          // elem is in lim.talking; under lim.mu
+}
+
+// Read reads from the connection; its first bytes make a pending
+// connection a talking one.
+func (c *conn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.heard.Load() {
+		c.heard.Store(true)
+		c.lim.talked(c)
+	}
+	return n, err
+}
+
+// talked moves c, if pending, from lim.silent to lim.talking.
+func (lim *Limiter) talked(c *conn) {
+	lim.mu.Lock()
+	defer lim.mu.Unlock()
+	if c.elem != nil && !c.talking {
+		lim.silent.Remove(c.elem)
+		c.elem, c.talking = lim.talking.PushBack(c), true
+	}
 }
 
 // Close stops counting c and closes it.

@@ -20,13 +20,24 @@ import (
 // fakeConn is a connection from a given address that records its Close.
 type fakeConn struct {
 	net.Conn
+	peer   net.Conn // the other end
 	remote net.Addr
 	closed atomic.Bool
 }
 
 func newFakeConn(addr string) *fakeConn {
-	a, _ := net.Pipe()
-	return &fakeConn{Conn: a, remote: net.TCPAddrFromAddrPort(netipAddrPort(addr))}
+	a, b := net.Pipe()
+	return &fakeConn{Conn: a, peer: b, remote: net.TCPAddrFromAddrPort(netipAddrPort(addr))}
+}
+
+// talk has the peer of raw send a byte, which c, what Accept returned
+// for raw, reads.
+func talk(t *testing.T, raw *fakeConn, c net.Conn) {
+	t.Helper()
+	go raw.peer.Write([]byte{1})
+	if _, err := c.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (c *fakeConn) RemoteAddr() net.Addr { return c.remote }
@@ -279,20 +290,45 @@ func TestTotalCapWaitsForLoginsInProgress(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFixture(t, &Limiter{MaxPending: 2, MinPendingAge: time.Second})
 		_, c1 := f.dial(t, "192.0.2.1:1")
-		raw2, _ := f.dial(t, "192.0.2.2:1")
+		raw2, c2 := f.dial(t, "192.0.2.2:1")
+		talk(t, raw2, c2) // logging in
 		start := time.Now()
-		go func() { f.fake.next <- newFakeConn("192.0.2.3:1") }()
+		raw3 := newFakeConn("192.0.2.3:1")
+		go func() { f.fake.next <- raw3 }()
 		Admit(c1) // c1 logged in: its place frees at once
-		if c := <-f.accepted; c == nil || time.Since(start) != 0 {
-			t.Fatalf("accepted %v after %v, want at once", c, time.Since(start))
+		c3 := <-f.accepted
+		if c3 == nil || time.Since(start) != 0 {
+			t.Fatalf("accepted %v after %v, want at once", c3, time.Since(start))
 		}
+		talk(t, raw3, c3)
 		if raw2.closed.Load() {
 			t.Fatal("a login in progress was closed to make room")
 		}
 		go func() { f.fake.next <- newFakeConn("192.0.2.4:1") }()
-		<-f.accepted // waits until the oldest pending is a second old, then closes it
+		<-f.accepted // waits until the oldest login in progress is a second old, then closes it
 		if time.Since(start) != time.Second || !raw2.closed.Load() {
 			t.Errorf("after %v, oldest closed %v; want 1s, true", time.Since(start), raw2.closed.Load())
+		}
+	})
+}
+
+func TestTotalCapClosesSilentConnectionsFirst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, &Limiter{MaxPending: 2, MinPendingAge: time.Second, MinSilentAge: 100 * time.Millisecond})
+		raw1, c1 := f.dial(t, "192.0.2.1:1")
+		talk(t, raw1, c1) // the oldest, logging in
+		raw2, _ := f.dial(t, "192.0.2.2:1")
+		start := time.Now()
+		raw3, c3 := f.dial(t, "192.0.2.3:1") // waits until the silent one is MinSilentAge old
+		if c3 == nil || time.Since(start) != 100*time.Millisecond || !raw2.closed.Load() || raw1.closed.Load() {
+			t.Fatalf("after %v: accepted %v, silent closed %v, talking closed %v; want 100ms, true, true, false",
+				time.Since(start), c3 != nil, raw2.closed.Load(), raw1.closed.Load())
+		}
+		// The talking one is older, but the new silent one goes first.
+		f.dial(t, "192.0.2.4:1")
+		if time.Since(start) != 200*time.Millisecond || !raw3.closed.Load() || raw1.closed.Load() {
+			t.Errorf("after %v: the second silent one closed %v, the talking one %v; want 200ms, true, false",
+				time.Since(start), raw3.closed.Load(), raw1.closed.Load())
 		}
 	})
 }
