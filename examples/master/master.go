@@ -19,8 +19,10 @@ import (
 	"github.com/buildslave/buildslave/examples/master/status"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/protocol"
+	"github.com/buildslave/buildslave/protocol/budget"
 	"github.com/buildslave/buildslave/protocol/connlimit"
 	"github.com/buildslave/buildslave/protocol/pb"
+	"github.com/buildslave/buildslave/protocol/wire"
 	"github.com/buildslave/buildslave/slave"
 )
 
@@ -154,12 +156,14 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 	mux.Handle(forcePath, builds.ForceHandler(m.force))
 	mux.Handle("/", m.status.Handler())
 	m.web = m.guard.Server(mux, slog.NewLogLogger(log.Handler(), slog.LevelWarn))
-	// Both transports share one cap on connections before login: they
-	// share one file limit.
+	// Both transports share one cap on connections before login (they
+	// share one file limit) and one memory budget for their messages.
 	lim := &connlimit.Limiter{Logger: log}
-	m.pb = &pb.Server{Manager: m.mgr, Builders: m.runner.Builders(), AttachTimeout: cfg.AttachTimeout, Limiter: lim, Logger: log}
+	mem := budget.New(cfg.MessageMemory, 0)
+	m.pb = &pb.Server{Manager: m.mgr, Builders: m.runner.Builders(), AttachTimeout: cfg.AttachTimeout, Limiter: lim, Logger: log,
+		Broker: pb.BrokerConfig{Budget: mem}}
 	m.proto = &protocol.Server{TLSConfig: cfg.TLS, Limiter: lim, Handler: &protocol.Handler{Manager: m.mgr, Builders: m.runner.Builders(),
-		AttachTimeout: cfg.AttachTimeout, Logger: log}}
+		AttachTimeout: cfg.AttachTimeout, Logger: log, WebSocket: wire.WebSocketConfig{Budget: mem}}}
 
 	events, cancel := m.mgr.Subscribe()
 	m.events = cancel

@@ -25,6 +25,7 @@ import (
 	"github.com/buildslave/buildslave/internal/guess"
 	"github.com/buildslave/buildslave/latent"
 	"github.com/buildslave/buildslave/notify"
+	"github.com/buildslave/buildslave/protocol/budget"
 	"github.com/buildslave/buildslave/slave"
 )
 
@@ -65,6 +66,9 @@ type Config struct {
 	Manager       slave.Config  // Logger left to the caller
 	Lifecycle     latent.Config // MasterID and settings; Logger, Observe, Notifier left to the caller
 	AttachTimeout time.Duration // protocol.Handler.AttachTimeout; 0: its default
+	// MessageMemory is the size of the memory budget that the messages
+	// of both slave transports share while read, decoded and handled.
+	MessageMemory int64
 
 	Slaves    []*slave.Slave // the static slaves
 	Latents   []Latent
@@ -184,6 +188,10 @@ func (c *Config) master(p *problems, ctx *parseContext, m Master, needID bool) {
 		DuplicatePingTimeout: e.duration("duplicate_ping_timeout", m.DuplicatePingTimeout, 0, positive),
 	}
 	c.AttachTimeout = e.duration("attach_timeout", m.AttachTimeout, 0, positive)
+	c.MessageMemory = e.size("message_memory", m.MessageMemory, budget.DefaultSize)
+	if c.MessageMemory < MinMessageMemory {
+		e.add("message_memory", "must be at least 4MiB, which a stock slave's largest messages need while decoded, got %d", c.MessageMemory)
+	}
 	c.StepOutput = int(e.size("max_step_output", m.MaxStepOutput, builds.DefaultStepBytes))
 	c.BuildLimits = builds.Limits{
 		MaxUploadSize:    e.size("max_upload_size", m.MaxUploadSize, builds.DefaultMaxUploadSize),
@@ -205,6 +213,11 @@ func (c *Config) master(p *problems, ctx *parseContext, m Master, needID bool) {
 	}
 	c.HTTPAllowUnauthenticated = m.HTTPAllowUnauthenticated
 }
+
+// MinMessageMemory is the least message_memory: a stock slave's largest
+// messages (file blocks of 256 KiB, output batches of 64 KiB) need this
+// much while decoded.
+const MinMessageMemory = 4 << 20
 
 // minTokenLength is the least length of http_token_file's token.
 const minTokenLength = 16

@@ -33,6 +33,7 @@ type Master struct {
 	KeepaliveTimeout     Duration `toml:"keepalive_timeout"`
 	DuplicatePingTimeout Duration `toml:"duplicate_ping_timeout"`
 	AttachTimeout        Duration `toml:"attach_timeout"`
+	MessageMemory        Size     `toml:"message_memory"`
 	History              int      `toml:"history"`
 	MaxUploadSize        Size     `toml:"max_upload_size"`
 	MaxStepOutput        Size     `toml:"max_step_output"`

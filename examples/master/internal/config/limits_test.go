@@ -10,6 +10,7 @@ import (
 	"github.com/buildslave/buildslave/examples/master/internal/builds"
 	"github.com/buildslave/buildslave/examples/master/internal/web"
 	"github.com/buildslave/buildslave/examples/master/status"
+	"github.com/buildslave/buildslave/protocol/budget"
 )
 
 func TestUploadSizes(t *testing.T) {
@@ -144,5 +145,17 @@ func TestWebTimeoutsAndConnections(t *testing.T) {
 	}
 	if _, err := parse(t, "[master]\nhttp_idle_timeout = \"0s\"\n"); err == nil || !strings.Contains(err.Error(), ":2: master: http_idle_timeout: must be positive") {
 		t.Errorf("http_idle_timeout = 0s: %v", err)
+	}
+}
+
+func TestMessageMemory(t *testing.T) {
+	if c := mustParse(t, ""); c.MessageMemory != budget.DefaultSize {
+		t.Errorf("default message_memory %d, want budget.DefaultSize", c.MessageMemory)
+	}
+	if c := mustParse(t, "[master]\nmessage_memory = \"64MiB\"\n"); c.MessageMemory != 64<<20 {
+		t.Errorf("message_memory %d, want 64 MiB", c.MessageMemory)
+	}
+	if _, err := parse(t, "[master]\nmessage_memory = \"1MiB\"\n"); err == nil || !strings.Contains(err.Error(), ":2: master: message_memory: must be at least 4MiB") {
+		t.Errorf("message_memory = 1MiB: %v", err)
 	}
 }
