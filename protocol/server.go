@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/buildslave/buildslave/protocol/connlimit"
+	"github.com/buildslave/buildslave/protocol/internal/listeners"
 )
 
 // Defaults for the zero values of Server's fields.
@@ -53,9 +54,9 @@ type Server struct {
 	once      sync.Once
 	tls       *tls.Config // TLSConfig limited to HTTP/1.1
 	lim       *connlimit.Limiter
+	listeners listeners.Set
 	mu        sync.Mutex
 	closed    bool
-	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{} // not upgraded yet
 	wg        sync.WaitGroup        // a goroutine per connection until its upgrade
 }
@@ -114,37 +115,7 @@ func (s *Server) Serve(l net.Listener) error {
 			s.lim = &connlimit.Limiter{Logger: s.Handler.logger()}
 		}
 	})
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		l.Close()
-		return http.ErrServerClosed
-	}
-	l = s.lim.Listen(l)
-	if s.listeners == nil {
-		s.listeners = map[net.Listener]struct{}{}
-	}
-	s.listeners[l] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, l)
-		s.mu.Unlock()
-		l.Close()
-	}()
-	for {
-		nc, err := l.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed {
-				return http.ErrServerClosed
-			}
-			return err
-		}
-		s.start(nc)
-	}
+	return s.listeners.Serve(s.lim.Listen(l), http.ErrServerClosed, s.start)
 }
 
 // start reads the connection's request on a goroutine of its own unless
@@ -172,24 +143,15 @@ func (s *Server) start(nc net.Conn) {
 // then shuts the Handler down: every slave connection is dropped and its
 // goroutine waited for, until ctx's deadline.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.listeners.Close()
 	s.mu.Lock()
 	s.closed = true
-	for l := range s.listeners {
-		l.Close()
-	}
 	for nc := range s.conns {
 		nc.Close()
 	}
 	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := listeners.Wait(ctx, &s.wg); err != nil {
+		return err
 	}
 	if s.Handler == nil {
 		return nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/buildslave/buildslave/protocol/budget"
 	"github.com/buildslave/buildslave/protocol/connlimit"
+	"github.com/buildslave/buildslave/protocol/internal/listeners"
 	"github.com/buildslave/buildslave/slave"
 )
 
@@ -80,10 +81,10 @@ type Server struct {
 	// slog.Default() if nil.
 	Logger *slog.Logger
 
+	listeners listeners.Set
 	mu        sync.Mutex
 	lim       *connlimit.Limiter
 	budget    *budget.Budget // Broker.Budget, or the Server's own
-	listeners map[net.Listener]struct{}
 	conns     map[*Broker]struct{}
 	closed    bool
 	wg        sync.WaitGroup // connection goroutines
@@ -127,11 +128,6 @@ func (s *Server) Serve(l net.Listener) error {
 		return errors.New("pb: Server.Manager is nil: set it to the *slave.Manager the slaves log in to")
 	}
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		l.Close()
-		return ErrServerClosed
-	}
 	if s.lim == nil {
 		s.lim = s.Limiter
 		if s.lim == nil {
@@ -143,32 +139,12 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 	}
 	l = s.lim.Listen(l)
-	if s.listeners == nil {
-		s.listeners = map[net.Listener]struct{}{}
-	}
-	s.listeners[l] = struct{}{}
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, l)
-		s.mu.Unlock()
-		l.Close()
-	}()
-	for {
-		nc, err := l.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed {
-				return ErrServerClosed
-			}
-			return err
-		}
+	return s.listeners.Serve(l, ErrServerClosed, func(nc net.Conn) {
 		if !s.start(nc) {
 			nc.Close()
 		}
-	}
+	})
 }
 
 // start runs a connection on a goroutine of its own unless the server is
@@ -200,26 +176,14 @@ func (s *Server) start(nc net.Conn) bool {
 // builds learn of the loss through the manager; to let them finish first,
 // shut the manager down before the server.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.listeners.Close()
 	s.mu.Lock()
 	s.closed = true
-	for l := range s.listeners {
-		l.Close()
-	}
 	for b := range s.conns {
 		b.CloseWithCause(errServerShutdown)
 	}
 	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return listeners.Wait(ctx, &s.wg)
 }
 
 // Close is Shutdown without a deadline: connections end promptly once
