@@ -1,12 +1,8 @@
 package cluster_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net/http"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,17 +14,6 @@ import (
 	"github.com/buildslave/buildslave/slave"
 	"github.com/buildslave/buildslave/slave/slavetest"
 )
-
-// revision is etcd's current revision: each successful write (a put, a
-// delete, a transaction that writes) adds one.
-func revision(b *testing.B, cli *clientv3.Client) int64 {
-	b.Helper()
-	resp, err := cli.Get(b.Context(), "revision-probe")
-	if err != nil {
-		b.Fatal(err)
-	}
-	return resp.Header.Revision
-}
 
 // spread calls do(mi, i) for every i < n on the masters mi = i % masters,
 // workers goroutines per master, and fails on any error.
@@ -63,7 +48,6 @@ func claimAll(b *testing.B, members []*cluster.Member, names []string, workers i
 // revision).
 func BenchmarkAttach10000Over3Masters(b *testing.B) {
 	srv := clustertest.Start(b)
-	cli := rawClient(b, srv)
 	const n = 10000
 	names := make([]string, n)
 	for i := range names {
@@ -75,14 +59,14 @@ func BenchmarkAttach10000Over3Masters(b *testing.B) {
 		for _, id := range []string{"a", "b", "c"} {
 			ms = append(ms, joinB(b, srv, id, fmt.Sprintf("/bench%d/", i), 10*time.Second, nil))
 		}
-		rev := revision(b, cli)
+		rev := srv.Revision()
 		b.StartTimer()
 		start := time.Now()
 		claimAll(b, ms, names, 64)
 		took := time.Since(start)
 		b.StopTimer()
 		b.ReportMetric(took.Seconds(), "s/10000-attaches")
-		b.ReportMetric(float64(revision(b, cli)-rev)/n, "writes/attach")
+		b.ReportMetric(float64(srv.Revision()-rev)/n, "writes/attach")
 		for _, m := range ms {
 			m.Close()
 		}
@@ -119,9 +103,9 @@ func BenchmarkIdleRequests(b *testing.B) {
 		}
 		claimAll(b, ms, names, 16)
 		time.Sleep(time.Second) // let the claims' and the election's traffic end
-		before := received(b, srv)
+		before := srv.Received(b)
 		time.Sleep(window)
-		after := received(b, srv)
+		after := srv.Received(b)
 		b.ReportMetric(float64(after-before)/float64(len(ms))/window.Seconds(), "requests/master/s")
 		cancel()
 		wg.Wait()
@@ -130,35 +114,6 @@ func BenchmarkIdleRequests(b *testing.B) {
 		}
 		b.StartTimer()
 	}
-}
-
-// received sums etcd's grpc_server_msg_received_total: every request and
-// every message on a stream (keepalives, watch requests).
-func received(b *testing.B, srv *clustertest.Server) int64 {
-	b.Helper()
-	resp, err := http.Get(srv.Endpoints[0] + "/metrics")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var sum int64
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "grpc_server_msg_received_total{") {
-			continue
-		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			b.Fatal(err)
-		}
-		sum += int64(v)
-	}
-	if sum == 0 {
-		b.Fatal("etcd's /metrics has no grpc_server_msg_received_total")
-	}
-	return sum
 }
 
 // BenchmarkFailover3000: master a holds 3,000 slave names and dies (its

@@ -182,13 +182,15 @@ func (m *master) force(builder, reason string) (any, error) {
 	return r.ID, nil
 }
 
-// dispatch claims the builds queued in etcd that this master can run: when
-// a request is queued, when a slave attaches here, when a build ends.
+// dispatch claims the builds queued in etcd that this master can run: it
+// reads the queue when it changes, and when a slave attaches here or a
+// build ends only while the last read left a request waiting, so that
+// slave events cost no etcd request while the queue is empty.
 func (m *master) dispatch(ctx context.Context) {
 	changed := m.cluster.member.WatchRequests(ctx)
 	events, cancel := m.mgr.Subscribe()
 	defer cancel()
-	m.claimRequests(ctx)
+	waiting := m.claimRequests(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -201,22 +203,23 @@ func (m *master) dispatch(ctx context.Context) {
 			if !ok {
 				return
 			}
-			if ev.Kind != slave.Attached && ev.Kind != slave.BuildFinished && ev.Kind != slave.Unpaused {
+			if !waiting || (ev.Kind != slave.Attached && ev.Kind != slave.BuildFinished && ev.Kind != slave.Unpaused) {
 				continue
 			}
 		}
-		m.claimRequests(ctx)
+		waiting = m.claimRequests(ctx)
 	}
 }
 
 // claimRequests claims each queued request that has a slave attached here
 // (or, failing that, an idle latent slave configured here that no master
-// holds or starts) and runs it on that slave.
-func (m *master) claimRequests(ctx context.Context) {
+// holds or starts) and runs it on that slave. It reports whether a request
+// this master could run is left waiting (or the queue could not be read).
+func (m *master) claimRequests(ctx context.Context) (waiting bool) {
 	c := m.cluster
 	select {
 	case <-c.member.Done():
-		return // this master's session ended (it said so): it can claim nothing
+		return false // this master's session ended (it said so): it can claim nothing
 	default:
 	}
 	rctx, cancel := context.WithTimeout(ctx, etcdTimeout)
@@ -230,6 +233,7 @@ func (m *master) claimRequests(ctx context.Context) {
 			m.log.Info("cluster: reading the queued builds again")
 		}
 	}
+	waiting = err != nil
 	attached := map[string]bool{}
 	for _, st := range m.mgr.States() {
 		attached[st.Name] = st.Attached && !st.Paused && !st.ShuttingDown
@@ -241,6 +245,7 @@ func (m *master) claimRequests(ctx context.Context) {
 		}
 		claim := m.claimOne(rctx, r, attached)
 		if claim == nil {
+			waiting = true // (or another master just took it: the next read says)
 			continue
 		}
 		cr := claim.Request()
@@ -250,6 +255,7 @@ func (m *master) claimRequests(ctx context.Context) {
 			if err := claim.Unclaim(rctx); err != nil {
 				m.log.Warn("cluster: queuing a claimed build again", "id", cr.ID, "err", err)
 			}
+			waiting = true
 			continue
 		}
 		m.progress("%s #%d: claimed %s, queued on %s, for %s", cr.Builder, h.ID, cr.ID, cr.Submitter, cr.Slave)
@@ -258,6 +264,7 @@ func (m *master) claimRequests(ctx context.Context) {
 			m.finishClaim(claim)
 		})
 	}
+	return waiting
 }
 
 // claimOne claims r for a slave attached here, else for a latent slave to
