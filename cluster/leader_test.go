@@ -48,7 +48,9 @@ func (s *stopLog) count(slave string) int {
 }
 
 // lead runs m.Lead until the test ends (or m dies); the function it returns
-// waits for Lead to return (10 s at most) and returns its error.
+// waits for Lead to return (30 s at most: a member that lost etcd notices
+// it only when its client gives the lease up, ~9 s with a TTL of 2 s) and
+// returns its error.
 func lead(t *testing.T, m *cluster.Member, cfg cluster.LeaderConfig) func() error {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -59,8 +61,8 @@ func lead(t *testing.T, m *cluster.Member, cfg cluster.LeaderConfig) func() erro
 		select {
 		case <-done:
 			return err
-		case <-time.After(10 * time.Second):
-			return errors.New("Lead of " + m.ID() + " did not return within 10 s")
+		case <-time.After(30 * time.Second):
+			return errors.New("Lead of " + m.ID() + " did not return within 30 s")
 		}
 	}
 	t.Cleanup(func() {
@@ -191,4 +193,21 @@ func TestLeadNeedsAStopper(t *testing.T) {
 	if err := a.Lead(t.Context(), cluster.LeaderConfig{}); err == nil || !strings.Contains(err.Error(), "Stopper") {
 		t.Fatalf("Lead without a Stopper = %v, want an error naming Stopper", err)
 	}
+}
+
+// etcd lost while leading: the leader's session ends (when its client
+// gives the lease up), and Lead returns ErrSessionLost instead of leading
+// on without it. Until then its writes as leader are guarded by its
+// election key, which a new leader's election would have deleted.
+func TestLeadEndsWhenEtcdIsLost(t *testing.T) {
+	srv := clustertest.Start(t)
+	a := join(t, srv, "a", func(c *cluster.Config) { c.LeaseTTL = 2 * time.Second })
+	done := lead(t, a, cluster.LeaderConfig{Stopper: newStopLog().stopper("a")})
+	eventually(t, 5*time.Second, "a leads", leaderIs(t, a, "a"))
+	lost := time.Now()
+	srv.Stop()
+	if err := done(); !errors.Is(err, cluster.ErrSessionLost) {
+		t.Fatalf("Lead after etcd stopped = %v, want ErrSessionLost", err)
+	}
+	t.Logf("Lead returned %v after etcd stopped (TTL 2 s)", time.Since(lost).Round(100*time.Millisecond))
 }

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ type Server struct {
 	// Endpoints are its client URLs, for cluster.Config.Endpoints.
 	Endpoints []string
 	etcd      *embed.Etcd
+	stop      func() // closes etcd once: embed.Etcd.Close panics the second time
 }
 
 // Start starts the server on free loopback ports with its data in t.TempDir,
@@ -44,7 +46,8 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatalf("clustertest: starting etcd: %v", err)
 	}
-	t.Cleanup(e.Close)
+	srv := &Server{etcd: e, stop: sync.OnceFunc(e.Close)}
+	t.Cleanup(srv.Stop)
 	select {
 	case <-e.Server.ReadyNotify():
 	case err := <-e.Err():
@@ -53,12 +56,13 @@ func Start(t testing.TB) *Server {
 		e.Server.Stop()
 		t.Fatalf("clustertest: etcd not ready after %v", ReadyTimeout)
 	}
-	return &Server{Endpoints: []string{client.String()}, etcd: e}
+	srv.Endpoints = []string{client.String()}
+	return srv
 }
 
 // Stop stops the server before the test ends, to test what happens when etcd
 // goes away; stopping it twice is harmless.
-func (s *Server) Stop() { s.etcd.Close() }
+func (s *Server) Stop() { s.stop() }
 
 // freeURL returns a loopback URL on a port free a moment ago.
 func freeURL(t testing.TB) url.URL {
