@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/buildslave/buildslave/cluster"
@@ -30,6 +31,7 @@ type clustered struct {
 	stopClaims context.CancelFunc // ends the dispatcher
 	wg         sync.WaitGroup     // the leader, the dispatcher, the claimed builds
 	queueDown  bool               // the dispatcher's last read of the queue failed (logged once per change)
+	leading    atomic.Bool        // this master leads: it runs the periodic schedules
 }
 
 // joinCluster joins the cluster of cfg.Cluster, publishing this master's
@@ -78,6 +80,8 @@ func (m *master) runCluster() {
 	c.wg.Go(func() {
 		err := c.member.Lead(leadCtx, cluster.LeaderConfig{Stopper: cluster.StopperFunc(m.stopIntent),
 			WhileLeading: func(ctx context.Context) {
+				c.leading.Store(true)
+				defer c.leading.Store(false)
 				// the missing notices of masters that died, once each
 				c.member.SweepMissing(ctx, m.latentCfg.Notifier.SlaveMissing) //nolint:errcheck // ctx's error
 			}})
@@ -86,6 +90,15 @@ func (m *master) runCluster() {
 		}
 	})
 	c.wg.Go(func() { m.dispatch(claimCtx) })
+}
+
+// clusterSchedulers has, in a cluster, the leader alone run the periodic
+// schedules, their builds queued for the master that holds a fitting slave
+// (the at_start builds stay each master's own, at its start).
+func (m *master) clusterSchedulers() {
+	if c := m.cluster; c != nil {
+		m.scheds.Periodic, m.scheds.Active = m.force, c.leading.Load
+	}
 }
 
 // stopClaiming ends the dispatcher: first in shutdown, so that this master

@@ -146,6 +146,7 @@ func start(cfg *config.Config, log *slog.Logger, out, slaveOut io.Writer) (_ *ma
 		Limits:    cfg.BuildLimits, LimitLog: limits})
 	m.runner.SetBuilders(cfg.Builders)
 	m.scheds = builds.NewSchedulers(m.runner, log)
+	m.clusterSchedulers()
 	wcfg := cfg.Web
 	wcfg.Limits, wcfg.Logger = limits, log
 	m.guard = web.New(wcfg)

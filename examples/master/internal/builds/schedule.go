@@ -11,6 +11,16 @@ import (
 // Schedulers starts builds on schedule: the at_start builds once, and the
 // periodic ones until Replace or Stop.
 type Schedulers struct {
+	// Periodic, if set before Start, forces the periodic builds instead of
+	// the Runner: through the build queue of a cluster of masters, for
+	// instance.
+	Periodic ForceFunc
+	// Active, if set before Start, says whether this master runs the
+	// periodic schedules now (in a cluster: while it leads, so that a
+	// periodic build is forced once, not once per master); a tick while it
+	// is not is skipped.
+	Active func() bool
+
 	r   *Runner
 	log *slog.Logger
 
@@ -72,6 +82,10 @@ func (s *Schedulers) stop() {
 
 // periodic forces a build of sc.Builder every sc.Every until ctx ends.
 func (s *Schedulers) periodic(ctx context.Context, sc Schedule) {
+	force := s.Periodic
+	if force == nil {
+		force = s.r.ForceID
+	}
 	t := time.NewTicker(sc.Every)
 	defer t.Stop()
 	for {
@@ -80,7 +94,10 @@ func (s *Schedulers) periodic(ctx context.Context, sc Schedule) {
 			return
 		case <-t.C:
 		}
-		if _, err := s.r.Force(sc.Builder, "periodic scheduler, every "+sc.Every.String()); err != nil {
+		if s.Active != nil && !s.Active() {
+			continue
+		}
+		if _, err := force(sc.Builder, "periodic scheduler, every "+sc.Every.String()); err != nil {
 			if errors.Is(err, ErrShuttingDown) {
 				return
 			}
