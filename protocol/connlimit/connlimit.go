@@ -155,13 +155,21 @@ func (lim *Limiter) victim(now time.Time) (*conn, time.Duration) {
 		l      *list.List
 		minAge time.Duration
 	}{{&lim.silent, orDefault(lim.MinSilentAge, DefaultMinSilentAge)}, {&lim.talking, orDefault(lim.MinPendingAge, DefaultMinPendingAge)}} {
-		if f := q.l.Front(); f != nil {
+		for f := q.l.Front(); f != nil; f = q.l.Front() {
 			c := f.Value.(*conn)
 			left := q.minAge - now.Sub(c.at)
-			if left <= 0 {
-				return c, 0
+			if left > 0 {
+				wait = min(wait, left)
+				break
 			}
-			wait = min(wait, left)
+			if q.l == &lim.silent && unread(c.Conn) {
+				// It has spoken; this master has not read it yet (a
+				// storm of real slaves on a busy master): not silent.
+				lim.silent.Remove(f)
+				c.elem, c.talking = lim.talking.PushBack(c), true
+				continue
+			}
+			return c, 0
 		}
 	}
 	return nil, wait
