@@ -59,7 +59,8 @@ func (l DecodeLimits) decodeReserved(p []byte, res *budget.Reservation) (Message
 			}
 		}
 		res.Shrink(need)
-		mem = min(mem, int(res.Held())-cap(p))
+		// A buffer larger than the whole budget leaves nothing to decode with.
+		mem = max(0, min(mem, int(res.Held())-cap(p)))
 	}
 	msg, used, err := l.decodeMessage(p, mem)
 	res.Shrink(int64(used))

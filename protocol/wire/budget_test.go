@@ -161,3 +161,16 @@ func TestWebSocketFramesReserve(t *testing.T) {
 		t.Errorf("server's Serve = %v, want a frame refused at the memory budget", err)
 	}
 }
+
+// TestBufferLargerThanTheBudgetLeavesNoMemory: a frame whose buffer
+// alone takes the whole budget is not decoded without a memory bound.
+func TestBufferLargerThanTheBudgetLeavesNoMemory(t *testing.T) {
+	buf := make([]byte, 0, 8<<10)
+	p := append(buf, "\x82\xa2op\xa1x\xaaseq_number\x01"...)
+	b := budget.New(4<<10, time.Second)
+	res := b.Reserve(t.Context())
+	defer res.Release()
+	if _, err := (DecodeLimits{}).decodeReserved(p, &res); err == nil || !strings.Contains(err.Error(), "memory budget") {
+		t.Fatalf("decoding a frame whose buffer exceeds the budget: %v, want the budget's error", err)
+	}
+}
