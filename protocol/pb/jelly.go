@@ -3,6 +3,7 @@ package pb
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -421,7 +422,11 @@ func failureFromState(state any) (*RemoteError, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: failure state is %s, want dictionary", ErrMalformed, typeName(state))
 	}
-	return &RemoteError{Type: text(m["type"]), Value: text(m["value"]), Traceback: text(m["traceback"])}, nil
+	// A failure is for people to read, and Python 2 peers send its texts as
+	// bytes: any that are not UTF-8 become U+FFFD, so that the error can be
+	// logged and sent on as unicode.
+	shown := func(v any) string { return strings.ToValidUTF8(text(v), "\uFFFD") }
+	return &RemoteError{Type: shown(m["type"]), Value: shown(m["value"]), Traceback: shown(m["traceback"])}, nil
 }
 
 // text is a unicode or bytes value as a string; "" for anything else.
