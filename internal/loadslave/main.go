@@ -9,7 +9,14 @@
 // counts as attached when its login is answered, which both our master and
 // the stock one do only after the whole attach sequence. A slave whose
 // dial or connection fails before it attached dials again until the
-// deadline (a stock master's accept backlog overflows in a storm); every
+// deadline (a stock master's accept backlog overflows in a storm); one
+// whose connection is lost after it attached dials again until stdin
+// closes. With -failover, -url may list several masters separated by
+// commas (as our Go slave's -master): every slave dials the first until it
+// attached, and once it attached, a lost connection or a failed dial
+// makes it dial the next one (after the last, the first again), after a
+// randomized back-off (internal/backoff: under 250 ms the first time,
+// doubling to 5 s while dials fail, small again once attached); every
 // slave reports worker_commands, so a stock master lets it run steps; with
 // -exec, shell commands really run (/bin/sh -c) and are counted; with
 // -concurrency, at most that many slaves dial or attach at once; with
@@ -28,6 +35,13 @@
 //	<- count                          (any number of times)
 //	-> count BUILDS                   (shell commands completed so far)
 //
+// and with -failover, whenever every slave is attached again after some
+// lost their connection (a master died), without being asked, possibly
+// before "attached" if a connection was lost during the first attaches:
+//
+//	-> reattached K N SECONDS         (K attaches of slaves that had lost their connection, SECONDS
+//	                                   from the first loss to the last of them)
+//
 // It exits when stdin closes, dropping every connection. The password is
 // read from the environment variable LOADSLAVE_PASSWORD, never a flag.
 package main
@@ -43,12 +57,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/buildslave/buildslave/internal/backoff"
 	"github.com/buildslave/buildslave/protocol/wire"
 )
 
@@ -63,11 +79,12 @@ func init() {
 }
 
 type slaves struct {
-	url, prefix, password, basedir string
-	pb                             bool // -protocol pb
-	exec                           bool
-	n, sources                     int
-	deadline                       time.Time
+	urls                      []string // -url: the masters, dialed in turn with -failover
+	prefix, password, basedir string
+	pb                        bool // -protocol pb
+	exec, failover            bool
+	n, sources                int
+	deadline                  time.Time
 
 	attached, dialErrors, builds atomic.Int64
 	allAttached                  chan struct{}
@@ -77,11 +94,25 @@ type slaves struct {
 	lastAttach                   atomic.Int64   // unix nanoseconds of the latest attach
 	ctx                          context.Context
 	wg                           sync.WaitGroup
+
+	// With -failover: the slaves attached now, and since when and by how
+	// many attaches some are not (zero: all are, or not all attached yet).
+	upMu       sync.Mutex
+	up         int
+	lostSince  time.Time
+	reattaches int
 }
+
+// failoverBackoff is the wait of a slave with -failover before it dials the
+// next master: small after a lost connection, so that a fleet moves within
+// a second or so, spread out so that it does not reach the next master all
+// at once.
+var failoverBackoff = backoff.Policy{Min: 250 * time.Millisecond, Max: 5 * time.Second, Jitter: backoff.Full}
 
 func main() {
 	s := &slaves{allAttached: make(chan struct{})}
-	flag.StringVar(&s.url, "url", "", "the master: ws://HOST:PORT/ for msgpack, HOST:PORT for pb")
+	url := flag.String("url", "", "the master: ws://HOST:PORT/ for msgpack, HOST:PORT for pb; with -failover, several separated by commas")
+	flag.BoolVar(&s.failover, "failover", false, "once attached, dial the next master of -url when the connection is lost or a dial fails, and report re-attaches")
 	protocol := flag.String("protocol", "msgpack", "msgpack (msgpack_experimental_v7 over a WebSocket) or pb (Perspective Broker over TCP)")
 	flag.IntVar(&s.n, "n", 1000, "number of slaves")
 	flag.StringVar(&s.prefix, "prefix", "s", "slave name prefix: slaves are PREFIX0 ... PREFIX(n-1)")
@@ -92,15 +123,22 @@ func main() {
 	timeout := flag.Duration("timeout", 10*time.Minute, "give up waiting for attaches this long after go")
 	flag.Parse()
 	s.password = os.Getenv("LOADSLAVE_PASSWORD")
-	if s.url == "" || s.n <= 0 || (s.exec && s.basedir == "") || s.sources < 0 || s.sources > maxSources {
-		fmt.Fprintf(os.Stderr, "loadslave: need -url, -n > 0, -basedir with -exec, and -sources from 0 to %d\n", maxSources)
+	s.urls = strings.Split(*url, ",")
+	if *url == "" || slices.Contains(s.urls, "") || s.n <= 0 || (s.exec && s.basedir == "") || s.sources < 0 || s.sources > maxSources {
+		fmt.Fprintf(os.Stderr, "loadslave: need -url (no empty master), -n > 0, -basedir with -exec, and -sources from 0 to %d\n", maxSources)
+		os.Exit(2)
+	}
+	if len(s.urls) > 1 && !s.failover {
+		fmt.Fprintf(os.Stderr, "loadslave: -url %q: several masters need -failover\n", *url)
 		os.Exit(2)
 	}
 	switch *protocol {
 	case "msgpack":
 	case "pb":
 		s.pb = true
-		s.url = hostPort(s.url)
+		for i, u := range s.urls {
+			s.urls[i] = hostPort(u)
+		}
 	default:
 		fmt.Fprintf(os.Stderr, "loadslave: -protocol %q: want msgpack or pb\n", *protocol)
 		os.Exit(2)
@@ -145,14 +183,18 @@ func main() {
 }
 
 // run keeps one slave connected: it dials again after a failure until the
-// slave has attached once or the deadline passed, and stays until stdin closes.
+// slave has attached once or the deadline passed, and stays until stdin
+// closes; with -failover, once attached it dials the next master after a
+// failure.
 func (s *slaves) run(name string) {
 	var attachedOnce atomic.Bool
+	master := 0 // the index in s.urls of the master to dial
+	bo := backoff.Counter{Policy: failoverBackoff}
 	for s.ctx.Err() == nil {
 		if !attachedOnce.Load() && time.Now().After(s.deadline) {
 			return
 		}
-		release := func() {}
+		a := &attempt{name: name, url: s.urls[master], attachedOnce: &attachedOnce, release: func() {}}
 		if s.slots != nil && !attachedOnce.Load() {
 			select {
 			case s.slots <- struct{}{}:
@@ -160,50 +202,108 @@ func (s *slaves) run(name string) {
 				return
 			}
 			var once sync.Once
-			release = func() { once.Do(func() { <-s.slots }) }
+			a.release = func() { once.Do(func() { <-s.slots }) }
 		}
 		session := s.session
 		if s.pb {
 			session = s.pbSession
 		}
-		if err := session(name, &attachedOnce, release); err != nil {
+		if err := session(a); err != nil {
 			s.dialErrors.Add(1)
 			s.errMu.Lock()
 			s.errs[addrs.ReplaceAllString(err.Error(), "ADDR")]++
 			s.errMu.Unlock()
 		}
-		release()
-		select {
-		case <-s.ctx.Done():
-		case <-time.After(200*time.Millisecond + rand.N(800*time.Millisecond)):
+		a.release()
+		wait := 200*time.Millisecond + rand.N(800*time.Millisecond)
+		if s.failover && attachedOnce.Load() {
+			if a.attached.Load() {
+				bo.Reset()
+				if s.ctx.Err() == nil {
+					s.changed(-1, false)
+				}
+			}
+			master = (master + 1) % len(s.urls)
+			wait = bo.Next()
 		}
+		backoff.Wait(s.ctx, wait)
 	}
 }
 
+// attempt is one connection of one slave.
+type attempt struct {
+	name, url    string
+	attachedOnce *atomic.Bool // the slave attached before, over this connection or another
+	release      func()       // gives back the -concurrency slot; called once attached
+	attached     atomic.Bool  // this connection completed the attach sequence
+}
+
+// attach counts the attempt's slave attached: the first time for this
+// slave, or again after it lost a connection.
+func (s *slaves) attach(a *attempt) {
+	a.attached.Store(true)
+	first := a.attachedOnce.CompareAndSwap(false, true)
+	if first {
+		a.release()
+		s.didAttach()
+	}
+	if s.failover {
+		s.changed(1, first)
+	}
+}
+
+// changed counts, with -failover, one slave more attached (+1; first: its
+// first attach) or one fewer (-1: its connection was lost), and prints the
+// reattached line when every slave is attached again after losses.
+func (s *slaves) changed(delta int, first bool) {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	s.up += delta
+	switch {
+	case delta < 0 && s.lostSince.IsZero():
+		s.lostSince, s.reattaches = time.Now(), 0
+	case delta > 0 && !first:
+		s.reattaches++
+	}
+	if s.up == s.n && !s.lostSince.IsZero() {
+		fmt.Printf("reattached %d %d %.3f\n", s.reattaches, s.n, time.Since(s.lostSince).Seconds())
+		s.lostSince = time.Time{}
+	}
+}
+
+// dialDeadline bounds an attempt's dial and attach: a minute past the
+// deadline of the first attaches, or a minute from now for a slave that
+// attached before (it redials for as long as the program runs).
+func (s *slaves) dialDeadline(a *attempt) time.Time {
+	if a.attachedOnce.Load() {
+		return time.Now().Add(time.Minute)
+	}
+	return s.deadline.Add(time.Minute)
+}
+
 // session is one connection; it returns the dial's error, or nil once the
-// connection ended after an attach. It calls release once attached.
+// connection ended after an attach. It calls s.attach once attached.
 var addrs = regexp.MustCompile(`[0-9.]+:[0-9]+`)
 
-func (s *slaves) session(name string, attachedOnce *atomic.Bool, release func()) error {
-	dctx, cancel := context.WithDeadline(s.ctx, s.deadline.Add(time.Minute))
+func (s *slaves) session(a *attempt) error {
+	dctx, cancel := context.WithDeadline(s.ctx, s.dialDeadline(a))
 	defer cancel()
-	d := &wire.Dialer{WebSocketConfig: wire.WebSocketConfig{WriteTimeout: time.Minute}, NetDialContext: s.dialer(name).DialContext}
-	t, err := d.Dial(dctx, s.url, name, s.password)
+	d := &wire.Dialer{WebSocketConfig: wire.WebSocketConfig{WriteTimeout: time.Minute}, NetDialContext: s.dialer(a.name).DialContext}
+	t, err := d.Dial(dctx, a.url, a.name, s.password)
 	if err != nil {
 		return err
 	}
-	base := "/nonexistent/" + name
+	base := "/nonexistent/" + a.name
 	if s.exec {
-		base = filepath.Join(s.basedir, name)
+		base = filepath.Join(s.basedir, a.name)
 	}
 	var prints atomic.Int64
 	var c *wire.Conn
 	c = wire.NewConn(t, func(_ context.Context, req wire.Message) (any, error) {
 		switch req.Op() {
 		case "print":
-			if prints.Add(1) == 2 && attachedOnce.CompareAndSwap(false, true) {
-				release()
-				s.didAttach()
+			if prints.Add(1) == 2 {
+				s.attach(a)
 			}
 		case "get_worker_info":
 			return map[string]any{"basedir": base, "system": "posix", "version": "loadslave",
@@ -219,7 +319,7 @@ func (s *slaves) session(name string, attachedOnce *atomic.Bool, release func())
 	stop := context.AfterFunc(s.ctx, func() { c.Close() })
 	defer stop()
 	c.Serve()
-	if !attachedOnce.Load() && s.ctx.Err() == nil {
+	if !a.attachedOnce.Load() && s.ctx.Err() == nil {
 		return fmt.Errorf("connection lost before attach: %v", context.Cause(c.Context()))
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,61 +31,79 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// testMaster starts a slave manager knowing the slaves s0 to s4 (password
+// pw) and a server of proto for it on a free loopback port; it returns the
+// manager, the URL to give loadslave, and stop, which drops every
+// connection (also called at the test's end).
+func testMaster(t *testing.T, proto string) (m *slave.Manager, url string, stop func()) {
+	log := slog.New(slog.DiscardHandler)
+	var slaves []*slave.Slave
+	for _, name := range []string{"s0", "s1", "s2", "s3", "s4"} {
+		s, err := slave.New(name, "pw")
+		if err != nil {
+			t.Fatal(err)
+		}
+		slaves = append(slaves, s)
+	}
+	m, err := slave.NewManager(slave.Config{Logger: log}, slaves...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		m.Close()
+		t.Fatal(err)
+	}
+	url = "ws://" + l.Addr().String() + "/"
+	served := make(chan struct{})
+	var closeServer func()
+	if proto == "pb" {
+		url = l.Addr().String()
+		srv := &pb.Server{Manager: m, Builders: []string{"b1"}, Logger: log}
+		closeServer = func() { srv.Close() }
+		go func() { srv.Serve(l); close(served) }()
+	} else {
+		srv := &protocol.Server{Handler: &protocol.Handler{Manager: m, Builders: []string{"b1"}, Logger: log}}
+		closeServer = func() { srv.Shutdown(context.Background()) }
+		go func() { srv.Serve(l); close(served) }()
+	}
+	stop = sync.OnceFunc(func() { closeServer(); <-served; m.Close() })
+	t.Cleanup(stop)
+	return m, url, stop
+}
+
+// startLoadslave runs loadslave with args (and the password pw); it returns
+// its stdin and expect, which reads its next line and fails the test unless
+// it starts with prefix. Closing stdin ends it; the test waits for it.
+func startLoadslave(t *testing.T, args ...string) (stdin io.WriteCloser, expect func(prefix string) string) {
+	child := exec.Command(os.Args[0], args...)
+	child.Env = append(os.Environ(), "LOADSLAVE_RUN_MAIN=1", "LOADSLAVE_PASSWORD=pw")
+	stdin, _ = child.StdinPipe()
+	stdout, _ := child.StdoutPipe()
+	child.Stderr = os.Stderr
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); child.Wait() })
+	lines := bufio.NewScanner(stdout)
+	return stdin, func(prefix string) string {
+		t.Helper()
+		if !lines.Scan() || !strings.HasPrefix(lines.Text(), prefix) {
+			t.Fatalf("loadslave said %q (%v), want %q...", lines.Text(), lines.Err(), prefix)
+		}
+		return lines.Text()
+	}
+}
+
 // TestSlavesAttachAndRunShell attaches 5 slaves over each protocol, runs a
 // shell command on one of them with -exec, and checks that it ran where
 // the master said and was counted.
 func TestSlavesAttachAndRunShell(t *testing.T) {
 	for _, proto := range []string{"msgpack", "pb"} {
 		t.Run(proto, func(t *testing.T) {
-			log := slog.New(slog.DiscardHandler)
-			var slaves []*slave.Slave
-			for _, name := range []string{"s0", "s1", "s2", "s3", "s4"} {
-				s, err := slave.New(name, "pw")
-				if err != nil {
-					t.Fatal(err)
-				}
-				slaves = append(slaves, s)
-			}
-			m, err := slave.NewManager(slave.Config{Logger: log}, slaves...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer m.Close()
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			url := "ws://" + l.Addr().String() + "/"
-			served := make(chan struct{})
-			if proto == "pb" {
-				url = l.Addr().String()
-				srv := &pb.Server{Manager: m, Builders: []string{"b1"}, Logger: log}
-				go func() { srv.Serve(l); close(served) }()
-				defer func() { srv.Close(); <-served }()
-			} else {
-				srv := &protocol.Server{Handler: &protocol.Handler{Manager: m, Builders: []string{"b1"}, Logger: log}}
-				go func() { srv.Serve(l); close(served) }()
-				defer func() { srv.Shutdown(context.Background()); <-served }()
-			}
-
+			m, url, _ := testMaster(t, proto)
 			base := t.TempDir()
-			child := exec.Command(os.Args[0], "-protocol", proto, "-url", url, "-n", "5", "-sources", "5", "-exec", "-basedir", base, "-timeout", "1m")
-			child.Env = append(os.Environ(), "LOADSLAVE_RUN_MAIN=1", "LOADSLAVE_PASSWORD=pw")
-			stdin, _ := child.StdinPipe()
-			stdout, _ := child.StdoutPipe()
-			child.Stderr = os.Stderr
-			if err := child.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer child.Wait()
-			defer stdin.Close()
-			lines := bufio.NewScanner(stdout)
-			expect := func(prefix string) {
-				t.Helper()
-				if !lines.Scan() || !strings.HasPrefix(lines.Text(), prefix) {
-					t.Fatalf("loadslave said %q (%v), want %q...", lines.Text(), lines.Err(), prefix)
-				}
-			}
+			stdin, expect := startLoadslave(t, "-protocol", proto, "-url", url, "-n", "5", "-sources", "5", "-exec", "-basedir", base, "-timeout", "1m")
 			expect("ready")
 			io.WriteString(stdin, "go\n")
 			expect("attached 5 5 ")
@@ -132,6 +151,50 @@ func TestSlavesAttachAndRunShell(t *testing.T) {
 			io.WriteString(stdin, "count\n")
 			expect("count 1")
 		})
+	}
+}
+
+// TestFailover: with -failover and two masters, 5 slaves attach to the
+// first only; when it drops every connection, all 5 attach to the second
+// and loadslave says so, over each protocol.
+func TestFailover(t *testing.T) {
+	for _, proto := range []string{"msgpack", "pb"} {
+		t.Run(proto, func(t *testing.T) {
+			m1, url1, stop1 := testMaster(t, proto)
+			m2, url2, _ := testMaster(t, proto)
+			stdin, expect := startLoadslave(t, "-protocol", proto, "-url", url1+","+url2, "-failover", "-n", "5", "-timeout", "1m")
+			expect("ready")
+			io.WriteString(stdin, "go\n")
+			expect("attached 5 5 ")
+			for i, m := range []*slave.Manager{m1, m2} {
+				for _, st := range m.States() {
+					if st.Attached != (i == 0) {
+						t.Fatalf("master %d: %s attached %v before the failover", i+1, st.Name, st.Attached)
+					}
+				}
+			}
+			stop1()
+			line := expect("reattached 5 5 ")
+			if secs, err := strconv.ParseFloat(strings.Fields(line)[3], 64); err != nil || secs < 0 {
+				t.Errorf("%q: want the seconds the re-attaches took", line)
+			}
+			for _, st := range m2.States() {
+				if !st.Attached {
+					t.Errorf("%s is not attached to the second master", st.Name)
+				}
+			}
+		})
+	}
+}
+
+// TestSeveralMastersNeedFailover: a list of masters without -failover is
+// refused, naming -url.
+func TestSeveralMastersNeedFailover(t *testing.T) {
+	child := exec.Command(os.Args[0], "-url", "127.0.0.1:1,127.0.0.1:2")
+	child.Env = append(os.Environ(), "LOADSLAVE_RUN_MAIN=1")
+	out, err := child.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "-url") || !strings.Contains(string(out), "-failover") {
+		t.Errorf("two masters without -failover: %v, %q", err, out)
 	}
 }
 

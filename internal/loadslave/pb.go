@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/buildslave/buildslave/protocol/pb"
@@ -32,37 +31,33 @@ func hostPort(u string) string {
 // before the login was answered, nil once the connection ended after it.
 // An idle attached slave costs one goroutine (the one reading), its
 // socket and its Broker.
-func (s *slaves) pbSession(name string, attachedOnce *atomic.Bool, release func()) error {
-	dctx, cancel := context.WithDeadline(s.ctx, s.deadline.Add(time.Minute))
+func (s *slaves) pbSession(a *attempt) error {
+	dctx, cancel := context.WithDeadline(s.ctx, s.dialDeadline(a))
 	defer cancel()
-	nc, err := s.dialer(name).DialContext(dctx, "tcp", s.url)
+	nc, err := s.dialer(a.name).DialContext(dctx, "tcp", a.url)
 	if err != nil {
 		return err
 	}
 	stop := context.AfterFunc(s.ctx, func() { nc.Close() })
 	defer stop()
-	nc.SetReadDeadline(s.deadline.Add(time.Minute)) // until logged in
+	nc.SetReadDeadline(s.dialDeadline(a)) // until logged in
 	b, err := pb.Connect(nc, pb.BrokerConfig{WriteTimeout: time.Minute})
 	if err != nil {
 		nc.Close()
 		return fmt.Errorf("PB handshake: %w", err)
 	}
-	bot := &pbBot{s: s, base: "/nonexistent/" + name, ctx: b.Context()}
+	bot := &pbBot{s: s, base: "/nonexistent/" + a.name, ctx: b.Context()}
 	if s.exec {
-		bot.base = filepath.Join(s.basedir, name)
+		bot.base = filepath.Join(s.basedir, a.name)
 	}
 	login := make(chan error, 1)
 	go func() { // ends with the login; Serve below answers the master meanwhile
-		_, err := b.Login(dctx, name, s.password, bot)
-		switch {
-		case err != nil:
+		_, err := b.Login(dctx, a.name, s.password, bot)
+		if err != nil {
 			b.CloseWithCause(err)
-		case attachedOnce.CompareAndSwap(false, true):
+		} else {
 			nc.SetReadDeadline(time.Time{})
-			release()
-			s.didAttach()
-		default: // attached again after a lost connection
-			nc.SetReadDeadline(time.Time{})
+			s.attach(a)
 		}
 		login <- err
 	}()
@@ -70,7 +65,7 @@ func (s *slaves) pbSession(name string, attachedOnce *atomic.Bool, release func(
 	if err := <-login; err != nil && s.ctx.Err() == nil {
 		return fmt.Errorf("login: %v", err)
 	}
-	if !attachedOnce.Load() && s.ctx.Err() == nil {
+	if !a.attachedOnce.Load() && s.ctx.Err() == nil {
 		return fmt.Errorf("connection lost before attach: %v", cause)
 	}
 	return nil
