@@ -25,12 +25,14 @@ import (
 // Defaults for the zero arguments of New.
 const (
 	// DefaultSize is the memory the messages of one server's connections
-	// may take at once. The worst message of each transport fits (18 MiB
-	// for a 2 MiB msgpack frame and its decoding, 8 MiB for a 1 MiB PB
-	// message), beside many ordinary ones; the heap, garbage included,
-	// then stays within about twice the budget above idle however many
-	// peers send their worst at once.
-	DefaultSize = 32 << 20
+	// may take at once. The worst PB message fits (8 MiB for a 1 MiB
+	// message), and so does a 2 MiB msgpack frame decoded within 7 times
+	// its size, beside many ordinary messages (a 256 KiB file block
+	// reserves 2.3 MiB); the heap, garbage included, then stays within
+	// about twice the budget above idle however many peers send their
+	// worst at once: 20 slaves' worst msgpack frames together take less
+	// than 80 MB (it was 83-131 MB with 32 MiB).
+	DefaultSize = 16 << 20
 	// DefaultWait bounds how long a message waits for its share of the
 	// budget before its connection is dropped. Messages are decoded in
 	// milliseconds; a budget spent for a minute is held by peers that
