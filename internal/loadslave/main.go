@@ -39,8 +39,9 @@
 // lost their connection (a master died), without being asked, possibly
 // before "attached" if a connection was lost during the first attaches:
 //
-//	-> reattached K N SECONDS         (K attaches of slaves that had lost their connection, SECONDS
-//	                                   from the first loss to the last of them)
+//	-> reattached K N SECONDS FAILURES (K attaches of slaves that had lost their connection, SECONDS
+//	                                    from the first loss to the last of them; FAILURES dials or
+//	                                    connections that failed before an attach meanwhile)
 //
 // It exits when stdin closes, dropping every connection. The password is
 // read from the environment variable LOADSLAVE_PASSWORD, never a flag.
@@ -95,12 +96,14 @@ type slaves struct {
 	ctx                          context.Context
 	wg                           sync.WaitGroup
 
-	// With -failover: the slaves attached now, and since when and by how
-	// many attaches some are not (zero: all are, or not all attached yet).
-	upMu       sync.Mutex
-	up         int
-	lostSince  time.Time
-	reattaches int
+	// With -failover: the slaves attached now, and since when, by how
+	// many attaches and from what count of failures some are not (zero:
+	// all are, or not all attached yet).
+	upMu         sync.Mutex
+	up           int
+	lostSince    time.Time
+	reattaches   int
+	errorsAtLoss int64
 }
 
 // failoverBackoff is the wait of a slave with -failover before it dials the
@@ -261,12 +264,12 @@ func (s *slaves) changed(delta int, first bool) {
 	s.up += delta
 	switch {
 	case delta < 0 && s.lostSince.IsZero():
-		s.lostSince, s.reattaches = time.Now(), 0
+		s.lostSince, s.reattaches, s.errorsAtLoss = time.Now(), 0, s.dialErrors.Load()
 	case delta > 0 && !first:
 		s.reattaches++
 	}
 	if s.up == s.n && !s.lostSince.IsZero() {
-		fmt.Printf("reattached %d %d %.3f\n", s.reattaches, s.n, time.Since(s.lostSince).Seconds())
+		fmt.Printf("reattached %d %d %.3f %d\n", s.reattaches, s.n, time.Since(s.lostSince).Seconds(), s.dialErrors.Load()-s.errorsAtLoss)
 		s.lostSince = time.Time{}
 	}
 }

@@ -175,7 +175,9 @@ func TestFailover(t *testing.T) {
 			}
 			stop1()
 			line := expect("reattached 5 5 ")
-			if secs, err := strconv.ParseFloat(strings.Fields(line)[3], 64); err != nil || secs < 0 {
+			if f := strings.Fields(line); len(f) != 5 {
+				t.Errorf("%q: want the seconds the re-attaches took and the failures meanwhile", line)
+			} else if secs, err := strconv.ParseFloat(f[3], 64); err != nil || secs < 0 {
 				t.Errorf("%q: want the seconds the re-attaches took", line)
 			}
 			for _, st := range m2.States() {
