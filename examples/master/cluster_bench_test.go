@@ -89,11 +89,7 @@ func BenchmarkClusterFailover3000Slaves(b *testing.B) {
 		masters[0].Process.Signal(syscall.SIGKILL)
 		failures := 0
 		for _, g := range gens {
-			var k, n, fails int
-			var secs float64
-			if line := g.line(b); !scan(line, "reattached %d %d %g %d", &k, &n, &secs, &fails) || k != n {
-				b.Fatalf("loadslave %s: %q", g.name, line)
-			}
+			_, fails := g.all(b, "reattached")
 			failures += fails
 		}
 		took := time.Since(killed)
@@ -200,18 +196,20 @@ func attachAll(b *testing.B, gens []*loadGen) float64 {
 	}
 	slowest := 0.0
 	for _, g := range gens {
-		var k, n, fails int
-		var secs float64
-		if line := g.line(b); !scan(line, "attached %d %d %g %d", &k, &n, &secs, &fails) || k != n {
-			b.Fatalf("loadslave %s: %q", g.name, line)
-		}
+		secs, _ := g.all(b, "attached")
 		slowest = max(slowest, secs)
 	}
 	return slowest
 }
 
-// scan is fmt.Sscanf that says whether all of format's values were read.
-func scan(line, format string, values ...any) bool {
-	n, err := fmt.Sscanf(line, format, values...)
-	return err == nil && n == len(values)
+// all reads the generator's next line, "WORD K N SECONDS FAILURES" (its
+// attached or reattached line), and returns its seconds and failures; the
+// benchmark fails unless it is that line with all N slaves (K = N).
+func (g *loadGen) all(b *testing.B, word string) (secs float64, failures int) {
+	line := g.line(b)
+	var k, n int
+	if c, err := fmt.Sscanf(line, word+" %d %d %g %d", &k, &n, &secs, &failures); err != nil || c != 4 || k != n {
+		b.Fatalf("loadslave %s: %q, want %s with all slaves", g.name, line, word)
+	}
+	return secs, failures
 }
