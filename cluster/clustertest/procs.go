@@ -113,3 +113,33 @@ func (p *Procs) Kill(i int) {
 
 // Log is what member i wrote (errors only).
 func (p *Procs) Log(i int) string { return p.logs[i].String() }
+
+// Leader is the index of the member that leads the etcd cluster now, from
+// the members' status; it fails t if no live member names a leader.
+func (p *Procs) Leader(t testing.TB) int {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: p.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatalf("clustertest: %v", err)
+	}
+	defer cli.Close()
+	ids := map[uint64]int{}
+	var leader uint64
+	for i, ep := range p.Endpoints {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := cli.Status(ctx, ep)
+		cancel()
+		if err != nil {
+			continue // killed
+		}
+		ids[st.Header.MemberId] = i
+		if st.Leader != 0 {
+			leader = st.Leader
+		}
+	}
+	i, ok := ids[leader]
+	if !ok {
+		t.Fatalf("clustertest: no live etcd member names a leader")
+	}
+	return i
+}

@@ -32,6 +32,7 @@ type clustered struct {
 	wg         sync.WaitGroup     // the leader, the dispatcher, the claimed builds
 	queueDown  bool               // the dispatcher's last read of the queue failed (logged once per change)
 	leading    atomic.Bool        // this master leads: it runs the periodic schedules
+	lost       chan struct{}      // closed when the lease ended and etcd answers again: the master exits
 }
 
 // joinCluster joins the cluster of cfg.Cluster, publishing this master's
@@ -90,6 +91,52 @@ func (m *master) runCluster() {
 		}
 	})
 	c.wg.Go(func() { m.dispatch(claimCtx) })
+	c.lost = make(chan struct{})
+	c.wg.Go(func() { m.watchSession(leadCtx) })
+}
+
+// watchSession logs once when this master's lease ends while it runs (etcd
+// unreachable, or this master cut from it, for longer than lease_ttl:
+// every name it held is free in the cluster, and its slaves may attach
+// elsewhere). The master keeps serving the slaves it holds and refuses new
+// names (the slave manager logs that once). Once etcd answers again, it
+// closes c.lost: the master exits with status 1, for its supervisor to
+// restart it, and the restart joins with a new lease and takes its slaves
+// back as they reconnect. Rejoining in place would leave a window where
+// this master and another both hold a slave's name.
+func (m *master) watchSession(ctx context.Context) {
+	c := m.cluster
+	select {
+	case <-ctx.Done():
+		return
+	case <-c.member.Done():
+	}
+	m.log.Error("cluster: this master's etcd lease ended (etcd unreachable for longer than lease_ttl): serving only the slaves it holds; exiting once etcd answers again, for a restart to rejoin")
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := c.member.Members(rctx)
+		cancel()
+		if err == nil {
+			close(c.lost)
+			return
+		}
+	}
+}
+
+// clusterLost is closed when this master lost its lease and etcd answers
+// again: the master must exit (see watchSession); nil without a cluster.
+func (m *master) clusterLost() <-chan struct{} {
+	if m.cluster == nil {
+		return nil
+	}
+	return m.cluster.lost
 }
 
 // clusterSchedulers has, in a cluster, the leader alone run the periodic

@@ -60,20 +60,12 @@ func (cm *childMaster) status(t *testing.T) *status.Cluster {
 	return snap.Cluster
 }
 
-// TestClusterKillAMaster: three etcd members and three example masters,
-// each a process of its own. Master a leads, holds slaves s1 and s2, and
-// runs a build on its latent slave l1. kill -9 a: another master leads,
-// a's build request is marked lost with a reason, s1 (our Go slave, given
-// the three masters) attaches to b, the new leader stops a's latent
-// instance, and s2, which left a just before and never comes back, gets
-// exactly one missing mail, from the leader.
-func TestClusterKillAMaster(t *testing.T) {
-	etcd := clustertest.StartProcs(t, 3)
-	smtp := notifytest.NewSMTPServer(nil)
-	t.Cleanup(smtp.Close)
+// procsConfig is master id's configuration in the cluster of etcd
+// processes: lease TTL 2 s, slaves s1 and s2 (missing mail to smtp after
+// 6 s), local latent slave l1, and builders.
+func procsConfig(t *testing.T, etcd *clustertest.Procs, smtp, id, builders string) string {
 	endpoints, _ := json.Marshal(etcd.Endpoints)
-	config := func(id, builders string) string {
-		return fmt.Sprintf(`
+	return fmt.Sprintf(`
 [master]
 listen = "127.0.0.1:0"
 listen_msgpack = "127.0.0.1:0"
@@ -100,8 +92,21 @@ missing_timeout = "6s"
 kind = "local"
 name = "l1"
 build_wait_timeout = "-1s"
-%s`, t.TempDir(), endpoints, id, smtp.Addr, builders)
-	}
+%s`, t.TempDir(), endpoints, id, smtp, builders)
+}
+
+// TestClusterKillAMaster: three etcd members and three example masters,
+// each a process of its own. Master a leads, holds slaves s1 and s2, and
+// runs a build on its latent slave l1. kill -9 a: another master leads,
+// a's build request is marked lost with a reason, s1 (our Go slave, given
+// the three masters) attaches to b, the new leader stops a's latent
+// instance, and s2, which left a just before and never comes back, gets
+// exactly one missing mail, from the leader.
+func TestClusterKillAMaster(t *testing.T) {
+	etcd := clustertest.StartProcs(t, 3)
+	smtp := notifytest.NewSMTPServer(nil)
+	t.Cleanup(smtp.Close)
+	config := func(id, builders string) string { return procsConfig(t, etcd, smtp.Addr, id, builders) }
 	// Only a has the builder: the build forced on a runs on a.
 	a := startClusterMaster(t, "a", config("a", "[[builders]]\nname = \"long\"\nslaves = [\"l1\"]\n  [[builders.steps]]\n  shell = \"sleep 60\"\n"))
 	b := startClusterMaster(t, "b", config("b", ""))
@@ -195,5 +200,59 @@ build_wait_timeout = "-1s"
 			t.Logf("mail: %s", m.Subject)
 		}
 		t.Fatalf("%d mails, want exactly one, for s2", len(msgs))
+	}
+}
+
+// TestClusterKillTheEtcdLeader: kill -9 the etcd member that leads the
+// etcd cluster while a build runs on a slave of master a. The build ends
+// well, both masters keep their leases, and once etcd has a new leader a
+// new slave attaches to b and a build forced on b runs on a's slave.
+func TestClusterKillTheEtcdLeader(t *testing.T) {
+	etcd := clustertest.StartProcs(t, 3)
+	const builders = "[[builders]]\nname = \"slow\"\nslaves = [\"s1\"]\n  [[builders.steps]]\n  shell = \"sleep 4\"\n"
+	a := startClusterMaster(t, "a", procsConfig(t, etcd, "127.0.0.1:1", "a", builders))
+	b := startClusterMaster(t, "b", procsConfig(t, etcd, "127.0.0.1:1", "b", builders))
+	runGoSlave(t, client.Config{Master: a.pb, Name: "s1", Password: "pw1"})
+	owned := func(slave, master string) func() bool {
+		return func() bool {
+			for _, o := range b.status(t).Owners {
+				if o.Slave == slave {
+					return o.Master == master
+				}
+			}
+			return false
+		}
+	}
+	eventually(t, 10*time.Second, "s1 owned by a", owned("s1", "a"))
+	resp, err := http.Post("http://"+a.web+"/force?builder=slow", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	eventually(t, 20*time.Second, "the build runs on a", func() bool { return strings.Contains(a.out.String(), "slow #1: started on s1") })
+
+	old := etcd.Leader(t)
+	etcd.Kill(old)
+	killed := time.Now()
+	eventually(t, 10*time.Second, "a new etcd leader", func() bool { return etcd.Leader(t) != old })
+	t.Logf("etcd member m%d led; m%d leads %v after its kill -9", old, etcd.Leader(t), time.Since(killed).Round(100*time.Millisecond))
+	eventually(t, 10*time.Second, "the build on s1 ends well", func() bool { return strings.Contains(a.out.String(), "slow #1: success on s1") })
+
+	runGoSlave(t, client.Config{Master: b.pb, Name: "s2", Password: "pw2"})
+	eventually(t, 10*time.Second, "s2, new, owned by b", owned("s2", "b"))
+	t.Logf("s2 owned by b %v after the kill", time.Since(killed).Round(100*time.Millisecond))
+	if st := b.status(t); len(st.Masters) != 2 || st.Leader == "" || st.Error != "" {
+		t.Fatalf("b's cluster status %+v; want a and b, a leader, no error", st)
+	}
+	resp, err = http.Post("http://"+b.web+"/force?builder=slow", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	eventually(t, 20*time.Second, "the build forced on b runs on a's s1", func() bool { return strings.Contains(a.out.String(), "slow #2: success on s1") })
+	for _, m := range []*childMaster{a, b} {
+		if strings.Contains(m.err.String(), "lease ended") {
+			t.Errorf("%s lost its lease:\n%s", m.id, m.err)
+		}
 	}
 }

@@ -19,7 +19,8 @@ import (
 // until ctx ends, SIGINT or SIGTERM (or with -once, until the at_start
 // builds are done and the latent slaves stopped), reconfigures on SIGHUP,
 // and shuts down. It returns the exit status: 0, 1 if the master failed
-// (a latent instance it could not stop, or a failed build with -once), 2
+// (a latent instance it could not stop, a failed build with -once, or,
+// in a cluster, its lease ended while etcd was unreachable), 2
 // for bad flags or configuration. started, if set, is called once the
 // master serves.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, started func(*master)) int {
@@ -73,6 +74,10 @@ loop:
 				code = 1
 			}
 			once = nil
+			break loop
+		case <-m.clusterLost():
+			log.Error("cluster: etcd answers again, but this master's lease ended: shutting down with exit status 1, for a restart to rejoin the cluster")
+			code = 1
 			break loop
 		case <-ctx.Done():
 			break loop
