@@ -232,9 +232,12 @@ func TestClusterKillTheEtcdLeader(t *testing.T) {
 	eventually(t, 20*time.Second, "the build runs on a", func() bool { return strings.Contains(a.out.String(), "slow #1: started on s1") })
 
 	old := etcd.Leader(t)
+	if old < 0 {
+		t.Fatal("no etcd member leads")
+	}
 	etcd.Kill(old)
 	killed := time.Now()
-	eventually(t, 10*time.Second, "a new etcd leader", func() bool { return etcd.Leader(t) != old })
+	eventually(t, 10*time.Second, "a new etcd leader", func() bool { l := etcd.Leader(t); return l >= 0 && l != old })
 	t.Logf("etcd member m%d led; m%d leads %v after its kill -9", old, etcd.Leader(t), time.Since(killed).Round(100*time.Millisecond))
 	eventually(t, 10*time.Second, "the build on s1 ends well", func() bool { return strings.Contains(a.out.String(), "slow #1: success on s1") })
 
