@@ -299,8 +299,9 @@ func (m *Member) Info() MemberInfo { return m.info }
 // declared its lease expired. Its names are then free for other masters.
 func (m *Member) Done() <-chan struct{} { return m.session.Done() }
 
-// Close ends the membership: it revokes the lease (freeing every name this
-// master holds at once, rather than at the lease's end), stops the
+// Close ends the membership: it revokes the lease, unless it has ended
+// already (freeing every name this master holds at once, rather than at
+// the lease's end), stops the
 // goroutines it started and closes the etcd client it dialled. Intent records
 // stay: they outlive their master by design.
 func (m *Member) Close() error {
@@ -310,11 +311,13 @@ func (m *Member) Close() error {
 		return m.closeErr
 	}
 	m.closed = true
-	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.DialTimeout)
-	defer cancel()
-	_, err := m.client.Revoke(ctx, m.session.Lease())
-	if err != nil {
-		err = fmt.Errorf("cluster: revoking master %q's lease (it ends at its TTL): %w", m.cfg.ID, err)
+	var err error
+	if m.live() == nil { // else the lease has ended already
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.DialTimeout)
+		defer cancel()
+		if _, err = m.client.Revoke(ctx, m.session.Lease()); err != nil {
+			err = fmt.Errorf("cluster: revoking master %q's lease (it ends at its TTL): %w", m.cfg.ID, err)
+		}
 	}
 	m.session.Orphan()
 	m.cancel()

@@ -184,6 +184,17 @@ func TestClaims(t *testing.T) {
 	if _, err := c.RecordStart(ctx, "latent1", "ec2"); !errors.Is(err, cluster.ErrSessionLost) {
 		t.Fatalf("RecordStart after the lease ended = %v, want ErrSessionLost", err)
 	}
+	// Its names went with its lease: Release has nothing to ask etcd.
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("c.Done not closed 10 s after its lease was revoked")
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := c.Release(cancelled, "bot4", nil); err != nil {
+		t.Fatalf("Release after the lease ended = %v, want nil without asking etcd", err)
+	}
 }
 
 func TestLeaseExpiryFreesNames(t *testing.T) {

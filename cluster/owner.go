@@ -147,8 +147,15 @@ func (m *Member) owned(key, name string, kvs []*mvccpb.KeyValue) error {
 // Release gives up the slave name if this master holds it (one etcd write);
 // a name held by another master, or by nobody, is left as it is. A non-nil
 // missing is recorded in the same write, under missing/<name>, for
-// SendMissing (or, if this master dies, SweepMissing) to send.
+// SendMissing (or, if this master dies, SweepMissing) to send. Once this
+// master's session has ended it holds no name (they went with its lease)
+// and can record nothing: Release returns nil at once, without asking
+// etcd, so that a master cut from etcd closes its slaves without waiting
+// on etcd for each.
 func (m *Member) Release(ctx context.Context, name string, missing *slave.MissingNotice) error {
+	if m.live() != nil {
+		return nil
+	}
 	key := m.ownerKey(name)
 	ops := []clientv3.Op{clientv3.OpDelete(key)}
 	var info MissingInfo
