@@ -23,6 +23,8 @@
 //	missing/<slave name> MissingInfo, under no lease: the missing notice a
 //	                     lost slave is owed, then that it was sent; deleted
 //	                     by a Claim anywhere
+//	missing-due/<slave>  empty, under a lease of its own that etcd ends when
+//	                     the notice is due (missing_timeout after Release)
 package cluster
 
 import (

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,7 +24,8 @@ type MissingInfo struct {
 	// Notice is the notice to send; its Detected is set when it is sent.
 	Notice notify.Missing `json:"notice"`
 	// Due is when the slave's missing_timeout ends, by the recording
-	// master's clock.
+	// master's clock: for people only; SweepMissing goes by the lease of
+	// missing-due/<slave>, which etcd ends then.
 	Due time.Time `json:"due"`
 	// Master is the id of the master the slave detached from, and Lease
 	// that master's lease then: the record is that master's to send while
@@ -39,6 +42,22 @@ type MissingInfo struct {
 }
 
 func (m *Member) missingKey(name string) string { return m.cfg.Prefix + "missing/" + name }
+
+func (m *Member) dueKey(name string) string { return m.cfg.Prefix + "missing-due/" + name }
+
+// dueOp puts missing-due/<name> under a lease of its own, granted for the
+// time left until due (1 s at least): etcd ends it when the notice is due.
+// SweepMissing judges a dead master's notice due by that key's absence, so
+// that etcd's clock decides, not the recording master's (Due) against the
+// sweeper's.
+func (m *Member) dueOp(ctx context.Context, name string, due time.Time) (clientv3.Op, error) {
+	ttl := max(int64(math.Ceil(time.Until(due).Seconds())), 1)
+	lease, err := m.client.Grant(ctx, ttl)
+	if err != nil {
+		return clientv3.Op{}, fmt.Errorf("cluster: recording the missing notice of slave %q: %w", name, err)
+	}
+	return clientv3.OpPut(m.dueKey(name), "", clientv3.WithLease(lease.ID)), nil
+}
 
 // SendMissing sends, through send, a slave's missing notice once per loss
 // cluster-wide, when the slave's missing_timeout ran out on this master:
@@ -144,8 +163,8 @@ func (m *Member) sendMissing(ctx context.Context, info MissingInfo, send func(co
 // ended) recorded and did not send, once due, through send (a
 // notify.Notifier's SlaveMissing), until ctx ends; one master at a time
 // should run it: the leader, from LeaderConfig.WhileLeading. Every LeaseTTL
-// it reads the missing/ records (one request), and the members when one is
-// due. A notice is taken in a transaction before it is sent, so that two
+// it reads the missing/ records (one request), the missing-due/ keys while
+// one is unsent, and the members when one is due. A notice is taken in a transaction before it is sent, so that two
 // sweepers, or a sweeper and the recording master, never both send it; a
 // sender that dies between sending and deleting the record leaves it to be
 // sent again. A record marked sent stays until the slave attaches
@@ -185,10 +204,22 @@ func (m *Member) sweepMissing(ctx context.Context, send func(context.Context, no
 			errs = append(errs, err)
 			continue
 		}
-		if r.info.Sent.IsZero() && !time.Now().Before(r.info.Due) {
+		if r.info.Sent.IsZero() {
 			due = append(due, r)
 		}
 	}
+	if len(due) == 0 {
+		return errors.Join(errs...)
+	}
+	pending, err := m.client.Get(ctx, m.cfg.Prefix+"missing-due/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("listing missing notices not due yet: %w", err))...)
+	}
+	notYet := make(map[string]bool, len(pending.Kvs))
+	for _, kv := range pending.Kvs {
+		notYet[m.missingKey(strings.TrimPrefix(string(kv.Key), m.cfg.Prefix+"missing-due/"))] = true
+	}
+	due = slices.DeleteFunc(due, func(r record) bool { return notYet[r.key] })
 	if len(due) == 0 {
 		return errors.Join(errs...)
 	}

@@ -104,7 +104,8 @@ func TestMissingSentOnceByTheMasterItLeft(t *testing.T) {
 func TestMissingSentOnceWhenTheMasterItLeftDies(t *testing.T) {
 	a, b := leaveA(t)
 	a.cli.Close() // a dies within missing_timeout: its lease (TTL 1 s) expires
-	soon(t, "b sends the notice a owed", func() bool { return notices("bot", b) == 1 })
+	// due when etcd ends the notice's lease (etcd's minimum TTL: ~2 s)
+	eventually(t, 15*time.Second, "b sends the notice a owed", func() bool { return notices("bot", b) == 1 })
 	after(time.Now(), 2*time.Second)
 	if n := notices("bot", a, b); n != 1 {
 		t.Errorf("%d notices, want 1", n)

@@ -165,7 +165,11 @@ func (m *Member) Release(ctx context.Context, name string, missing *slave.Missin
 		if err != nil {
 			return err
 		}
-		ops = append(ops, clientv3.OpPut(m.missingKey(name), val))
+		due, err := m.dueOp(ctx, name, missing.Due)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, clientv3.OpPut(m.missingKey(name), val), due)
 	}
 	resp, err := m.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.LeaseValue(key), "=", m.session.Lease())).

@@ -91,3 +91,13 @@ func TestClockSkewLeasesDecide(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, "the leader stops a's instance", func() bool { return stops.count("latent1") == 1 })
 }
+
+// TestClockSkewMissingDueByLease: a dead master's missing notice is due
+// when etcd ends the lease its Release granted for missing_timeout, not at
+// the Due its clock wrote: a Due a century ahead does not hold it back.
+func TestClockSkewMissingDueByLease(t *testing.T) {
+	a, b := leaveA(t)
+	a.cli.Close() // a dies before its missing_timeout ran out
+	skew(t, b.cli, "/test/missing/bot", "due", time.Now().AddDate(100, 0, 0))
+	eventually(t, 15*time.Second, "b sends the notice a owed", func() bool { return notices("bot", b) == 1 })
+}
