@@ -36,6 +36,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
@@ -329,6 +330,16 @@ func (m *Member) Close() error {
 	}
 	m.closeErr = err
 	return err
+}
+
+// memberLeases maps the id of each master in a listing of members/ (keys
+// only is enough) to the lease its record is under.
+func (m *Member) memberLeases(kvs []*mvccpb.KeyValue) map[string]int64 {
+	live := make(map[string]int64, len(kvs))
+	for _, kv := range kvs {
+		live[strings.TrimPrefix(string(kv.Key), m.cfg.Prefix+"members/")] = kv.Lease
+	}
+	return live
 }
 
 // Members lists the live masters, this one included, sorted by id. A record

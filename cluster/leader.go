@@ -211,10 +211,7 @@ func (l *leader) sweep(ctx context.Context) bool {
 		}
 		return false
 	}
-	live := make(map[string]bool)
-	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		live[string(kv.Key)[len(m.cfg.Prefix+"members/"):]] = true
-	}
+	live := m.memberLeases(resp.Responses[0].GetResponseRange().Kvs)
 	done := true
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(l.cfg.StopParallelism)
@@ -225,7 +222,7 @@ func (l *leader) sweep(ctx context.Context) bool {
 			m.cfg.Logger.Error("cluster: leader cannot read an intent record; leaving it", "err", err)
 			continue
 		}
-		if live[in.Master] {
+		if _, ok := live[in.Master]; ok {
 			continue
 		}
 		key, rev := string(kv.Key), kv.ModRevision

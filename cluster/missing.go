@@ -223,14 +223,11 @@ func (m *Member) sweepMissing(ctx context.Context, send func(context.Context, no
 	if len(due) == 0 {
 		return errors.Join(errs...)
 	}
-	members, err := m.client.Get(ctx, m.cfg.Prefix+"members/", clientv3.WithPrefix())
+	members, err := m.client.Get(ctx, m.cfg.Prefix+"members/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("listing members: %w", err))...)
 	}
-	live := make(map[string]int64, len(members.Kvs))
-	for _, kv := range members.Kvs {
-		live[strings.TrimPrefix(string(kv.Key), m.cfg.Prefix+"members/")] = kv.Lease
-	}
+	live := m.memberLeases(members.Kvs)
 	alive := func(id string, lease int64) bool { l, ok := live[id]; return ok && l == lease }
 	for _, r := range due {
 		if alive(r.info.Master, r.info.Lease) || (r.info.Sender != "" && alive(r.info.Sender, r.info.SenderLease)) {
