@@ -61,9 +61,9 @@ func (cm *childMaster) status(t *testing.T) *status.Cluster {
 }
 
 // procsConfig is master id's configuration in the cluster of etcd
-// processes: lease TTL 2 s, slaves s1 and s2 (missing mail to smtp after
-// 6 s), local latent slave l1, and builders.
-func procsConfig(t *testing.T, etcd *clustertest.Procs, smtp, id, builders string) string {
+// processes: lease TTL leaseTTL, slaves s1 and s2 (missing mail to smtp
+// after 6 s), local latent slave l1, and builders.
+func procsConfig(t *testing.T, etcd *clustertest.Procs, leaseTTL, smtp, id, builders string) string {
 	endpoints, _ := json.Marshal(etcd.Endpoints)
 	return fmt.Sprintf(`
 [master]
@@ -74,7 +74,7 @@ basedir = %q
 [cluster]
 etcd = %s
 master_id = %q
-lease_ttl = "2s"
+lease_ttl = %q
 [mail]
 fromaddr = "ci@example.com"
 relayhost = %q
@@ -92,7 +92,7 @@ missing_timeout = "6s"
 kind = "local"
 name = "l1"
 build_wait_timeout = "-1s"
-%s`, t.TempDir(), endpoints, id, smtp, builders)
+%s`, t.TempDir(), endpoints, id, leaseTTL, smtp, builders)
 }
 
 // TestClusterKillAMaster: three etcd members and three example masters,
@@ -106,7 +106,7 @@ func TestClusterKillAMaster(t *testing.T) {
 	etcd := clustertest.StartProcs(t, 3)
 	smtp := notifytest.NewSMTPServer(nil)
 	t.Cleanup(smtp.Close)
-	config := func(id, builders string) string { return procsConfig(t, etcd, smtp.Addr, id, builders) }
+	config := func(id, builders string) string { return procsConfig(t, etcd, "2s", smtp.Addr, id, builders) }
 	// Only a has the builder: the build forced on a runs on a.
 	a := startClusterMaster(t, "a", config("a", "[[builders]]\nname = \"long\"\nslaves = [\"l1\"]\n  [[builders.steps]]\n  shell = \"sleep 60\"\n"))
 	b := startClusterMaster(t, "b", config("b", ""))
@@ -209,9 +209,12 @@ func TestClusterKillAMaster(t *testing.T) {
 // new slave attaches to b and a build forced on b runs on a's slave.
 func TestClusterKillTheEtcdLeader(t *testing.T) {
 	etcd := clustertest.StartProcs(t, 3)
+	// The default lease TTL (10 s): an etcd election took up to 4.1 s here,
+	// and a master whose lease ran out meanwhile exits by design.
+	const leaseTTL = "10s"
 	const builders = "[[builders]]\nname = \"slow\"\nslaves = [\"s1\"]\n  [[builders.steps]]\n  shell = \"sleep 4\"\n"
-	a := startClusterMaster(t, "a", procsConfig(t, etcd, "127.0.0.1:1", "a", builders))
-	b := startClusterMaster(t, "b", procsConfig(t, etcd, "127.0.0.1:1", "b", builders))
+	a := startClusterMaster(t, "a", procsConfig(t, etcd, leaseTTL, "127.0.0.1:1", "a", builders))
+	b := startClusterMaster(t, "b", procsConfig(t, etcd, leaseTTL, "127.0.0.1:1", "b", builders))
 	runGoSlave(t, client.Config{Master: a.pb, Name: "s1", Password: "pw1"})
 	owned := func(slave, master string) func() bool {
 		return func() bool {
