@@ -233,18 +233,26 @@ func TestWorstMessagesWithinAllocationBudget(t *testing.T) {
 	lim := Limits{}.withDefaults()
 	for _, c := range worstCases() {
 		t.Run(c.name, func(t *testing.T) {
+			// The counters are the process's: goroutines other tests left
+			// behind (connections closing, timers firing) add to them, never
+			// take away. So the least of up to 20 tries counts, and a try
+			// within the budget ends the loop.
 			var allocs, plains []uint64
 			var read int
 			var err error
-			for range 3 { // the least of three: other goroutines allocate too
+			var budget uint64
+			for range 20 {
 				a, r, e, p := decodeAlloc(c.msg, lim)
 				allocs, plains, read, err = append(allocs, a), append(plains, p), r, e
+				budget = uint64(lim.AllocFactor*read + allocSlack + errorText)
+				if a <= budget && p <= budget {
+					break
+				}
 			}
 			alloc, plain := slices.Min(allocs), slices.Min(plains)
 			if err != nil && !errors.Is(err, ErrTooLarge) {
 				t.Fatalf("decode: %v", err)
 			}
-			budget := uint64(lim.AllocFactor*read + allocSlack + errorText)
 			outcome := "decoded"
 			if err != nil {
 				outcome = "refused"
