@@ -8,37 +8,54 @@ import (
 	"time"
 
 	"github.com/buildslave/buildslave/protocol/remote"
+	"github.com/buildslave/buildslave/protocol/wire"
 )
 
 // attach runs the sequence the stock master runs before a slave takes
 // builds, then registers the connection with the manager. Its requests
 // wait without a deadline of their own: a timer bounds each step by
 // StepTimeout and the whole sequence by AttachTimeout, and closes the
-// connection when one runs out, which fails the request waiting.
+// connection when one runs out, which fails the request waiting. The
+// first three requests go out together (none needs another's answer),
+// and what the master writes meanwhile waits for its next read
+// (wire.Conn.Lead): the stock sequence's ten messages each way take the
+// master four writes.
 func (c *Conn) attach() error {
 	defer c.endLogin() // if the sequence fails before Attach
 	h := c.h
 	t := newAttachTimer(c, orDefault(h.StepTimeout, DefaultStepTimeout), orDefault(h.AttachTimeout, DefaultAttachTimeout))
 	defer t.Stop()
 	ctx := context.Background()
-	if err := t.step(`print "attached"`, func() error { return c.Print(ctx, "attached") }); err != nil {
-		return err
+	first := []struct {
+		step, op string
+		fields   map[string]any
+		got      func(result any) error
+	}{
+		{`print "attached"`, "print", map[string]any{"message": "attached"}, nil},
+		{"get_worker_info", "get_worker_info", nil, func(result any) (err error) {
+			c.info, err = remote.ParseInfo(result)
+			return err
+		}},
+		{"set_worker_settings", "set_worker_settings", map[string]any{"args": h.Settings.args()}, nil},
 	}
-	if err := t.step("get_worker_info", func() error {
-		result, err := c.w.Call(ctx, "get_worker_info", nil)
+	sent := make([]*wire.Pending, len(first))
+	for i, r := range first {
+		p, err := c.w.Send(r.op, r.fields)
 		if err != nil {
+			return fmt.Errorf("%s: %w", r.step, err)
+		}
+		sent[i] = p
+	}
+	for i, r := range first {
+		if err := t.step(r.step, func() error {
+			result, err := sent[i].Wait(ctx)
+			if err == nil && r.got != nil {
+				err = r.got(result)
+			}
+			return err
+		}); err != nil {
 			return err
 		}
-		c.info, err = remote.ParseInfo(result)
-		return err
-	}); err != nil {
-		return err
-	}
-	if err := t.step("set_worker_settings", func() error {
-		_, err := c.w.Call(ctx, "set_worker_settings", map[string]any{"args": h.Settings.args()})
-		return err
-	}); err != nil {
-		return err
 	}
 	if err := c.makeBuilderDirs(t); err != nil {
 		return err
@@ -86,8 +103,10 @@ func (t *attachTimer) step(name string, f func() error) error {
 	return nil
 }
 
-// makeBuilderDirs lists the slave's base directory and creates the builder
-// directories missing from it.
+// makeBuilderDirs creates the builder directories under the slave's base
+// directory. The stock master lists the directory first and asks only for
+// the missing ones; a slave's mkdir leaves existing directories alone, so
+// asking for all of them saves the listing's round trip.
 func (c *Conn) makeBuilderDirs(t *attachTimer) error {
 	if len(c.h.Builders) == 0 {
 		return nil
@@ -97,27 +116,9 @@ func (c *Conn) makeBuilderDirs(t *attachTimer) error {
 		sep = `\`
 	}
 	basedir := strings.TrimRight(c.info.Basedir, sep)
-	var present []any
-	err := t.step("listdir", func() error {
-		updates, err := c.run(remote.Request{Name: "listdir", Args: map[string]any{"path": c.info.Basedir}})
-		for _, u := range updates {
-			if u.Key == "files" {
-				present, _ = u.Value.([]any)
-			}
-		}
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	var paths []string
-	for _, b := range c.h.Builders {
-		if !slices.Contains(present, any(b)) {
-			paths = append(paths, basedir+sep+b)
-		}
-	}
-	if len(paths) == 0 {
-		return nil
+	paths := make([]string, len(c.h.Builders))
+	for i, b := range c.h.Builders {
+		paths[i] = basedir + sep + b
 	}
 	slices.Sort(paths)
 	return t.step("mkdir", func() error {

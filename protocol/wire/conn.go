@@ -106,22 +106,49 @@ func (c *Conn) CloseWithCause(cause error) error {
 // answered with an exception, ctx's error, or the connection's cause if
 // the connection ends first.
 func (c *Conn) Call(ctx context.Context, op string, fields map[string]any) (any, error) {
-	ch := make(chan Message, 1)
+	p, err := c.Send(op, fields)
+	if err != nil {
+		return nil, err
+	}
+	return p.Wait(ctx)
+}
+
+// Pending is a request sent by Send whose response has not been waited
+// for yet.
+type Pending struct {
+	c   *Conn
+	seq int64
+	ch  chan Message
+}
+
+// Send sends the request {op, seq_number, fields...} and returns without
+// waiting for its response: several requests sent before their responses
+// are waited for travel together while Lead's function runs. Wait for the
+// response of each Pending it returns.
+func (c *Conn) Send(op string, fields map[string]any) (*Pending, error) {
+	p := &Pending{c: c, ch: make(chan Message, 1)}
 	c.wmu.Lock()
-	seq := c.nextSeq.Load()
+	p.seq = c.nextSeq.Load()
 	c.mu.Lock()
-	c.pending = append(c.pending, pendingCall{seq, ch})
+	c.pending = append(c.pending, pendingCall{p.seq, p.ch})
 	c.mu.Unlock()
-	err := c.write(func(b []byte) ([]byte, error) { return AppendMessage(b, op, seq, fields) })
+	err := c.write(func(b []byte) ([]byte, error) { return AppendMessage(b, op, p.seq, fields) })
 	if err == nil {
 		c.nextSeq.Add(1)
 	}
 	c.wmu.Unlock()
-	defer c.forget(seq)
 	if err != nil {
+		c.forget(p.seq)
 		return nil, err
 	}
-	resp, err := await(c, ctx, ch)
+	return p, nil
+}
+
+// Wait waits for the response to the request p and returns it as Call
+// does.
+func (p *Pending) Wait(ctx context.Context) (any, error) {
+	defer p.c.forget(p.seq)
+	resp, err := await(p.c, ctx, p.ch)
 	if err != nil {
 		return nil, err
 	}
@@ -271,13 +298,27 @@ func (c *Conn) Serve() error {
 // end closes the connection. Lead returns once no Call reads any more;
 // call Serve then. Call Lead at most once, before the Conn is shared and
 // before Serve.
+//
+// While first runs, a transport that can (the server's end of a
+// WebSocket) holds what is written until the connection is next read:
+// requests sent together with Send, and the answers to the peer's
+// requests read meanwhile, go out in one write.
 func (c *Conn) Lead(first func()) {
 	c.lead = make(chan struct{}, 1)
 	c.lead <- struct{}{}
+	h, _ := c.t.(holder)
+	if h != nil {
+		h.hold(true)
+	}
 	first()
 	// Held for good: Serve reads from here on. A Call still reading gives
 	// it back once its answer comes or its read fails.
 	<-c.lead
+	if h != nil {
+		if err := h.hold(false); err != nil {
+			c.CloseWithCause(fmt.Errorf("write: %w", err))
+		}
+	}
 }
 
 // readOne reads the next message and dispatches it; what the message

@@ -114,22 +114,30 @@ func (u *Upgrader) Upgrade(w http.ResponseWriter, r *http.Request) (Transport, e
 		return nil, err
 	}
 	hj.release()
-	return newWSTransport(ws, cfg), nil
+	t := newWSTransport(ws, cfg)
+	t.held = hj.held
+	return t, nil
 }
 
 // hijacker keeps the buffered reader and writer that net/http hands over
 // with a hijacked connection. Once the handshake is written, gorilla/websocket
 // reads and writes through buffers of its own, and net/http, which no
 // longer uses them either, would keep them (8 KiB) until its handler
-// returns: release drops them at once.
+// returns: release drops them at once. It gives gorilla/websocket the
+// connection as a heldConn, so that Conn.Lead can hold writes.
 type hijacker struct {
 	http.ResponseWriter
-	brw *bufio.ReadWriter
+	brw  *bufio.ReadWriter
+	held *heldConn
 }
 
 func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
 	h.brw = brw
+	if err == nil {
+		h.held = &heldConn{Conn: c}
+		c = h.held
+	}
 	return c, brw, err
 }
 
@@ -218,12 +226,23 @@ type wsTransport struct {
 	decode       DecodeLimits
 	maxSize      int64
 	budgetOf     *budget.Budget
+	held         *heldConn // the server's connection; nil on a slave's
 }
 
 var (
 	_ decodeLimiter = (*wsTransport)(nil)
 	_ budgeted      = (*wsTransport)(nil)
+	_ holder        = (*wsTransport)(nil)
 )
+
+// hold holds writes on a server's connection; a slave's writes go out
+// at once.
+func (t *wsTransport) hold(on bool) error {
+	if t.held == nil {
+		return nil
+	}
+	return t.held.hold(on)
+}
 
 func newWSTransport(ws *websocket.Conn, cfg WebSocketConfig) *wsTransport {
 	ws.SetReadLimit(cfg.MaxMessageSize)

@@ -1,0 +1,99 @@
+package wire
+
+import (
+	"net"
+	"sync"
+)
+
+// holder is a Transport that can hold the messages written to it and
+// send them together, in one write to its socket, just before it next
+// reads from the socket: a peer that answers every message then gets
+// several in one packet, and each end makes one system call for them
+// instead of one each. The WebSocket transport of an Upgrader is one;
+// Conn.Lead holds its writes while Lead's function runs.
+type holder interface {
+	hold(on bool) error // starts or stops holding; stopping sends what is held
+}
+
+// heldConn is the network connection under a server's WebSocket: while
+// held, a write is kept in a buffer unless a read is waiting on the
+// socket, and the buffer is written whole before the next read from the
+// socket. So nothing held waits for an answer that cannot come: whoever
+// waits for one reads, and the read sends what is held first. What is
+// still held when the connection closes is dropped.
+type heldConn struct {
+	net.Conn
+
+	wmu sync.Mutex // orders writes to the socket: held ones before later ones
+
+	mu      sync.Mutex
+	held    bool
+	reading bool   // a Read is waiting on the socket: writes go out at once
+	buf     []byte // written while held
+}
+
+func (c *heldConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	if c.held && !c.reading {
+		c.buf = append(c.buf, p...)
+		c.mu.Unlock()
+		return len(p), nil
+	}
+	held := c.takeBuf()
+	c.mu.Unlock()
+	if len(held) == 0 {
+		return c.Conn.Write(p)
+	}
+	if _, err := c.Conn.Write(append(held, p...)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Read sends what is held, then reads; writes meanwhile go out at once.
+func (c *heldConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	idle := !c.held && len(c.buf) == 0
+	c.mu.Unlock()
+	if idle { // nothing to send, nor to order: not even behind a blocked write
+		return c.Conn.Read(p)
+	}
+	if err := c.send(func() { c.reading = true }); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	c.reading = false
+	c.mu.Unlock()
+	return n, err
+}
+
+// hold starts or stops holding writes; stopping sends what is held.
+func (c *heldConn) hold(on bool) error {
+	return c.send(func() { c.held = on })
+}
+
+// send changes the state with set, then writes what is held.
+func (c *heldConn) send(set func()) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	set()
+	p := c.takeBuf()
+	c.mu.Unlock()
+	if len(p) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(p)
+	return err
+}
+
+// takeBuf returns what is held and empties the buffer; the caller holds
+// mu. An empty buffer keeps no array.
+func (c *heldConn) takeBuf() []byte {
+	p := c.buf
+	c.buf = nil
+	return p
+}

@@ -1,0 +1,122 @@
+package wire
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// countingListener counts the writes to the connections it accepts.
+type countingListener struct {
+	net.Listener
+	writes *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	return countingConn{c, l.writes}, err
+}
+
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// TestLeadSendsHeldWritesTogether runs a master's Lead over a real
+// WebSocket: three requests sent before their answers are waited for
+// reach the socket in one write; the answer to a request the peer sent
+// meanwhile waits for the master's next request; a Call made by another
+// goroutine while the lead waits on the socket goes out at once (or the
+// lead would wait for an answer to a request never sent); after Lead,
+// every write goes out at once.
+func TestLeadSendsHeldWritesTogether(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var writes atomic.Int64
+	report := make(chan string, 10)
+	finished := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tr, err := (&Upgrader{}).Upgrade(w, r)
+		if err != nil {
+			report <- err.Error()
+			return
+		}
+		c := NewConn(tr, func(ctx context.Context, req Message) (any, error) {
+			if req.Op() == "finish" {
+				close(finished)
+			}
+			return echoHandler(ctx, req)
+		})
+		c.Lead(func() {
+			before := writes.Load()
+			var sent []*Pending
+			for _, v := range []string{"a", "b", "c"} {
+				p, err := c.Send("echo", map[string]any{"value": v})
+				if err != nil {
+					report <- err.Error()
+					return
+				}
+				sent = append(sent, p)
+			}
+			for i, p := range sent {
+				if got, err := p.Wait(ctx); err != nil || got != string(rune('a'+i)) {
+					report <- fmt.Sprintf("answer %d = %v, %v", i, got, err)
+				}
+			}
+			if n := writes.Load() - before; n != 1 {
+				report <- fmt.Sprintf("three requests took %d writes", n)
+			}
+			go func() {
+				if _, err := c.Call(ctx, "echo", map[string]any{"value": "from another goroutine"}); err != nil {
+					report <- "call beside the lead: " + err.Error()
+				}
+			}()
+			if err := c.Wait(ctx, finished); err != nil {
+				report <- "lead's wait: " + err.Error()
+			}
+		})
+		go c.Serve()
+		before := writes.Load()
+		if _, err := c.Call(ctx, "echo", map[string]any{"value": "after"}); err != nil || writes.Load()-before != 1 {
+			report <- fmt.Sprintf("call after Lead: %v, %d writes", err, writes.Load()-before)
+		}
+		close(report)
+	}))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Listener = countingListener{l, &writes}
+	srv.Start()
+	defer srv.Close()
+
+	var client *Conn
+	tr, err := (&Dialer{}).Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), "s1", "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client = NewConn(tr, func(_ context.Context, req Message) (any, error) {
+		v, _ := req.String("value")
+		if v == "from another goroutine" {
+			go client.Call(ctx, "finish", nil)
+		}
+		return v, nil
+	})
+	wait := serve(client)
+	for msg := range report {
+		t.Error(msg)
+	}
+	client.Close()
+	wait()
+}
