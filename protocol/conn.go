@@ -73,15 +73,16 @@ func (c *Conn) RequestShutdown(ctx context.Context) error {
 	return err
 }
 
-// serve runs the connection on goroutines of its own: one runs the
-// attach sequence, reading the connection itself (wire.Conn.Lead), then
-// hands over to a new one, with a stack of the size an idle reader needs
-// instead of what the attach grew, that reads the connection's messages
-// until it ends, then logs one line if the connection failed or
-// misbehaved and calls done. A slave costs one goroutine, attaching or
-// attached.
+// serve runs the connection on goroutines of its own: its attach
+// sequence runs once its turn comes in the Handler's attachQueue, on one
+// of the queue's goroutines, reading the connection itself
+// (wire.Conn.Lead); then a new goroutine, with a stack of the size an
+// idle reader needs instead of what the attach grew, reads the
+// connection's messages until it ends, then logs one line if the
+// connection failed or misbehaved and calls done. An attached slave costs
+// one goroutine; a slave waiting to attach, none.
 func (c *Conn) serve(done func()) {
-	go func() {
+	c.h.attaching.add(c, c.h.maxAttaching(), func(c *Conn) {
 		c.w.Lead(func() {
 			if c.attachErr = c.attach(); c.attachErr != nil {
 				c.w.CloseWithCause(c.attachErr)
@@ -93,7 +94,7 @@ func (c *Conn) serve(done func()) {
 			c.end(cause)
 			c.logEnd(cause)
 		}()
-	}()
+	})
 }
 
 // logEnd logs one line if the connection failed or misbehaved.

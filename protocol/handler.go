@@ -32,6 +32,7 @@ var _ Manager = (*slave.Manager)(nil)
 const (
 	DefaultStepTimeout   = 10 * time.Second
 	DefaultAttachTimeout = time.Minute
+	DefaultMaxAttaching  = 1024
 )
 
 // Settings are the output settings the master sends to each slave with
@@ -96,6 +97,13 @@ type Handler struct {
 	// AttachTimeout bounds the whole attach sequence, including the
 	// manager's check of a duplicate name. DefaultAttachTimeout if 0.
 	AttachTimeout time.Duration
+	// MaxAttaching bounds how many connections run their attach sequence
+	// at once; the others wait their turn in arrival order, upgraded,
+	// holding no goroutine, and their sequence's deadlines start with it.
+	// A storm of slaves dialing at once then takes the memory of
+	// MaxAttaching attaches in flight, not of every slave's.
+	// DefaultMaxAttaching if 0.
+	MaxAttaching int
 	// WebSocket sets message size limit, write timeout, buffer size,
 	// decoding limits and the memory budget that all connections'
 	// messages share (WebSocket.Budget): nil means a budget of
@@ -105,6 +113,8 @@ type Handler struct {
 	// Logger gets one line per connection that fails or misbehaves;
 	// slog.Default() if nil.
 	Logger *slog.Logger
+
+	attaching attachQueue
 
 	mu     sync.Mutex
 	budget *budget.Budget     // WebSocket.Budget, or the Handler's own
@@ -119,6 +129,13 @@ func (h *Handler) logger() *slog.Logger {
 		return h.Logger
 	}
 	return slog.Default()
+}
+
+func (h *Handler) maxAttaching() int {
+	if h.MaxAttaching <= 0 {
+		return DefaultMaxAttaching
+	}
+	return h.MaxAttaching
 }
 
 func orDefault(d, def time.Duration) time.Duration {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -73,6 +74,37 @@ func TestSilentPeerIsDroppedAndDoesNotDelayOthers(t *testing.T) {
 		lines := pm.logs.Matching("s1")
 		if len(lines) != 1 || !strings.Contains(lines[0], "attach failed") || !strings.Contains(lines[0], `print \"attached\": no answer within 10s`) {
 			t.Errorf("log lines about s1: %q", lines)
+		}
+	})
+}
+
+// TestAttachesBeyondMaxAttachingWaitTheirTurn: with MaxAttaching 1, a
+// second slave waits, holding no goroutine, until the first one's attach
+// is over (here: dropped for silence), and its own deadlines start with
+// its turn.
+func TestAttachesBeyondMaxAttachingWaitTheirTurn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pm := newPipeMaster(t)
+		pm.h.MaxAttaching = 1
+		start := time.Now()
+		g0 := runtime.NumGoroutine()
+		_, silent := pm.connect("s1")
+		peer, _ := pm.connect("s2")
+		synctest.Wait()
+		if n := runtime.NumGoroutine() - g0; n != 1 {
+			t.Errorf("two slaves attaching, one at a time, take %d goroutines", n)
+		}
+		newFakeSlave(t, peer)
+		b, err := pm.m.Acquire(t.Context(), "s2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Release()
+		if d := time.Since(start); d != DefaultStepTimeout {
+			t.Errorf("s2 attached after %v, want after s1 was dropped (%v)", d, DefaultStepTimeout)
+		}
+		if err := silent.Context().Err(); err == nil {
+			t.Error("s1 still connected")
 		}
 	})
 }
