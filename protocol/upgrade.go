@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/buildslave/buildslave/protocol/internal/peek"
 )
 
 // requestReaders holds the buffered readers of upgrade requests between
@@ -23,6 +25,10 @@ var requestReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil,
 func (s *Server) serveConn(nc net.Conn) {
 	log := s.Handler.logger()
 	nc.SetDeadline(time.Now().Add(orDefault(s.ReadHeaderTimeout, DefaultReadHeaderTimeout)))
+	// Until the client's first bytes come, wait holding no buffer and a
+	// small stack: a storm of dials, or a siege of silent sockets, costs
+	// little more than the sockets.
+	peek.Wait(nc)
 	c := nc
 	if s.tls != nil {
 		tc := tls.Server(nc, s.tls)

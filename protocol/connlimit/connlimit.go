@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/buildslave/buildslave/protocol/internal/peek"
 )
 
 // Defaults for the zero values of Limiter's fields.
@@ -162,7 +164,7 @@ func (lim *Limiter) victim(now time.Time) (*conn, time.Duration) {
 				wait = min(wait, left)
 				break
 			}
-			if q.l == &lim.silent && unread(c.Conn) {
+			if q.l == &lim.silent && peek.Unread(c.Conn) {
 				// It has spoken; this master has not read it yet (a
 				// storm of real slaves on a busy master): not silent.
 				lim.silent.Remove(f)
@@ -348,6 +350,16 @@ type conn struct {
 	heard   atomic.Bool   // it has sent something
 	elem    *list.Element // in lim.silent or lim.talking; under lim.mu
 	talking bool          // elem is in lim.talking; under lim.mu
+}
+
+// SyscallConn is the accepted connection's, so that a reader can wait
+// for its bytes on the file descriptor: this wrapper buffers nothing.
+func (c *conn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return sc.SyscallConn()
 }
 
 // Read reads from the connection; its first bytes make a pending

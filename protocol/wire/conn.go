@@ -282,12 +282,23 @@ func putBuffer(bp *[]byte) {
 // or ErrTooLarge for a misbehaving peer, or the transport's read error. It
 // closes the transport before returning. Call it once.
 func (c *Conn) Serve() error {
+	idle, _ := c.t.(idleWaiter)
 	for {
+		if idle != nil {
+			idle.waitReadable()
+		}
 		if err := c.readOne(); err != nil {
 			c.CloseWithCause(err)
 			return context.Cause(c.ctx)
 		}
 	}
+}
+
+// idleWaiter is a Transport that can wait for its next message on a
+// shallow stack, holding no buffer; the server's end of a WebSocket is
+// one. Serve waits there between messages.
+type idleWaiter interface {
+	waitReadable()
 }
 
 // Lead runs first on the calling goroutine before the connection is

@@ -90,6 +90,13 @@ func (c *heldConn) send(set func()) error {
 	return err
 }
 
+// quiet reports whether nothing is held nor will be.
+func (c *heldConn) quiet() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.held && len(c.buf) == 0
+}
+
 // takeBuf returns what is held and empties the buffer; the caller holds
 // mu. An empty buffer keeps no array.
 func (c *heldConn) takeBuf() []byte {

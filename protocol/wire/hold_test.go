@@ -1,8 +1,10 @@
 package wire
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -119,4 +121,59 @@ func TestLeadSendsHeldWritesTogether(t *testing.T) {
 	}
 	client.Close()
 	wait()
+}
+
+// TestIdleWaitSeesBufferedMessages: a slave that sends two requests in
+// one packet gets both answered, although the second one is already in
+// the server's reader, not on the socket, when the server goes back to
+// waiting for its next message between them.
+func TestIdleWaitSeesBufferedMessages(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tr, err := (&Upgrader{}).Upgrade(w, r)
+		if err != nil {
+			return
+		}
+		NewConn(tr, echoHandler).Serve()
+	}))
+	defer srv.Close()
+	nc, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(nc, "GET / HTTP/1.1\r\nHost: m\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	// Two masked binary frames, in one write.
+	var packet []byte
+	for seq, v := range []string{"first", "second"} {
+		msg, err := AppendMessage(nil, "echo", int64(seq), map[string]any{"value": v})
+		if err != nil {
+			t.Fatal(err)
+		}
+		packet = append(packet, 0x82, 0x80|byte(len(msg)), 0, 0, 0, 0) // mask key 0: payload as is
+		packet = append(packet, msg...)
+	}
+	if _, err := nc.Write(packet); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"first", "second"} {
+		var head [2]byte
+		if _, err := io.ReadFull(br, head[:]); err != nil {
+			t.Fatalf("answer %q: %v", want, err)
+		}
+		body := make([]byte, head[1]&0x7f)
+		if _, err := io.ReadFull(br, body); err != nil {
+			t.Fatalf("answer %q: %v", want, err)
+		}
+		m, err := DecodeMessage(body)
+		if err != nil || m["result"] != want {
+			t.Fatalf("answer = %v, %v; want result %q", m, err, want)
+		}
+	}
 }

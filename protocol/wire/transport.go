@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/buildslave/buildslave/protocol/budget"
+	"github.com/buildslave/buildslave/protocol/internal/peek"
 	"github.com/gorilla/websocket"
 )
 
@@ -104,41 +105,53 @@ type Upgrader struct {
 func (u *Upgrader) Upgrade(w http.ResponseWriter, r *http.Request) (Transport, error) {
 	cfg := u.withDefaults()
 	up := websocket.Upgrader{
-		ReadBufferSize:  cfg.BufferSize,
+		// 0: read through the hijacker's reader (see hijacker).
+		ReadBufferSize:  0,
 		WriteBufferPool: &writeBuffers,
 		CheckOrigin:     func(*http.Request) bool { return true },
 	}
-	hj := &hijacker{ResponseWriter: w}
+	hj := &hijacker{ResponseWriter: w, readSize: max(cfg.BufferSize, minOwnReader)}
 	ws, err := up.Upgrade(hj, r, nil)
 	if err != nil {
 		return nil, err
 	}
 	hj.release()
 	t := newWSTransport(ws, cfg)
-	t.held = hj.held
+	t.held, t.br = hj.held, hj.br
 	return t, nil
 }
+
+// minOwnReader is the smallest read buffer gorilla/websocket reads through
+// when a hijacked connection comes with it, instead of one of its own.
+const minOwnReader = 257
 
 // hijacker keeps the buffered reader and writer that net/http hands over
 // with a hijacked connection. Once the handshake is written, gorilla/websocket
 // reads and writes through buffers of its own, and net/http, which no
 // longer uses them either, would keep them (8 KiB) until its handler
 // returns: release drops them at once. It gives gorilla/websocket the
-// connection as a heldConn, so that Conn.Lead can hold writes.
+// connection as a heldConn, so that Conn.Lead can hold writes, and a
+// buffered reader of its own (gorilla/websocket reads through a hijacked
+// reader of more than 256 bytes), so that the transport knows when no
+// byte waits in it: an idle connection then waits on the socket itself
+// (see waitReadable).
 type hijacker struct {
 	http.ResponseWriter
-	brw  *bufio.ReadWriter
-	held *heldConn
+	readSize int
+	brw      *bufio.ReadWriter
+	held     *heldConn
+	br       *bufio.Reader
 }
 
 func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
 	h.brw = brw
-	if err == nil {
-		h.held = &heldConn{Conn: c}
-		c = h.held
+	if err != nil || brw.Reader.Buffered() > 0 { // refused by gorilla/websocket
+		return c, brw, err
 	}
-	return c, brw, err
+	h.held = &heldConn{Conn: c}
+	h.br = bufio.NewReaderSize(h.held, h.readSize)
+	return h.held, bufio.NewReadWriter(h.br, brw.Writer), nil
 }
 
 // release drops the buffers of the hijacked reader and writer.
@@ -226,7 +239,8 @@ type wsTransport struct {
 	decode       DecodeLimits
 	maxSize      int64
 	budgetOf     *budget.Budget
-	held         *heldConn // the server's connection; nil on a slave's
+	held         *heldConn     // the server's connection; nil on a slave's
+	br           *bufio.Reader // what gorilla/websocket reads held through
 }
 
 var (
@@ -234,6 +248,18 @@ var (
 	_ budgeted      = (*wsTransport)(nil)
 	_ holder        = (*wsTransport)(nil)
 )
+
+// waitReadable waits until the socket has bytes of the next message,
+// unless some wait in the reader already or the connection cannot tell
+// (a TLS connection keeps decrypted bytes of its own). A connection that
+// waits here, with a few frames on its goroutine's stack, instead of deep
+// in gorilla/websocket's frame reader, lets the garbage collector shrink
+// the stack of every idle slave to its smallest size.
+func (t *wsTransport) waitReadable() {
+	if t.br != nil && t.br.Buffered() == 0 && t.held.quiet() {
+		peek.Wait(t.held.Conn)
+	}
+}
 
 // hold holds writes on a server's connection; a slave's writes go out
 // at once.

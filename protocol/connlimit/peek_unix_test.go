@@ -8,6 +8,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/buildslave/buildslave/protocol/internal/peek"
 )
 
 // TestBytesNotYetReadAreNotSilence: on a busy master the first bytes of a
@@ -39,7 +41,7 @@ func TestBytesNotYetReadAreNotSilence(t *testing.T) {
 	if _, err := spoke.Write([]byte("GET / HTTP/1.1\r\n")); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); !unread(spokeServer.(*conn).Conn); {
+	for deadline := time.Now().Add(5 * time.Second); !peek.Unread(spokeServer.(*conn).Conn); {
 		if time.Now().After(deadline) {
 			t.Fatal("the bytes sent never reached the accepted socket")
 		}
