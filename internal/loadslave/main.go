@@ -381,8 +381,22 @@ func (s *slaves) command(c *wire.Conn, id, name string, args map[string]any) {
 		}
 	}
 	updates = append(updates, []any{"rc", rc})
-	c.Call(ctx, "update", map[string]any{"command_id": id, "args": updates})
-	c.Call(ctx, "complete", map[string]any{"command_id": id, "args": nil})
+	// As the stock slave does: the last update and the completion go out
+	// together, then their answers are waited for.
+	for _, p := range []*wire.Pending{
+		send(c, "update", map[string]any{"command_id": id, "args": updates}),
+		send(c, "complete", map[string]any{"command_id": id, "args": nil}),
+	} {
+		if p != nil {
+			p.Wait(ctx)
+		}
+	}
+}
+
+// send sends a request; nil if the connection is gone.
+func send(c *wire.Conn, op string, fields map[string]any) *wire.Pending {
+	p, _ := c.Send(op, fields)
+	return p
 }
 
 // shell runs a shell command's argument "command": a string through

@@ -72,7 +72,13 @@ func (c *heldConn) Read(p []byte) (int, error) {
 
 // hold starts or stops holding writes; stopping sends what is held.
 func (c *heldConn) hold(on bool) error {
-	return c.send(func() { c.held = on })
+	if on {
+		c.mu.Lock()
+		c.held = true
+		c.mu.Unlock()
+		return nil
+	}
+	return c.send(func() { c.held = false })
 }
 
 // send changes the state with set, then writes what is held.

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/buildslave/buildslave/protocol/budget"
@@ -101,7 +102,9 @@ type Upgrader struct {
 }
 
 // Upgrade completes the handshake on w. On failure it has already replied to
-// the client with an HTTP error.
+// the client with an HTTP error. The answer to the upgrade goes out with
+// the first message written in Conn.Lead, or when the transport is first
+// used otherwise.
 func (u *Upgrader) Upgrade(w http.ResponseWriter, r *http.Request) (Transport, error) {
 	cfg := u.withDefaults()
 	up := websocket.Upgrader{
@@ -118,6 +121,7 @@ func (u *Upgrader) Upgrade(w http.ResponseWriter, r *http.Request) (Transport, e
 	hj.release()
 	t := newWSTransport(ws, cfg)
 	t.held, t.br = hj.held, hj.br
+	t.handshake.Store(true)
 	return t, nil
 }
 
@@ -149,7 +153,7 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil || brw.Reader.Buffered() > 0 { // refused by gorilla/websocket
 		return c, brw, err
 	}
-	h.held = &heldConn{Conn: c}
+	h.held = &heldConn{Conn: c, held: true} // the answer to the upgrade too
 	h.br = bufio.NewReaderSize(h.held, h.readSize)
 	return h.held, bufio.NewReadWriter(h.br, brw.Writer), nil
 }
@@ -241,6 +245,10 @@ type wsTransport struct {
 	budgetOf     *budget.Budget
 	held         *heldConn     // the server's connection; nil on a slave's
 	br           *bufio.Reader // what gorilla/websocket reads held through
+	// handshake is set while held holds the answer to the upgrade, until
+	// Conn.Lead takes the holding over or the transport is first used:
+	// an attach sequence's first requests go out with the answer.
+	handshake atomic.Bool
 }
 
 var (
@@ -267,7 +275,17 @@ func (t *wsTransport) hold(on bool) error {
 	if t.held == nil {
 		return nil
 	}
+	t.handshake.Store(false)
 	return t.held.hold(on)
+}
+
+// answer sends the answer to the upgrade, if it is still held, before the
+// transport is first used outside Conn.Lead.
+func (t *wsTransport) answer() error {
+	if t.handshake.Load() && t.handshake.CompareAndSwap(true, false) {
+		return t.held.hold(false)
+	}
+	return nil
 }
 
 func newWSTransport(ws *websocket.Conn, cfg WebSocketConfig) *wsTransport {
@@ -284,6 +302,9 @@ func (t *wsTransport) ReadMessage(dst []byte) ([]byte, bool, error) { return t.r
 // message's buffer grows past unreservedFrame bytes; its error ends the
 // read.
 func (t *wsTransport) readMessage(dst []byte, big func() error) ([]byte, bool, error) {
+	if err := t.answer(); err != nil {
+		return dst[:0], false, err
+	}
 	typ, r, err := t.ws.NextReader()
 	if err != nil {
 		if errors.Is(err, websocket.ErrReadLimit) {
@@ -325,6 +346,9 @@ func readAll(b []byte, r io.Reader, big func() error) ([]byte, error) {
 }
 
 func (t *wsTransport) WriteMessage(p []byte) error {
+	if err := t.answer(); err != nil {
+		return err
+	}
 	if err := t.ws.SetWriteDeadline(time.Now().Add(t.writeTimeout)); err != nil {
 		return err
 	}
