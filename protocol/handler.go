@@ -32,7 +32,7 @@ var _ Manager = (*slave.Manager)(nil)
 const (
 	DefaultStepTimeout   = 10 * time.Second
 	DefaultAttachTimeout = time.Minute
-	DefaultMaxAttaching  = 1024
+	DefaultMaxAttaching  = 256
 )
 
 // Settings are the output settings the master sends to each slave with
@@ -101,7 +101,9 @@ type Handler struct {
 	// at once; the others wait their turn in arrival order, upgraded,
 	// holding no goroutine, and their sequence's deadlines start with it.
 	// A storm of slaves dialing at once then takes the memory of
-	// MaxAttaching attaches in flight, not of every slave's.
+	// MaxAttaching attaches in flight, not of every slave's. An attach
+	// takes four round trips to the slave: with slaves far away, raise
+	// it (at 100 ms a round trip, the default lets 640 attach a second).
 	// DefaultMaxAttaching if 0.
 	MaxAttaching int
 	// WebSocket sets message size limit, write timeout, buffer size,

@@ -5,6 +5,7 @@
 //	go run ./examples/master -config master.toml
 //
 // It accepts stock buildbot-worker and Go slaves over Buildbot's
+// Perspective Broker protocol (the stock slaves' default) and its
 // msgpack_experimental_v7 protocol, starts latent slaves (local processes,
 // EC2, libvirt, Docker) when a build wants them, runs builders' shell and upload
 // steps, and serves a status page with a force button, JSON and Prometheus
