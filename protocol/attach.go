@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/buildslave/buildslave/protocol/remote"
@@ -146,47 +145,4 @@ func (c *Conn) run(req remote.Request) ([]remote.Update, error) {
 		updates = append(updates, u)
 	}
 	return updates, cmd.Wait(ctx)
-}
-
-// attachQueue runs the attach sequences of upgraded connections, at most
-// a bound at a time, in arrival order, on goroutines that each run one
-// sequence after another while connections wait: a connection waiting its
-// turn holds no goroutine, and no goroutine waits idle once none does.
-type attachQueue struct {
-	mu      sync.Mutex
-	waiting []*Conn
-	running int // goroutines running sequences
-}
-
-// add queues c, whose sequence run runs, and starts a goroutine for it if
-// fewer than max run.
-func (q *attachQueue) add(c *Conn, max int, run func(*Conn)) {
-	q.mu.Lock()
-	q.waiting = append(q.waiting, c)
-	start := q.running < max
-	if start {
-		q.running++
-	}
-	q.mu.Unlock()
-	if start {
-		go q.work(run)
-	}
-}
-
-// work runs the waiting connections' sequences until none waits.
-func (q *attachQueue) work(run func(*Conn)) {
-	for {
-		q.mu.Lock()
-		if len(q.waiting) == 0 {
-			q.running--
-			q.waiting = nil // keeps no array once the storm is over
-			q.mu.Unlock()
-			return
-		}
-		c := q.waiting[0]
-		q.waiting[0] = nil
-		q.waiting = q.waiting[1:]
-		q.mu.Unlock()
-		run(c)
-	}
 }

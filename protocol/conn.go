@@ -74,15 +74,15 @@ func (c *Conn) RequestShutdown(ctx context.Context) error {
 }
 
 // serve runs the connection on goroutines of its own: its attach
-// sequence runs once its turn comes in the Handler's attachQueue, on one
-// of the queue's goroutines, reading the connection itself
+// sequence runs once its turn comes in the Handler's queue of attach
+// sequences, on one of the queue's goroutines, reading the connection itself
 // (wire.Conn.Lead); then wire.Conn.Go reads the connection's messages on
 // goroutines with the smallest stack an idle reader needs until it ends,
 // then logs one line if the connection failed or misbehaved and calls
 // done. An attached slave costs one goroutine; a slave waiting to attach,
 // none.
 func (c *Conn) serve(done func()) {
-	c.h.attaching.add(c, c.h.maxAttaching(), func(c *Conn) {
+	c.h.attaching.Go(c.h.maxAttaching(), func() {
 		c.w.Lead(func() {
 			if c.attachErr = c.attach(); c.attachErr != nil {
 				c.w.CloseWithCause(c.attachErr)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/buildslave/buildslave/protocol/budget"
 	"github.com/buildslave/buildslave/protocol/connlimit"
+	"github.com/buildslave/buildslave/protocol/internal/runqueue"
 	"github.com/buildslave/buildslave/protocol/wire"
 	"github.com/buildslave/buildslave/slave"
 )
@@ -116,7 +117,7 @@ type Handler struct {
 	// slog.Default() if nil.
 	Logger *slog.Logger
 
-	attaching attachQueue
+	attaching runqueue.Queue // attach sequences, MaxAttaching at a time
 
 	mu     sync.Mutex
 	budget *budget.Budget     // WebSocket.Budget, or the Handler's own

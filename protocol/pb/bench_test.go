@@ -141,6 +141,7 @@ func storm(b *testing.B, bin string, n, conc int) {
 	}
 	dropped, _ := strconv.Atoi(f[4])
 	cpu := cpuTime() - cpu0
+	rssAttach := rssKiB(b) - rss0
 	cancel()
 	runtime.GC()
 	debug.FreeOSMemory()
@@ -152,6 +153,7 @@ func storm(b *testing.B, bin string, n, conc int) {
 	b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(n), "heap-B/slave")
 	b.ReportMetric(float64(int64(after.StackInuse)-int64(before.StackInuse))/float64(n), "stack-B/slave")
 	b.ReportMetric(float64(rss1-rss0)/float64(n), "rss-KiB/slave")
+	b.ReportMetric(float64(rssAttach)/float64(n), "rss-at-attach-KiB/slave")
 	b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-µs/attach")
 }
 

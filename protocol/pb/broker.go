@@ -66,6 +66,9 @@ type Broker struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	later  sync.WaitGroup // running Laters
+	// runLater runs a Later's work; nil means on a goroutine of its own.
+	// A Server runs them through its queue of attach sequences.
+	runLater func(func())
 
 	wmu  sync.Mutex // serialises writes
 	wbuf []byte
@@ -215,20 +218,55 @@ func checkVersion(msg []any) error {
 // Server runs it for each connection; a client runs it after Connect.
 func (b *Broker) Serve() error {
 	for {
-		err := b.dec.await()
-		var msg []any
-		if err == nil {
-			msg, err = b.dec.message()
-		}
-		if err == nil {
-			err = b.dispatch(msg)
-		}
-		b.dec.release()
-		if err != nil {
-			b.CloseWithCause(err)
-			break
+		if err := b.serveOne(); err != nil {
+			return b.finish(err)
 		}
 	}
+}
+
+// Go is Serve for a server holding many idle connections: it reads and
+// dispatches messages on goroutines of its own until the connection ends,
+// then calls end with what Serve would return. A goroutine that read a
+// message and has no more bytes of the next one leaves the wait for them
+// to a new goroutine, so that no idle connection keeps the stack that
+// reading grew (a goroutine's stack, once grown, does not shrink back to
+// the smallest size).
+func (b *Broker) Go(end func(cause error)) {
+	go b.serveFrom(end)
+}
+
+func (b *Broker) serveFrom(end func(cause error)) {
+	for {
+		if err := b.serveOne(); err != nil {
+			end(b.finish(err))
+			return
+		}
+		if !b.dec.buffered() {
+			go b.serveFrom(end)
+			return
+		}
+	}
+}
+
+// serveOne reads and dispatches one message.
+func (b *Broker) serveOne() error {
+	err := b.dec.await()
+	var msg []any
+	if err == nil {
+		msg, err = b.dec.message()
+	}
+	if err == nil {
+		err = b.dispatch(msg)
+	}
+	b.dec.release()
+	return err
+}
+
+// finish ends the connection with cause err once it can read no more,
+// waits for its Laters and fails the calls waiting for answers; it
+// returns the connection's cause.
+func (b *Broker) finish(err error) error {
+	b.CloseWithCause(err)
 	b.dec.drop()
 	b.later.Wait()
 	b.failPending()
@@ -332,12 +370,19 @@ func (b *Broker) message(msg []any) error {
 	}
 	result, err := obj.Call(string(method), args, kw)
 	if later, ok := result.(Later); ok && err == nil {
-		b.later.Go(func() {
+		run := func() {
+			defer b.later.Done()
 			v, err := later(b.ctx)
 			if answer != 0 {
 				b.answer(id, v, err)
 			}
-		})
+		}
+		b.later.Add(1)
+		if b.runLater != nil {
+			b.runLater(run)
+		} else {
+			go run()
+		}
 		return nil
 	}
 	if answer != 0 {

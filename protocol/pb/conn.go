@@ -60,6 +60,7 @@ func newConn(s *Server, nc net.Conn) *Conn {
 	cfg := s.Broker
 	cfg.Budget = s.budget
 	c.b = newBroker(nc, cfg, portal{c})
+	c.b.runLater = s.attach
 	return c
 }
 
@@ -118,9 +119,10 @@ func (c *Conn) OnAlive(f func()) {
 	c.mu.Unlock()
 }
 
-// serve runs the connection until it ends and logs one line if it failed
-// or misbehaved.
-func (c *Conn) serve() {
+// serve runs the connection until it ends, on this goroutine and then
+// others (Broker.Go), logs one line if it failed or misbehaved and calls
+// done.
+func (c *Conn) serve(done func()) {
 	s := c.s
 	timeout := orDefault(s.LoginTimeout, DefaultLoginTimeout)
 	login := time.AfterFunc(timeout, func() {
@@ -131,16 +133,18 @@ func (c *Conn) serve() {
 			c.b.CloseWithCause(fmt.Errorf("no login within %v", timeout))
 		}
 	})
-	var cause error
+	end := func(cause error) {
+		defer done()
+		login.Stop()
+		c.end(cause)
+		c.logEnd(cause)
+	}
 	if err := c.b.handshake(true); err != nil {
 		c.b.CloseWithCause(err)
-		cause = context.Cause(c.Context())
-	} else {
-		cause = c.b.Serve()
+		end(context.Cause(c.Context()))
+		return
 	}
-	login.Stop()
-	c.end(cause)
-	c.logEnd(cause)
+	c.b.Go(end)
 }
 
 // logEnd logs one line if the connection failed or misbehaved. It is not

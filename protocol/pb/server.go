@@ -12,6 +12,7 @@ import (
 	"github.com/buildslave/buildslave/protocol/budget"
 	"github.com/buildslave/buildslave/protocol/connlimit"
 	"github.com/buildslave/buildslave/protocol/internal/listeners"
+	"github.com/buildslave/buildslave/protocol/internal/runqueue"
 	"github.com/buildslave/buildslave/slave"
 )
 
@@ -36,6 +37,7 @@ const (
 	DefaultLoginTimeout  = 10 * time.Second
 	DefaultStepTimeout   = 10 * time.Second
 	DefaultAttachTimeout = time.Minute
+	DefaultMaxAttaching  = 256
 	// DefaultBuilder is the builder a command without Request.Builder runs
 	// under: PB slaves run commands only for builders the master named.
 	DefaultBuilder = "buildslave"
@@ -66,6 +68,13 @@ type Server struct {
 	// AttachTimeout bounds the whole attach sequence, including the
 	// manager's check of a duplicate name; DefaultAttachTimeout if 0.
 	AttachTimeout time.Duration
+	// MaxAttaching bounds how many logged-in connections run their attach
+	// sequence at once; the others wait their turn in arrival order,
+	// holding no goroutine of their own, and their sequence's deadlines
+	// start with it. A storm of slaves dialing at once then takes the
+	// memory of MaxAttaching attaches in flight, not of every slave's.
+	// With slaves far away, raise it. DefaultMaxAttaching if 0.
+	MaxAttaching int
 	// Broker bounds what a peer may send and hold. Broker.Budget nil
 	// means a memory budget of budget.DefaultSize of the Server's own,
 	// shared by its connections' messages.
@@ -87,7 +96,8 @@ type Server struct {
 	budget    *budget.Budget // Broker.Budget, or the Server's own
 	conns     map[*Broker]struct{}
 	closed    bool
-	wg        sync.WaitGroup // connection goroutines
+	wg        sync.WaitGroup // a count per connection until it ends
+	attaching runqueue.Queue // attach sequences, MaxAttaching at a time
 }
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -160,13 +170,12 @@ func (s *Server) start(nc net.Conn) bool {
 		s.conns = map[*Broker]struct{}{}
 	}
 	s.conns[c.b] = struct{}{}
-	s.wg.Go(func() {
-		defer func() {
-			s.mu.Lock()
-			delete(s.conns, c.b)
-			s.mu.Unlock()
-		}()
-		c.serve()
+	s.wg.Add(1)
+	go c.serve(func() {
+		s.mu.Lock()
+		delete(s.conns, c.b)
+		s.mu.Unlock()
+		s.wg.Done()
 	})
 	return true
 }
@@ -189,6 +198,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close is Shutdown without a deadline: connections end promptly once
 // dropped.
 func (s *Server) Close() error { return s.Shutdown(context.Background()) }
+
+// attach runs f, a connection's attach sequence, once its turn comes:
+// at most MaxAttaching run at once.
+func (s *Server) attach(f func()) {
+	limit := s.MaxAttaching
+	if limit <= 0 {
+		limit = DefaultMaxAttaching
+	}
+	s.attaching.Go(limit, f)
+}
 
 // step runs one request of the attach sequence under StepTimeout.
 func (s *Server) step(ctx context.Context, name string, f func(context.Context) error) error {
