@@ -2,10 +2,7 @@ package pb
 
 import (
 	"net"
-	"runtime"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/buildslave/buildslave/protocol/budget"
 )
@@ -52,37 +49,5 @@ func TestIdleConnectionHoldsNoReadBuffer(t *testing.T) {
 		if d.r != nil {
 			t.Fatalf("after message %d with nothing more buffered, the reader still holds its buffer", want)
 		}
-	}
-}
-
-// TestAttachedConnectionWaitsOnAFreshGoroutine: once a slave attached and
-// sent keepalives, the master serves its connection on one goroutine,
-// waiting for the next message's first byte (not one that read the login
-// and kept the stack that grew).
-func TestAttachedConnectionWaitsOnAFreshGoroutine(t *testing.T) {
-	tm := newTestMaster(t, nil)
-	g := tm.attach("good1")
-	tm.alive(g)
-	tm.alive(g)
-	var serving []string
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		buf := make([]byte, 1<<20)
-		serving = serving[:0]
-		for _, s := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-			if strings.Contains(s, "pb.(*Broker).serveFrom") {
-				serving = append(serving, s)
-			}
-		}
-		// The slave's own broker runs Serve, not serveFrom.
-		if len(serving) == 1 && strings.Contains(serving[0], "pb.(*reader).await") || time.Now().After(deadline) {
-			break
-		}
-		runtime.Gosched()
-	}
-	if len(serving) != 1 || !strings.Contains(serving[0], "pb.(*reader).await") {
-		t.Fatalf("goroutines serving the connection: %q", serving)
-	}
-	if !strings.Contains(serving[0], "created by github.com/buildslave/buildslave/protocol/pb.(*Broker).serveFrom") {
-		t.Errorf("the goroutine that read the login still serves the connection:\n%s", serving[0])
 	}
 }
