@@ -42,13 +42,10 @@ func Unread(c net.Conn) bool {
 // Wait waits until c's socket has a byte to read, has ended or has
 // failed, on a shallow stack and holding no buffer: a goroutine that
 // waits here between messages instead of inside a reader keeps the
-// smallest stack. It reports false, at once, where it cannot look; what
-// the next read finds is the read's to report.
-func Wait(c net.Conn) bool {
-	rc := rawConn(c)
-	if rc == nil {
-		return false
+// smallest stack. It returns at once where it cannot look; what the next
+// read finds is the read's to report.
+func Wait(c net.Conn) {
+	if rc := rawConn(c); rc != nil {
+		rc.Read(func(fd uintptr) bool { return look(fd) != wouldBlock })
 	}
-	rc.Read(func(fd uintptr) bool { return look(fd) != wouldBlock })
-	return true
 }
