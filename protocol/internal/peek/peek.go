@@ -45,7 +45,18 @@ func Unread(c net.Conn) bool {
 // smallest stack. It returns at once where it cannot look; what the next
 // read finds is the read's to report.
 func Wait(c net.Conn) {
-	if rc := rawConn(c); rc != nil {
-		rc.Read(func(fd uintptr) bool { return look(fd) != wouldBlock })
+	rc := rawConn(c)
+	if rc == nil {
+		return
 	}
+	looked := false
+	rc.Read(func(fd uintptr) bool {
+		if looked {
+			// The poller woke us: the socket became readable (or the
+			// wake was spurious, and the next read waits instead).
+			return true
+		}
+		looked = true
+		return look(fd) != wouldBlock
+	})
 }
