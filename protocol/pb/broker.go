@@ -70,8 +70,9 @@ type Broker struct {
 	// A Server runs them through its queue of attach sequences.
 	runLater func(func())
 
-	wmu  sync.Mutex // serialises writes
-	wbuf []byte
+	wmu     sync.Mutex // serialises writes
+	wbuf    []byte
+	holding bool // wbuf holds messages to send together (together)
 
 	mu      sync.Mutex
 	objects map[int64]*local // our objects the peer holds, by number
@@ -409,15 +410,46 @@ func (b *Broker) answer(id int64, v any, err error) error {
 func (b *Broker) send(enc func(*encoder) error) error {
 	b.wmu.Lock()
 	defer b.wmu.Unlock()
-	e := encoder{writer: writer{b: b.wbuf[:0], vocab: true}, reg: b}
+	start := 0
+	if b.holding {
+		start = len(b.wbuf) // after the messages held
+	}
+	e := encoder{writer: writer{b: b.wbuf[:start], vocab: true}, reg: b}
 	err := enc(&e)
-	if err == nil {
+	switch {
+	case err != nil:
+		e.b = e.b[:start]
+	case b.holding:
+		b.wbuf = e.b
+		return nil
+	default:
 		err = b.write(e.b)
 	}
 	if cap(e.b) <= 64<<10 {
-		b.wbuf = e.b // keep small buffers for the next message
+		b.wbuf = e.b[:0] // keep small buffers for the next message
 	} else {
 		b.wbuf = nil
+	}
+	return err
+}
+
+// together sends the messages f sends in one write, when f returns: a
+// peer that answers each then gets them in one packet, and each end makes
+// one system call for them. Messages sent meanwhile on other goroutines
+// go with them. f must not wait for an answer.
+func (b *Broker) together(f func() error) error {
+	b.wmu.Lock()
+	b.holding = true
+	b.wmu.Unlock()
+	err := f()
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	b.holding = false
+	if len(b.wbuf) > 0 {
+		if werr := b.write(b.wbuf); err == nil {
+			err = werr
+		}
+		b.wbuf = b.wbuf[:0]
 	}
 	return err
 }
@@ -475,6 +507,22 @@ type Ref struct {
 // []any, []string, Tuple, map[string]any, map[string]string, Objects and
 // *Refs of this connection.
 func (r *Ref) Call(ctx context.Context, method string, args Tuple, kw map[string]any) (any, error) {
+	p, err := r.send(method, args, kw)
+	if err != nil {
+		return nil, err
+	}
+	return p.wait(ctx)
+}
+
+// pendingCall is a call sent whose answer has not been waited for.
+type pendingCall struct {
+	b  *Broker
+	ch chan reply
+}
+
+// send sends a call of method on the object; wait for its answer with the
+// pendingCall's wait.
+func (r *Ref) send(method string, args Tuple, kw map[string]any) (*pendingCall, error) {
 	b := r.b
 	ch := make(chan reply, 1)
 	b.mu.Lock()
@@ -510,17 +558,22 @@ func (r *Ref) Call(ctx context.Context, method string, args Tuple, kw map[string
 		b.mu.Unlock()
 		return nil, err
 	}
+	return &pendingCall{b, ch}, nil
+}
+
+// wait waits for the call's answer, as Call does.
+func (p *pendingCall) wait(ctx context.Context) (any, error) {
 	select {
-	case rep := <-ch:
+	case rep := <-p.ch:
 		return rep.v, rep.err
 	case <-ctx.Done():
 		return nil, context.Cause(ctx)
-	case <-b.ctx.Done():
+	case <-p.b.ctx.Done():
 		select {
-		case rep := <-ch: // answered just before the end
+		case rep := <-p.ch: // answered just before the end
 			return rep.v, rep.err
 		default:
-			return nil, fmt.Errorf("connection lost: %w", context.Cause(b.ctx))
+			return nil, fmt.Errorf("connection lost: %w", context.Cause(p.b.ctx))
 		}
 	}
 }

@@ -291,11 +291,26 @@ func (c *Conn) attach() error {
 	timeout := orDefault(s.AttachTimeout, DefaultAttachTimeout)
 	ctx, cancel := context.WithTimeoutCause(c.Context(), timeout, fmt.Errorf("attach sequence took longer than %v", timeout))
 	defer cancel()
-	if err := s.step(ctx, `print "attached"`, func(ctx context.Context) error { return c.Print(ctx, "attached") }); err != nil {
+	// print and getWorkerInfo go out in one write: neither needs the
+	// other's answer.
+	var printed, info *pendingCall
+	if err := c.b.together(func() (err error) {
+		if printed, err = c.mind.send("print", nil, map[string]any{"message": "attached"}); err != nil {
+			return err
+		}
+		info, err = c.mind.send("getWorkerInfo", nil, nil)
+		return err
+	}); err != nil {
+		return fmt.Errorf("print, getWorkerInfo: %w", err)
+	}
+	if err := s.step(ctx, `print "attached"`, func(ctx context.Context) error {
+		_, err := printed.wait(ctx)
+		return err
+	}); err != nil {
 		return err
 	}
 	if err := s.step(ctx, "getWorkerInfo", func(ctx context.Context) (err error) {
-		c.info, err = c.workerInfo(ctx)
+		c.info, err = c.workerInfo(ctx, info)
 		return err
 	}); err != nil {
 		return err
@@ -314,10 +329,11 @@ func (c *Conn) attach() error {
 	return s.step(ctx, `print "attached"`, func(ctx context.Context) error { return c.Print(ctx, "attached") })
 }
 
-// workerInfo asks the slave about itself: getWorkerInfo, or for 0.8-era
-// slaves getSlaveInfo, getCommands and getVersion.
-func (c *Conn) workerInfo(ctx context.Context) (slave.Info, error) {
-	result, err := c.mind.Call(ctx, "getWorkerInfo", nil, nil)
+// workerInfo is what the slave says about itself: the answer to
+// getWorkerInfo, sent, or for 0.8-era slaves getSlaveInfo, getCommands and
+// getVersion.
+func (c *Conn) workerInfo(ctx context.Context, sent *pendingCall) (slave.Info, error) {
+	result, err := sent.wait(ctx)
 	if IsNoSuchMethod(err) {
 		result, err = c.slaveInfo(ctx)
 	}

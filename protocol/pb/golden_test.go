@@ -541,7 +541,7 @@ func TestGoldenOurBytes(t *testing.T) {
 		c := &Conn{s: &Server{}, b: b, mind: &Ref{b: b, id: 1}}
 		go c.Print(ctx, "attached")
 		same(`print "attached"`, sent(), stock(toSlave, callTo("print")))
-		go c.workerInfo(ctx)
+		go c.mind.Call(ctx, "getWorkerInfo", nil, nil) // as Conn.attach sends it
 		same("getWorkerInfo", sent(), stock(toSlave, callTo("getWorkerInfo")))
 		go c.setBuilders(ctx, "hello")
 		same("setBuilderList", sent(), stock(toSlave, callTo("setBuilderList")))

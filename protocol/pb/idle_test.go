@@ -2,6 +2,7 @@ package pb
 
 import (
 	"net"
+	"sync/atomic"
 	"testing"
 
 	"github.com/buildslave/buildslave/protocol/budget"
@@ -48,6 +49,65 @@ func TestIdleConnectionHoldsNoReadBuffer(t *testing.T) {
 		}
 		if d.r != nil {
 			t.Fatalf("after message %d with nothing more buffered, the reader still holds its buffer", want)
+		}
+	}
+}
+
+// writeCounter counts the writes to a connection.
+type writeCounter struct {
+	net.Conn
+	writes atomic.Int64
+}
+
+func (c *writeCounter) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// TestTogetherSendsInOneWrite: the calls sent inside together reach the
+// connection in one write, whole and in order; outside it, one each.
+func TestTogetherSendsInOneWrite(t *testing.T) {
+	ours, theirs := net.Pipe()
+	defer ours.Close()
+	defer theirs.Close()
+	wc := &writeCounter{Conn: ours}
+	b := newBroker(wc, BrokerConfig{}, nil)
+	mind := &Ref{b: b, id: 1}
+	got := make(chan []any, 3)
+	go func() {
+		d := newGoldenDecoder(theirs, Limits{})
+		for range 3 {
+			m, err := d.message()
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- m
+		}
+	}()
+	if err := b.together(func() error {
+		for _, method := range []string{"print", "getWorkerInfo"} {
+			if _, err := mind.send(method, nil, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := wc.writes.Load(); n != 1 {
+		t.Errorf("two calls sent together took %d writes", n)
+	}
+	if _, err := mind.send("setBuilderList", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := wc.writes.Load(); n != 2 {
+		t.Errorf("a call after together took %d writes", n-1)
+	}
+	for _, want := range []string{"print", "getWorkerInfo", "setBuilderList"} {
+		m, ok := <-got
+		if !ok || len(m) < 4 || text(m[3]) != want {
+			t.Fatalf("the peer read %v, want a call of %s", m, want)
 		}
 	}
 }
