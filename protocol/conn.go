@@ -75,12 +75,12 @@ func (c *Conn) RequestShutdown(ctx context.Context) error {
 
 // serve runs the connection on goroutines of its own: its attach
 // sequence runs once its turn comes in the Handler's queue of attach
-// sequences, on one of the queue's goroutines, reading the connection
-// itself (wire.Conn.Lead); then a new goroutine, with a stack of the size
-// an idle reader needs instead of what the attach grew, reads the
-// connection's messages until it ends, then logs one line if the
-// connection failed or misbehaved and calls done. An attached slave costs
-// one goroutine; a slave waiting to attach, none.
+// sequences, on one of the queue's goroutines, reading the connection itself
+// (wire.Conn.Lead); then wire.Conn.Go reads the connection's messages on
+// goroutines with the smallest stack an idle reader needs until it ends,
+// then logs one line if the connection failed or misbehaved and calls
+// done. An attached slave costs one goroutine; a slave waiting to attach,
+// none.
 func (c *Conn) serve(done func()) {
 	c.h.attaching.Go(c.h.maxAttaching(), func() {
 		c.w.Lead(func() {
@@ -88,12 +88,11 @@ func (c *Conn) serve(done func()) {
 				c.w.CloseWithCause(c.attachErr)
 			}
 		})
-		go func() {
+		c.w.Go(func(cause error) {
 			defer done()
-			cause := c.w.Serve()
 			c.end(cause)
 			c.logEnd(cause)
-		}()
+		})
 	})
 }
 

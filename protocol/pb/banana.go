@@ -178,6 +178,10 @@ func (r *reader) await() error {
 	}
 }
 
+// buffered reports whether the reader holds a buffer, with bytes of the
+// next message in it.
+func (r *reader) buffered() bool { return r.r != nil }
+
 // idle ends a message: it gives back what the message reserved beyond
 // what it took, and the buffer if nothing is left in it (the next message
 // takes one again).

@@ -225,6 +225,30 @@ func (b *Broker) Serve() error {
 	}
 }
 
+// Go is Serve for a server holding many idle connections: it reads and
+// dispatches messages on goroutines of its own until the connection ends,
+// then calls end with what Serve would return. A goroutine that read a
+// message and has no more bytes of the next one leaves the wait for them
+// to a new goroutine, so that no idle connection keeps the stack that
+// reading grew (a goroutine's stack, once grown, does not shrink back to
+// the smallest size).
+func (b *Broker) Go(end func(cause error)) {
+	go b.serveFrom(end)
+}
+
+func (b *Broker) serveFrom(end func(cause error)) {
+	for {
+		if err := b.serveOne(); err != nil {
+			end(b.finish(err))
+			return
+		}
+		if !b.dec.buffered() {
+			go b.serveFrom(end)
+			return
+		}
+	}
+}
+
 // serveOne reads and dispatches one message.
 func (b *Broker) serveOne() error {
 	err := b.dec.await()

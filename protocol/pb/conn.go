@@ -119,8 +119,9 @@ func (c *Conn) OnAlive(f func()) {
 	c.mu.Unlock()
 }
 
-// serve runs the connection until it ends, logs one line if it failed
-// or misbehaved and calls done.
+// serve runs the connection until it ends, on this goroutine and then
+// others (Broker.Go), logs one line if it failed or misbehaved and calls
+// done.
 func (c *Conn) serve(done func()) {
 	s := c.s
 	timeout := orDefault(s.LoginTimeout, DefaultLoginTimeout)
@@ -143,7 +144,7 @@ func (c *Conn) serve(done func()) {
 		end(context.Cause(c.Context()))
 		return
 	}
-	end(c.b.Serve())
+	c.b.Go(end)
 }
 
 // logEnd logs one line if the connection failed or misbehaved. It is not

@@ -282,11 +282,7 @@ func putBuffer(bp *[]byte) {
 // or ErrTooLarge for a misbehaving peer, or the transport's read error. It
 // closes the transport before returning. Call it once.
 func (c *Conn) Serve() error {
-	idle, _ := c.t.(idleWaiter)
 	for {
-		if idle != nil {
-			idle.waitReadable()
-		}
 		if err := c.readOne(); err != nil {
 			c.CloseWithCause(err)
 			return context.Cause(c.ctx)
@@ -294,11 +290,41 @@ func (c *Conn) Serve() error {
 	}
 }
 
+// Go is Serve for a server holding many idle connections: it reads and
+// dispatches messages on goroutines of its own until the connection ends,
+// then calls end with the cause, as Serve would return it. Where the
+// transport can (the server's end of a WebSocket), the goroutine waiting
+// for the next message holds no buffer and the smallest stack: a
+// goroutine reads one message, then leaves the next wait to a new one, so
+// no idle connection keeps the stack that reading grew (a goroutine's
+// stack, once grown, does not shrink back to the smallest size).
+func (c *Conn) Go(end func(cause error)) {
+	go c.serveFrom(end)
+}
+
+func (c *Conn) serveFrom(end func(cause error)) {
+	idle, _ := c.t.(idleWaiter)
+	for {
+		hop := idle != nil && idle.waitReadable()
+		if err := c.readOne(); err != nil {
+			c.CloseWithCause(err)
+			end(context.Cause(c.ctx))
+			return
+		}
+		if hop {
+			go c.serveFrom(end)
+			return
+		}
+	}
+}
+
 // idleWaiter is a Transport that can wait for its next message on a
 // shallow stack, holding no buffer; the server's end of a WebSocket is
-// one. Serve waits there between messages.
+// one.
 type idleWaiter interface {
-	waitReadable()
+	// waitReadable waits until the next message's bytes are there and
+	// reports true, or reports false at once if it cannot tell.
+	waitReadable() bool
 }
 
 // Lead runs first on the calling goroutine before the connection is

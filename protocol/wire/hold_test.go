@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -174,5 +175,54 @@ func TestIdleWaitSeesBufferedMessages(t *testing.T) {
 		if err != nil || m["result"] != want {
 			t.Fatalf("answer = %v, %v; want result %q", m, err, want)
 		}
+	}
+}
+
+// TestGoWaitsOnTheSocket: a server connection served by Go answers its
+// peer's requests, waits between them on the socket itself (one
+// goroutine, in peek.Wait, not in the frame reader), and calls end with
+// the cause once the peer leaves.
+func TestGoWaitsOnTheSocket(t *testing.T) {
+	ended := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tr, err := (&Upgrader{}).Upgrade(w, r)
+		if err != nil {
+			return
+		}
+		NewConn(tr, echoHandler).Go(func(cause error) { ended <- cause })
+	}))
+	defer srv.Close()
+	tr, err := (&Dialer{}).Dial(t.Context(), "ws"+strings.TrimPrefix(srv.URL, "http"), "s1", "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := NewConn(tr, echoHandler)
+	wait := serve(client)
+	for _, v := range []string{"a", "b", "c"} {
+		if got, err := client.Call(t.Context(), "echo", map[string]any{"value": v}); err != nil || got != v {
+			t.Fatalf("call %q = %v, %v", v, got, err)
+		}
+	}
+	var serving []string
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		buf := make([]byte, 1<<20)
+		serving = serving[:0]
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, "wire.(*Conn).serveFrom") {
+				serving = append(serving, g)
+			}
+		}
+		if len(serving) == 1 && strings.Contains(serving[0], "peek.Wait") || time.Now().After(deadline) {
+			break
+		}
+		runtime.Gosched()
+	}
+	if len(serving) != 1 || !strings.Contains(serving[0], "peek.Wait") {
+		t.Errorf("goroutines serving the connection: %q", serving)
+	}
+	client.Close()
+	wait()
+	if cause := <-ended; cause == nil {
+		t.Error("end called with a nil cause")
 	}
 }

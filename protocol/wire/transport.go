@@ -257,16 +257,20 @@ var (
 	_ holder        = (*wsTransport)(nil)
 )
 
-// waitReadable waits until the socket has bytes of the next message,
-// unless some wait in the reader already or the connection cannot tell
-// (a TLS connection keeps decrypted bytes of its own). A connection that
-// waits here, with a few frames on its goroutine's stack, instead of deep
-// in gorilla/websocket's frame reader, lets the garbage collector shrink
-// the stack of every idle slave to its smallest size.
-func (t *wsTransport) waitReadable() {
-	if t.br != nil && t.br.Buffered() == 0 && t.held.quiet() {
-		peek.Wait(t.held.Conn)
+// waitReadable waits until bytes of the next message are there, in the
+// reader or on the socket, and reports true; or reports false at once if
+// the connection cannot tell (a TLS connection keeps decrypted bytes of
+// its own). A connection that waits here, with a few frames on its
+// goroutine's stack, instead of deep in gorilla/websocket's frame reader,
+// keeps the smallest stack while idle.
+func (t *wsTransport) waitReadable() bool {
+	switch {
+	case t.br == nil || !t.held.quiet():
+		return false
+	case t.br.Buffered() > 0:
+		return true
 	}
+	return peek.Wait(t.held.Conn)
 }
 
 // hold holds writes on a server's connection; a slave's writes go out

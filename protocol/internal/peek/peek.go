@@ -42,12 +42,12 @@ func Unread(c net.Conn) bool {
 // Wait waits until c's socket has a byte to read, has ended or has
 // failed, on a shallow stack and holding no buffer: a goroutine that
 // waits here between messages instead of inside a reader keeps the
-// smallest stack. It returns at once where it cannot look; what the next
-// read finds is the read's to report.
-func Wait(c net.Conn) {
+// smallest stack. It reports false, at once, where it cannot look; what
+// the next read finds is the read's to report.
+func Wait(c net.Conn) bool {
 	rc := rawConn(c)
 	if rc == nil {
-		return
+		return false
 	}
 	looked := false
 	rc.Read(func(fd uintptr) bool {
@@ -59,4 +59,5 @@ func Wait(c net.Conn) {
 		looked = true
 		return look(fd) != wouldBlock
 	})
+	return true
 }

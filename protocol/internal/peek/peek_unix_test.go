@@ -34,7 +34,12 @@ func TestWaitReturnsOnceBytesCome(t *testing.T) {
 		t.Fatal("Unread before the peer wrote")
 	}
 	waited := make(chan struct{})
-	go func() { Wait(server); close(waited) }()
+	go func() {
+		if !Wait(server) {
+			t.Error("Wait did not wait on a socket")
+		}
+		close(waited)
+	}()
 	client.Write([]byte("x"))
 	<-waited
 	if !Unread(server) {
@@ -51,7 +56,12 @@ func TestWaitReturnsOnceBytesCome(t *testing.T) {
 func TestWaitReturnsWhenThePeerCloses(t *testing.T) {
 	server, client := pair(t)
 	waited := make(chan struct{})
-	go func() { Wait(server); close(waited) }()
+	go func() {
+		if !Wait(server) {
+			t.Error("Wait did not wait on a socket")
+		}
+		close(waited)
+	}()
 	client.Close()
 	<-waited
 	if _, err := server.Read(make([]byte, 1)); err != io.EOF {
@@ -65,7 +75,9 @@ func TestNotASocket(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	Wait(a) // returns at once
+	if Wait(a) {
+		t.Error("Wait on a pipe waited")
+	}
 	if Unread(a) {
 		t.Error("Unread on a pipe")
 	}
