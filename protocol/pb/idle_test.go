@@ -2,8 +2,11 @@ package pb
 
 import (
 	"net"
+	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/buildslave/buildslave/protocol/budget"
 )
@@ -109,5 +112,37 @@ func TestTogetherSendsInOneWrite(t *testing.T) {
 		if !ok || len(m) < 4 || text(m[3]) != want {
 			t.Fatalf("the peer read %v, want a call of %s", m, want)
 		}
+	}
+}
+
+// TestAttachedConnectionWaitsOnAFreshGoroutine: once a slave attached and
+// sent keepalives, the master serves its connection on one goroutine,
+// waiting for the next message's first byte (not one that read the login
+// and kept the stack that grew).
+func TestAttachedConnectionWaitsOnAFreshGoroutine(t *testing.T) {
+	tm := newTestMaster(t, nil)
+	g := tm.attach("good1")
+	tm.alive(g)
+	tm.alive(g)
+	var serving []string
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		buf := make([]byte, 1<<20)
+		serving = serving[:0]
+		for _, s := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(s, "pb.(*Broker).serveFrom") {
+				serving = append(serving, s)
+			}
+		}
+		// The slave's own broker runs Serve, not serveFrom.
+		if len(serving) == 1 && strings.Contains(serving[0], "pb.(*reader).await") || time.Now().After(deadline) {
+			break
+		}
+		runtime.Gosched()
+	}
+	if len(serving) != 1 || !strings.Contains(serving[0], "pb.(*reader).await") {
+		t.Fatalf("goroutines serving the connection: %q", serving)
+	}
+	if !strings.Contains(serving[0], "created by github.com/buildslave/buildslave/protocol/pb.(*Broker).serveFrom") {
+		t.Errorf("the goroutine that read the login still serves the connection:\n%s", serving[0])
 	}
 }
