@@ -36,7 +36,7 @@ func (c *Conn) attach() error {
 			c.info, err = remote.ParseInfo(result)
 			return err
 		}},
-		{"set_worker_settings", "set_worker_settings", map[string]any{"args": h.Settings.args()}, nil},
+		{"set_worker_settings", "set_worker_settings", h.settings(), nil},
 	}
 	sent := make([]*wire.Pending, len(first))
 	for i, r := range first {

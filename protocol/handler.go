@@ -117,7 +117,9 @@ type Handler struct {
 	// slog.Default() if nil.
 	Logger *slog.Logger
 
-	attaching runqueue.Queue // attach sequences, MaxAttaching at a time
+	attaching      runqueue.Queue // attach sequences, MaxAttaching at a time
+	settingsOnce   sync.Once
+	settingsFields map[string]any // set_worker_settings' fields
 
 	mu     sync.Mutex
 	budget *budget.Budget     // WebSocket.Budget, or the Handler's own
@@ -132,6 +134,13 @@ func (h *Handler) logger() *slog.Logger {
 		return h.Logger
 	}
 	return slog.Default()
+}
+
+// settings are the fields of every slave's set_worker_settings request,
+// made once.
+func (h *Handler) settings() map[string]any {
+	h.settingsOnce.Do(func() { h.settingsFields = map[string]any{"args": h.Settings.args()} })
+	return h.settingsFields
 }
 
 func (h *Handler) maxAttaching() int {

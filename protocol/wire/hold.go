@@ -37,6 +37,9 @@ func (c *heldConn) Write(p []byte) (int, error) {
 	defer c.wmu.Unlock()
 	c.mu.Lock()
 	if c.held && !c.reading {
+		if c.buf == nil {
+			c.buf = (*heldBuffers.Get().(*[]byte))[:0]
+		}
 		c.buf = append(c.buf, p...)
 		c.mu.Unlock()
 		return len(p), nil
@@ -46,10 +49,25 @@ func (c *heldConn) Write(p []byte) (int, error) {
 	if len(held) == 0 {
 		return c.Conn.Write(p)
 	}
-	if _, err := c.Conn.Write(append(held, p...)); err != nil {
+	held = append(held, p...)
+	_, err := c.Conn.Write(held)
+	putHeld(held)
+	if err != nil {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// heldBuffers keeps the buffers of held writes between connections' attach
+// sequences: a connection holds one only while it holds writes.
+var heldBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// putHeld gives a buffer back to heldBuffers unless it grew large.
+func putHeld(b []byte) {
+	if cap(b) <= 64<<10 {
+		b = b[:0]
+		heldBuffers.Put(&b)
+	}
 }
 
 // Read sends what is held, then reads; writes meanwhile go out at once.
@@ -93,6 +111,7 @@ func (c *heldConn) send(set func()) error {
 		return nil
 	}
 	_, err := c.Conn.Write(p)
+	putHeld(p)
 	return err
 }
 
