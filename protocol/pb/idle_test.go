@@ -2,12 +2,11 @@ package pb
 
 import (
 	"net"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
+	"github.com/buildslave/buildslave/internal/stacks"
 	"github.com/buildslave/buildslave/protocol/budget"
 )
 
@@ -124,21 +123,8 @@ func TestAttachedConnectionWaitsOnAFreshGoroutine(t *testing.T) {
 	g := tm.attach("good1")
 	tm.alive(g)
 	tm.alive(g)
-	var serving []string
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		buf := make([]byte, 1<<20)
-		serving = serving[:0]
-		for _, s := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-			if strings.Contains(s, "pb.(*Broker).serveFrom") {
-				serving = append(serving, s)
-			}
-		}
-		// The slave's own broker runs Serve, not serveFrom.
-		if len(serving) == 1 && strings.Contains(serving[0], "pb.(*reader).await") || time.Now().After(deadline) {
-			break
-		}
-		runtime.Gosched()
-	}
+	// The slave's own broker runs Serve, not serveFrom.
+	serving := stacks.Await("pb.(*Broker).serveFrom", "pb.(*reader).await")
 	if len(serving) != 1 || !strings.Contains(serving[0], "pb.(*reader).await") {
 		t.Fatalf("goroutines serving the connection: %q", serving)
 	}

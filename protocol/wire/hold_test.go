@@ -8,11 +8,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/buildslave/buildslave/internal/stacks"
 )
 
 // countingListener counts the writes to the connections it accepts.
@@ -203,20 +204,7 @@ func TestGoWaitsOnTheSocket(t *testing.T) {
 			t.Fatalf("call %q = %v, %v", v, got, err)
 		}
 	}
-	var serving []string
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		buf := make([]byte, 1<<20)
-		serving = serving[:0]
-		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-			if strings.Contains(g, "wire.(*Conn).serveFrom") {
-				serving = append(serving, g)
-			}
-		}
-		if len(serving) == 1 && strings.Contains(serving[0], "peek.Wait") || time.Now().After(deadline) {
-			break
-		}
-		runtime.Gosched()
-	}
+	serving := stacks.Await("wire.(*Conn).serveFrom", "peek.Wait")
 	if len(serving) != 1 || !strings.Contains(serving[0], "peek.Wait") {
 		t.Errorf("goroutines serving the connection: %q", serving)
 	}
