@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/buildslave/buildslave/internal/stacks"
 )
 
 // recorder is a testing.TB that keeps its errors.
@@ -24,6 +26,8 @@ func TestVerifyFindsTheGoroutineLeftBehind(t *testing.T) {
 	s := Take()
 	stop := make(chan struct{})
 	go parked(stop)
+	// Until it runs, the new goroutine's stack shows only its wrapper.
+	stacks.Await("leakcheck.parked", "chan receive")
 
 	r := &recorder{TB: t}
 	s.Verify(r)
