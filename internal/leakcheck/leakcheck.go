@@ -4,12 +4,12 @@
 package leakcheck
 
 import (
-	"bytes"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/buildslave/buildslave/internal/stacks"
 )
 
 // Snapshot is the set of goroutines running at one moment, by id.
@@ -31,26 +31,17 @@ type goroutine struct {
 
 // goroutines lists every goroutine but the caller's.
 func goroutines() []goroutine {
-	buf := make([]byte, 64<<10)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
 	var out []goroutine
-	for i, block := range bytes.Split(buf, []byte("\n\n")) {
+	for i, block := range stacks.All() {
 		if i == 0 {
 			continue // the caller's: runtime.Stack puts it first
 		}
-		head, _, _ := bytes.Cut(block, []byte(" ["))
-		id, err := strconv.ParseUint(string(bytes.TrimPrefix(head, []byte("goroutine "))), 10, 64)
+		head, _, _ := strings.Cut(block, " [")
+		id, err := strconv.ParseUint(strings.TrimPrefix(head, "goroutine "), 10, 64)
 		if err != nil {
 			continue
 		}
-		out = append(out, goroutine{id, string(block)})
+		out = append(out, goroutine{id, block})
 	}
 	return out
 }

@@ -1,5 +1,6 @@
-// Package stacks finds goroutines by what their stacks hold, for tests
-// that check where a connection's goroutine waits.
+// Package stacks lists goroutines' stacks and finds goroutines by what
+// their stacks hold, for tests that check where a goroutine waits or
+// which ones were left behind (package leakcheck).
 package stacks
 
 import (
@@ -8,19 +9,23 @@ import (
 	"time"
 )
 
-// Containing returns the stack of every goroutine whose stack holds s.
-func Containing(s string) []string {
-	buf := make([]byte, 1<<20)
+// All returns every goroutine's stack, the caller's first (as
+// runtime.Stack lists them).
+func All() []string {
+	buf := make([]byte, 64<<10)
 	for {
 		n := runtime.Stack(buf, true)
 		if n < len(buf) {
-			buf = buf[:n]
-			break
+			return strings.Split(string(buf[:n]), "\n\n")
 		}
 		buf = make([]byte, 2*len(buf))
 	}
+}
+
+// Containing returns the stack of every goroutine whose stack holds s.
+func Containing(s string) []string {
 	var found []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
+	for _, g := range All() {
 		if strings.Contains(g, s) {
 			found = append(found, g)
 		}
