@@ -63,7 +63,7 @@ type WebSocketConfig struct {
 	MaxMessageSize int64         // largest message read; DefaultMaxMessageSize if 0
 	WriteTimeout   time.Duration // bound on one write; DefaultWriteTimeout if 0
 	// BufferSize is the size of the read buffer (an Upgrader's is at
-	// least minOwnReader, 257 bytes); DefaultBufferSize if 0.
+	// least 257 bytes); DefaultBufferSize if 0.
 	BufferSize int
 	// Decode bounds the values and memory of each message a Conn reads
 	// from the transport, relative to its size; zero fields mean the
