@@ -29,7 +29,9 @@ func DefaultTimeout(interval time.Duration) time.Duration {
 	return min(interval/2, MaxDefaultTimeout)
 }
 
-// Loop sends a keepalive every interval after the previous reply. It keeps
+// Loop sends a keepalive every interval after the previous reply, give or
+// take half a second (at most a 64th of the interval): keepalives are due
+// on a grid, so that many slaves' loops fire together. It keeps
 // no goroutine while it waits: each keepalive runs in the goroutine of a
 // timer, so a slow reply only ever delays its own connection, never other
 // slaves or the caller. A Loop is started by Start and ended by Stop.
@@ -72,8 +74,10 @@ func Start(p Pinger, interval, timeout time.Duration, onAlive func(), onLost fun
 		l.timeout = DefaultTimeout(interval)
 	}
 	l.mu.Lock()
-	l.due = time.Now().Add(interval)
-	l.timer = time.AfterFunc(interval, l.tick)
+	now := time.Now()
+	d := onGrain(now, interval)
+	l.due = now.Add(d)
+	l.timer = time.AfterFunc(d, l.tick)
 	l.mu.Unlock()
 	return l
 }
@@ -122,7 +126,7 @@ func (l *Loop) tick() {
 		l.onAlive()
 		l.mu.Lock() // after the callback, so the next one happens after it
 		if !l.stopped {
-			l.reset(l.interval)
+			l.reset(onGrain(time.Now(), l.interval))
 		}
 		l.mu.Unlock()
 	}
@@ -132,6 +136,28 @@ func (l *Loop) tick() {
 func (l *Loop) reset(d time.Duration) {
 	l.due = time.Now().Add(d)
 	l.timer.Reset(d)
+}
+
+// onGrain returns interval, moved by up to half a grain (a 32nd of
+// interval, at most 1 s) so that now plus it falls on a multiple of the
+// grain since the Unix epoch. Keepalives are due on that grid: a master's
+// slaves with one interval, however their attaches were spread, fire in
+// bursts that wake the process once, not once a slave (10,000 slaves with
+// a 60 s interval woke it 167 times a second). Rounding to the nearest
+// point keeps the interval right on average.
+func onGrain(now time.Time, interval time.Duration) time.Duration {
+	g := min(time.Second, interval/32)
+	if g <= 0 {
+		return interval
+	}
+	off := time.Duration(now.Add(interval).UnixNano() % int64(g))
+	if off < 0 {
+		off += g
+	}
+	if off < g/2 {
+		return interval - off
+	}
+	return interval + g - off
 }
 
 // Stop ends the loop: no keepalive is sent and no callback runs after it

@@ -136,3 +136,43 @@ func TestSlowReplyDoesNotDelayOtherLoops(t *testing.T) {
 		}
 	})
 }
+
+// clockPeer answers at once and records when each keepalive came.
+type clockPeer struct {
+	start time.Time
+	at    []time.Duration
+}
+
+func (p *clockPeer) Keepalive(context.Context) error {
+	p.at = append(p.at, time.Since(p.start))
+	return nil
+}
+
+// TestKeepalivesOfManySlavesFireTogether: loops started within half a
+// second of each other send their keepalives at the same instants (so a
+// master of many slaves wakes once for all of them), and an interval
+// stays the interval: no loop drifts.
+func TestKeepalivesOfManySlavesFireTogether(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		peers := make([]*clockPeer, 3)
+		for i, after := range []time.Duration{0, 137 * time.Millisecond, 420 * time.Millisecond} {
+			time.Sleep(after - time.Since(start))
+			peers[i] = &clockPeer{start: start}
+			l := keepalive.Start(peers[i], time.Minute, 0, func() {}, func(err error) { t.Errorf("lost: %v", err) })
+			defer l.Stop()
+		}
+		time.Sleep(10*time.Minute + time.Second)
+		synctest.Wait()
+		for i, p := range peers {
+			if len(p.at) != 10 {
+				t.Fatalf("loop %d sent at %v, want 10 keepalives", i, p.at)
+			}
+			for k, at := range p.at {
+				if want := time.Duration(k+1) * time.Minute; at != want {
+					t.Errorf("loop %d: keepalive %d at %v, want %v", i, k, at, want)
+				}
+			}
+		}
+	})
+}

@@ -486,9 +486,14 @@ func (b *Broker) together(f func() error) error {
 	return err
 }
 
+// write writes p under WriteTimeout, a deadline the connection has only
+// while the write lasts: left set, it would fire its timer after every
+// write, waking a master of 10,000 idle slaves 167 times a second.
 func (b *Broker) write(p []byte) error {
 	b.conn.SetWriteDeadline(time.Now().Add(b.cfg.WriteTimeout))
-	if _, err := b.conn.Write(p); err != nil {
+	_, err := b.conn.Write(p)
+	b.conn.SetWriteDeadline(time.Time{})
+	if err != nil {
 		b.CloseWithCause(fmt.Errorf("write: %w", err))
 		return fmt.Errorf("connection lost: %w", context.Cause(b.ctx))
 	}
