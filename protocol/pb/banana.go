@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"sync"
 	"unicode/utf8"
 
 	"github.com/buildslave/buildslave/protocol/budget"
+	"github.com/buildslave/buildslave/protocol/internal/peek"
 )
 
 // Banana's type bytes: each token is a base-128 number (low digit first,
@@ -154,21 +156,27 @@ func newReader(src io.Reader, lim Limits, res budget.Reservation) *reader {
 }
 
 // await waits for the first byte of the next message. On an idle
-// connection it reads it without a buffer, then takes one for the rest of
-// the message. Broker.Serve calls it at the top of its loop, so that an
-// idle connection waits on a shallow stack: the runtime halves a stack at
-// a GC only while less than a quarter of it is in use, and waiting deeper
-// (in token, under message) kept every idle connection's stack at 8 KiB
-// instead of 4 KiB.
+// connection it waits without a buffer (on a socket, until the kernel has
+// bytes; elsewhere, reading the first byte alone), then takes one for the
+// rest of the message. Broker.Serve calls it at the top of its loop, so
+// that an idle connection waits on a shallow stack: the runtime halves a
+// stack at a GC only while less than a quarter of it is in use, and
+// waiting deeper (in token, under message) kept every idle connection's
+// stack at 8 KiB instead of 4 KiB.
 func (r *reader) await() error {
 	if r.r != nil || r.src == nil {
+		return nil
+	}
+	// On a socket, wait for the peer's bytes without reading them: the
+	// buffer's first read then takes what came in one system call.
+	if c, ok := r.src.(net.Conn); ok && peek.Wait(c) {
+		r.take()
 		return nil
 	}
 	for {
 		n, err := r.src.Read(r.first[:])
 		if n == 1 {
-			r.r = readBuffers.Get().(*bufio.Reader)
-			r.r.Reset(r.src)
+			r.take()
 			r.pending = true
 			return nil
 		}
@@ -176,6 +184,12 @@ func (r *reader) await() error {
 			return err
 		}
 	}
+}
+
+// take takes a buffer to read the message through.
+func (r *reader) take() {
+	r.r = readBuffers.Get().(*bufio.Reader)
+	r.r.Reset(r.src)
 }
 
 // buffered reports whether the reader holds a buffer, with bytes of the

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 )
 
 // ErrUnauthorized is the error of a login the master refused.
@@ -57,27 +59,52 @@ func (b *Broker) Login(ctx context.Context, name, password string, mind Object) 
 
 // Plain turns jelly's values into the plain ones Go code reads: bytes
 // (how Python 2 peers, such as Buildbot 0.8 slaves, send text) become
-// strings and tuples lists, recursively.
+// strings and tuples lists, recursively. A list or dictionary with nothing
+// to turn is returned as it is, not copied.
 func Plain(v any) any {
+	p, _ := plain(v)
+	return p
+}
+
+// plain is Plain, reporting whether anything was turned; a list or a
+// dictionary is copied only then.
+func plain(v any) (any, bool) {
 	switch v := v.(type) {
 	case []byte:
-		return string(v)
+		return string(v), true
 	case Tuple:
-		return Plain([]any(v))
+		l, _ := plain([]any(v))
+		return l, true
 	case []any:
-		l := make([]any, len(v))
+		var l []any
 		for i, e := range v {
-			l[i] = Plain(e)
+			if p, turned := plain(e); turned {
+				if l == nil {
+					l = slices.Clone(v)
+				}
+				l[i] = p
+			}
 		}
-		return l
+		if l == nil {
+			return v, false
+		}
+		return l, true
 	case map[string]any:
-		m := make(map[string]any, len(v))
+		var m map[string]any
 		for k, e := range v {
-			m[k] = Plain(e)
+			if p, turned := plain(e); turned {
+				if m == nil {
+					m = maps.Clone(v)
+				}
+				m[k] = p
+			}
 		}
-		return m
+		if m == nil {
+			return v, false
+		}
+		return m, true
 	}
-	return v
+	return v, false
 }
 
 // AsList returns the elements of a list or a tuple, nil for anything else.

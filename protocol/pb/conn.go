@@ -292,17 +292,23 @@ func (c *Conn) attach() error {
 	timeout := orDefault(s.AttachTimeout, DefaultAttachTimeout)
 	ctx, cancel := context.WithTimeoutCause(c.Context(), timeout, fmt.Errorf("attach sequence took longer than %v", timeout))
 	defer cancel()
-	// print and getWorkerInfo go out in one write: neither needs the
-	// other's answer.
+	// print, getWorkerInfo and setBuilderList go out in one write: none
+	// needs another's answer. (A 0.8-era slave, which has no
+	// getWorkerInfo, is asked for its info the old way after its
+	// setBuilderList; its builders do not depend on the info.)
 	var printed, info *pendingCall
+	var builders *builderList
 	if err := c.b.together(func() (err error) {
 		if printed, err = c.mind.send("print", nil, map[string]any{"message": "attached"}); err != nil {
 			return err
 		}
-		info, err = c.mind.send("getWorkerInfo", nil, nil)
+		if info, err = c.mind.send("getWorkerInfo", nil, nil); err != nil {
+			return err
+		}
+		builders, _, err = c.sendBuilders(s.Builders)
 		return err
 	}); err != nil {
-		return fmt.Errorf("print, getWorkerInfo: %w", err)
+		return fmt.Errorf("print, getWorkerInfo, setBuilderList: %w", err)
 	}
 	if err := s.step(ctx, `print "attached"`, func(ctx context.Context) error {
 		_, err := printed.wait(ctx)
@@ -316,9 +322,7 @@ func (c *Conn) attach() error {
 	}); err != nil {
 		return err
 	}
-	if err := s.step(ctx, "setBuilderList", func(ctx context.Context) error {
-		return c.setBuilders(ctx, s.Builders...)
-	}); err != nil {
+	if err := s.step(ctx, "setBuilderList", builders.finish); err != nil {
 		return err
 	}
 	if err := s.Manager.Attach(ctx, c.name, c); err != nil {
@@ -380,60 +384,103 @@ func (c *Conn) slaveInfo(ctx context.Context) (any, error) {
 // setBuilderList with every builder it has and these, one at a time.
 func (c *Conn) setBuilders(ctx context.Context, names ...string) error {
 	for {
-		c.mu.Lock()
-		if c.setting != nil {
-			wait := c.setting
-			c.mu.Unlock()
+		call, busy, err := c.sendBuilders(names)
+		switch {
+		case err != nil:
+			return err
+		case busy != nil:
 			select {
-			case <-wait:
+			case <-busy:
 				continue
 			case <-ctx.Done():
 				return context.Cause(ctx)
 			}
-		}
-		var want []string
-		for name := range c.builders {
-			want = append(want, name)
-		}
-		missing := false
-		for _, name := range names {
-			if _, ok := c.builders[name]; !ok && !slices.Contains(want, name) {
-				want = append(want, name)
-				missing = true
-			}
-		}
-		if !missing && c.builders != nil {
-			c.mu.Unlock()
+		case call == nil:
 			return nil
 		}
-		done := make(chan struct{})
-		c.setting = done
-		c.mu.Unlock()
-
-		slices.Sort(want)
-		list := make([]any, len(want))
-		for i, name := range want {
-			list[i] = Tuple{name, name}
-		}
-		result, err := c.mind.Call(ctx, "setBuilderList", Tuple{list}, nil)
-		refs, ok := result.(map[string]any)
-		if err == nil && !ok {
-			err = fmt.Errorf("%w: setBuilderList answered %s", ErrMalformed, typeName(result))
-		}
-		c.mu.Lock()
-		c.setting = nil
-		close(done)
-		if err == nil {
-			c.builders = make(map[string]*Ref, len(refs))
-			for name, v := range refs {
-				if ref, ok := v.(*Ref); ok {
-					c.builders[name] = ref
-				}
-			}
-		}
-		c.mu.Unlock()
-		if err != nil {
+		if err := call.finish(ctx); err != nil {
 			return err
+		}
+	}
+}
+
+// builderList is a setBuilderList sent, whose answer gives the slave's
+// builders.
+type builderList struct {
+	c    *Conn
+	sent *pendingCall
+	done chan struct{} // closed once answered (Conn.setting until then)
+}
+
+// sendBuilders sends setBuilderList with every builder the slave has and
+// names, unless it has them all (nil, nil) or another is in flight (busy:
+// closed once it is over; try again then).
+func (c *Conn) sendBuilders(names []string) (call *builderList, busy <-chan struct{}, err error) {
+	c.mu.Lock()
+	if c.setting != nil {
+		busy := c.setting
+		c.mu.Unlock()
+		return nil, busy, nil
+	}
+	var want []string
+	for name := range c.builders {
+		want = append(want, name)
+	}
+	missing := false
+	for _, name := range names {
+		if _, ok := c.builders[name]; !ok && !slices.Contains(want, name) {
+			want = append(want, name)
+			missing = true
+		}
+	}
+	if !missing && c.builders != nil {
+		c.mu.Unlock()
+		return nil, nil, nil
+	}
+	call = &builderList{c: c, done: make(chan struct{})}
+	c.setting = call.done
+	c.mu.Unlock()
+
+	slices.Sort(want)
+	list := make([]any, len(want))
+	for i, name := range want {
+		list[i] = Tuple{name, name}
+	}
+	if call.sent, err = c.mind.send("setBuilderList", Tuple{list}, nil); err != nil {
+		call.end(nil)
+		return nil, nil, err
+	}
+	return call, nil, nil
+}
+
+// finish waits for the answer and records the slave's builders.
+func (l *builderList) finish(ctx context.Context) error {
+	result, err := l.sent.wait(ctx)
+	refs, ok := result.(map[string]any)
+	if err == nil && !ok {
+		err = fmt.Errorf("%w: setBuilderList answered %s", ErrMalformed, typeName(result))
+	}
+	if err != nil {
+		refs = nil
+	}
+	l.end(refs)
+	return err
+}
+
+// end records the builders answered, if any, and lets the next
+// setBuilderList go.
+func (l *builderList) end(refs map[string]any) {
+	c := l.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.setting = nil
+	close(l.done)
+	if refs != nil {
+		c.builders = make(map[string]*Ref, len(refs))
+		for name, v := range refs {
+			if ref, ok := v.(*Ref); ok {
+				c.builders[name] = ref
+			}
 		}
 	}
 }
