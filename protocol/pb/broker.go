@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/buildslave/buildslave/protocol/budget"
@@ -67,8 +66,6 @@ type Broker struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	later  sync.WaitGroup // running Laters
-	// settled: Go reads each message on a fresh goroutine (Settle).
-	settled atomic.Bool
 	// runLater runs a Later's work; nil means on a goroutine of its own.
 	// A Server runs them through its queue of attach sequences.
 	runLater func(func())
@@ -230,19 +227,15 @@ func (b *Broker) Serve() error {
 
 // Go is Serve for a server holding many idle connections: it reads and
 // dispatches messages on goroutines of its own until the connection ends,
-// then calls end with what Serve would return. Once Settle was called, a
-// goroutine that read a message and has no more bytes of the next one
-// leaves the wait for them to a new goroutine, so that no idle connection
-// keeps the stack that reading grew (a goroutine's stack, once grown,
-// does not shrink back to the smallest size).
+// then calls end with what Serve would return. A goroutine that read a
+// message and has no more bytes of the next one leaves the wait for them
+// to a new goroutine, so that no idle connection keeps the stack that
+// reading grew (a goroutine's stack, once grown, does not shrink back to
+// the smallest size): neither one attached, nor one whose attach waits
+// its turn (Server.MaxAttaching) after a storm of logins.
 func (b *Broker) Go(end func(cause error)) {
 	go b.serveFrom(end)
 }
-
-// Settle tells Go that the connection's busy start (a slave's login and
-// attach, one message after another) is over: from then on each message
-// is read on a fresh goroutine.
-func (b *Broker) Settle() { b.settled.Store(true) }
 
 func (b *Broker) serveFrom(end func(cause error)) {
 	for {
@@ -250,7 +243,7 @@ func (b *Broker) serveFrom(end func(cause error)) {
 			end(b.finish(err))
 			return
 		}
-		if b.settled.Load() && !b.dec.buffered() {
+		if !b.dec.buffered() {
 			go b.serveFrom(end)
 			return
 		}

@@ -331,7 +331,6 @@ func (c *Conn) attach() error {
 	c.mu.Lock()
 	c.attached = true
 	c.mu.Unlock()
-	c.b.Settle()
 	return s.step(ctx, `print "attached"`, func(ctx context.Context) error { return c.Print(ctx, "attached") })
 }
 

@@ -3,6 +3,7 @@ package pb
 import (
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -133,6 +134,39 @@ func TestAttachedConnectionWaitsOnAFreshGoroutine(t *testing.T) {
 	}
 	if !strings.Contains(serving[0], "created by github.com/buildslave/buildslave/protocol/pb.(*Broker).serveFrom") {
 		t.Errorf("the goroutine that read the login still serves the connection:\n%s", serving[0])
+	}
+}
+
+// TestQueuedAttachWaitsOnAFreshGoroutine: a slave that logged in while
+// another's attach holds the only turn (MaxAttaching 1) waits for its
+// own on a goroutine that did not read its login, so that a storm of
+// logins does not leave thousands of grown stacks waiting.
+func TestQueuedAttachWaitsOnAFreshGoroutine(t *testing.T) {
+	tm := newTestMaster(t, func(s *Server) { s.MaxAttaching = 1 })
+	first := tm.dialRaw()
+	challenge, challenger := first.login("good1")
+	first.respond(challenge, challenger, "pw-good1")
+	if msg, err := first.read(); err != nil || len(msg) != 7 || text(msg[3]) != "print" {
+		t.Fatalf("the master's first call: %v, %v", msg, err)
+	}
+	// good1 answers nothing: its attach holds the turn.
+	queued := tm.dialRaw()
+	challenge, challenger = queued.login("good2")
+	queued.respond(challenge, challenger, "pw-good2")
+	var waiting []string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); runtime.Gosched() {
+		waiting = stacks.Containing("pb.(*reader).await")
+		if len(waiting) == 2 && strings.Contains(waiting[0], "runtime_pollWait") && strings.Contains(waiting[1], "runtime_pollWait") {
+			break
+		}
+	}
+	if len(waiting) != 2 {
+		t.Fatalf("goroutines waiting for a slave's next message: %q", waiting)
+	}
+	for _, g := range waiting {
+		if !strings.Contains(g, "created by github.com/buildslave/buildslave/protocol/pb.(*Broker).serveFrom") {
+			t.Errorf("a goroutine that read a login waits for the next message:\n%s", g)
+		}
 	}
 }
 
