@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
+	"github.com/buildslave/buildslave/protocol/internal/attachtimer"
 	"github.com/buildslave/buildslave/protocol/remote"
 	"github.com/buildslave/buildslave/protocol/wire"
 )
@@ -23,7 +23,7 @@ import (
 func (c *Conn) attach() error {
 	defer c.endLogin() // if the sequence fails before Attach
 	h := c.h
-	t := newAttachTimer(c, orDefault(h.StepTimeout, DefaultStepTimeout), orDefault(h.AttachTimeout, DefaultAttachTimeout))
+	t := attachtimer.Start(orDefault(h.StepTimeout, DefaultStepTimeout), orDefault(h.AttachTimeout, DefaultAttachTimeout), func(cause error) { c.w.CloseWithCause(cause) })
 	defer t.Stop()
 	ctx := context.Background()
 	first := []struct {
@@ -47,7 +47,7 @@ func (c *Conn) attach() error {
 		sent[i] = p
 	}
 	for i, r := range first {
-		if err := t.step(r.step, func() error {
+		if err := t.Step(r.step, func() error {
 			result, err := sent[i].Wait(ctx)
 			if err == nil && r.got != nil {
 				err = r.got(result)
@@ -60,54 +60,20 @@ func (c *Conn) attach() error {
 	if err := c.makeBuilderDirs(t); err != nil {
 		return err
 	}
-	t.reset(t.total) // the manager's check of a duplicate name: what is left
+	t.Rest() // the manager's check of a duplicate name
 	err := h.Manager.Attach(c.Context(), c.name, c)
 	c.endLogin()
 	if err != nil {
 		return &refusedError{err}
 	}
-	return t.step(`print "attached"`, func() error { return c.Print(ctx, "attached") })
-}
-
-// attachTimer closes a connection whose attach step, or whole attach
-// sequence, runs out of time, with a cause that says which.
-type attachTimer struct {
-	*time.Timer
-	stepTimeout, total time.Duration
-	end                time.Time // of the whole sequence
-}
-
-func newAttachTimer(c *Conn, stepTimeout, total time.Duration) *attachTimer {
-	t := &attachTimer{stepTimeout: stepTimeout, total: total, end: time.Now().Add(total)}
-	t.Timer = time.AfterFunc(min(stepTimeout, total), func() {
-		if time.Now().Before(t.end) {
-			c.w.CloseWithCause(fmt.Errorf("no answer within %v", t.stepTimeout))
-		} else {
-			c.w.CloseWithCause(fmt.Errorf("attach sequence took longer than %v", t.total))
-		}
-	})
-	return t
-}
-
-// reset gives the connection d from now, within the whole sequence's end.
-func (t *attachTimer) reset(d time.Duration) {
-	t.Reset(min(d, time.Until(t.end)))
-}
-
-// step runs one request of the attach sequence under StepTimeout.
-func (t *attachTimer) step(name string, f func() error) error {
-	t.reset(t.stepTimeout)
-	if err := f(); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	return nil
+	return t.Step(`print "attached"`, func() error { return c.Print(ctx, "attached") })
 }
 
 // makeBuilderDirs creates the builder directories under the slave's base
 // directory. The stock master lists the directory first and asks only for
 // the missing ones; a slave's mkdir leaves existing directories alone, so
 // asking for all of them saves the listing's round trip.
-func (c *Conn) makeBuilderDirs(t *attachTimer) error {
+func (c *Conn) makeBuilderDirs(t *attachtimer.Timer) error {
 	if len(c.h.Builders) == 0 {
 		return nil
 	}
@@ -121,7 +87,7 @@ func (c *Conn) makeBuilderDirs(t *attachTimer) error {
 		paths[i] = basedir + sep + b
 	}
 	slices.Sort(paths)
-	return t.step("mkdir", func() error {
+	return t.Step("mkdir", func() error {
 		_, err := c.run(remote.Request{Name: "mkdir", Args: map[string]any{"paths": paths}})
 		return err
 	})

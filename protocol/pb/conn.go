@@ -15,6 +15,7 @@ import (
 
 	"github.com/buildslave/buildslave/protocol/budget"
 	"github.com/buildslave/buildslave/protocol/connlimit"
+	"github.com/buildslave/buildslave/protocol/internal/attachtimer"
 	"github.com/buildslave/buildslave/protocol/remote"
 	"github.com/buildslave/buildslave/slave"
 )
@@ -289,9 +290,12 @@ func argAt(args Tuple, i int) any {
 // builds, then registers the connection with the manager.
 func (c *Conn) attach() error {
 	s := c.s
-	timeout := orDefault(s.AttachTimeout, DefaultAttachTimeout)
-	ctx, cancel := context.WithTimeoutCause(c.Context(), timeout, fmt.Errorf("attach sequence took longer than %v", timeout))
-	defer cancel()
+	// One timer bounds each step and the whole: it ends the connection,
+	// which ends the wait for an answer.
+	t := attachtimer.Start(orDefault(s.StepTimeout, DefaultStepTimeout), orDefault(s.AttachTimeout, DefaultAttachTimeout),
+		func(cause error) { c.b.CloseWithCause(cause) })
+	defer t.Stop()
+	ctx := c.Context()
 	// print, getWorkerInfo and setBuilderList go out in one write: none
 	// needs another's answer. (A 0.8-era slave, which has no
 	// getWorkerInfo, is asked for its info the old way after its
@@ -310,28 +314,29 @@ func (c *Conn) attach() error {
 	}); err != nil {
 		return fmt.Errorf("print, getWorkerInfo, setBuilderList: %w", err)
 	}
-	if err := s.step(ctx, `print "attached"`, func(ctx context.Context) error {
+	if err := t.Step(`print "attached"`, func() error {
 		_, err := printed.wait(ctx)
 		return err
 	}); err != nil {
 		return err
 	}
-	if err := s.step(ctx, "getWorkerInfo", func(ctx context.Context) (err error) {
+	if err := t.Step("getWorkerInfo", func() (err error) {
 		c.info, err = c.workerInfo(ctx, info)
 		return err
 	}); err != nil {
 		return err
 	}
-	if err := s.step(ctx, "setBuilderList", builders.finish); err != nil {
+	if err := t.Step("setBuilderList", func() error { return builders.finish(ctx) }); err != nil {
 		return err
 	}
+	t.Rest() // the manager's check of a duplicate name
 	if err := s.Manager.Attach(ctx, c.name, c); err != nil {
 		return &refusedError{err}
 	}
 	c.mu.Lock()
 	c.attached = true
 	c.mu.Unlock()
-	return s.step(ctx, `print "attached"`, func(ctx context.Context) error { return c.Print(ctx, "attached") })
+	return t.Step(`print "attached"`, func() error { return c.Print(ctx, "attached") })
 }
 
 // workerInfo is what the slave says about itself: the answer to

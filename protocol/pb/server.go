@@ -3,7 +3,6 @@ package pb
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -207,15 +206,4 @@ func (s *Server) attach(f func()) {
 		limit = DefaultMaxAttaching
 	}
 	s.attaching.Go(limit, f)
-}
-
-// step runs one request of the attach sequence under StepTimeout.
-func (s *Server) step(ctx context.Context, name string, f func(context.Context) error) error {
-	timeout := orDefault(s.StepTimeout, DefaultStepTimeout)
-	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("no answer within %v", timeout))
-	defer cancel()
-	if err := f(ctx); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	return nil
 }
