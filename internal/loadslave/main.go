@@ -291,7 +291,7 @@ var addrs = regexp.MustCompile(`[0-9.]+:[0-9]+`)
 func (s *slaves) session(a *attempt) error {
 	dctx, cancel := context.WithDeadline(s.ctx, s.dialDeadline(a))
 	defer cancel()
-	d := &wire.Dialer{WebSocketConfig: wire.WebSocketConfig{WriteTimeout: time.Minute}, NetDialContext: s.dialer(a.name).DialContext}
+	d := &wire.Dialer{WebSocketConfig: wire.WebSocketConfig{WriteTimeout: time.Minute}, NetDialContext: s.dial(a.name)}
 	t, err := d.Dial(dctx, a.url, a.name, s.password)
 	if err != nil {
 		return err
@@ -346,6 +346,18 @@ func (s *slaves) dialer(name string) *net.Dialer {
 		d.LocalAddr = &net.TCPAddr{IP: SourceAddr(i % s.sources)}
 	}
 	return d
+}
+
+// dial dials as the slave named name (see dialer), writing as the stock
+// slave does (twistedConn).
+func (s *slaves) dial(name string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := s.dialer(name).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &twistedConn{Conn: c}, nil
+	}
 }
 
 // didAttach counts one more slave attached.

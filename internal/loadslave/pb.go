@@ -34,7 +34,7 @@ func hostPort(u string) string {
 func (s *slaves) pbSession(a *attempt) error {
 	dctx, cancel := context.WithDeadline(s.ctx, s.dialDeadline(a))
 	defer cancel()
-	nc, err := s.dialer(a.name).DialContext(dctx, "tcp", a.url)
+	nc, err := s.dial(a.name)(dctx, "tcp", a.url)
 	if err != nil {
 		return err
 	}
