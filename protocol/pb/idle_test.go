@@ -1,15 +1,14 @@
 package pb
 
 import (
-	"io"
 	"net"
 	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"testing/synctest"
 	"time"
 
+	"github.com/buildslave/buildslave/internal/deadlinetest"
 	"github.com/buildslave/buildslave/internal/stacks"
 	"github.com/buildslave/buildslave/protocol/budget"
 )
@@ -170,38 +169,13 @@ func TestQueuedAttachWaitsOnAFreshGoroutine(t *testing.T) {
 	}
 }
 
-// deadlineConn records the write deadlines set on a connection.
-type deadlineConn struct {
-	net.Conn
-	set []time.Time
-}
-
-func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
-	c.set = append(c.set, t)
-	return c.Conn.SetWriteDeadline(t)
-}
-
 // TestWriteDeadlineOnlyWhileWriting: WriteTimeout bounds each write (a
 // peer that reads nothing fails it), and the connection keeps no deadline
 // once the write is done, so that no timer fires on an idle connection.
 func TestWriteDeadlineOnlyWhileWriting(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		ours, theirs := net.Pipe()
-		defer theirs.Close()
-		dc := &deadlineConn{Conn: ours}
-		b := newBroker(dc, BrokerConfig{WriteTimeout: time.Second}, nil)
-		defer b.Close()
-
-		go io.ReadFull(theirs, make([]byte, 2))
-		if err := b.write([]byte("hi")); err != nil {
-			t.Fatalf("write to a reading peer: %v", err)
-		}
-		if n := len(dc.set); n != 2 || !dc.set[1].IsZero() {
-			t.Fatalf("deadlines after a write = %v, want one then none", dc.set)
-		}
-		start := time.Now()
-		if err := b.write([]byte("nobody reads this")); err == nil || time.Since(start) != time.Second {
-			t.Errorf("write to a peer that reads nothing = %v after %v, want an error after 1s", err, time.Since(start))
-		}
+	deadlinetest.OnlyWhileWriting(t, func(c net.Conn) func([]byte) error {
+		b := newBroker(c, BrokerConfig{WriteTimeout: time.Second}, nil)
+		t.Cleanup(func() { b.Close() })
+		return b.write
 	})
 }

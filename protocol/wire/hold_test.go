@@ -3,19 +3,17 @@ package wire
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"testing/synctest"
 	"time"
 
+	"github.com/buildslave/buildslave/internal/deadlinetest"
 	"github.com/buildslave/buildslave/internal/stacks"
 )
 
@@ -218,43 +216,17 @@ func TestGoWaitsOnTheSocket(t *testing.T) {
 	}
 }
 
-// deadlineConn records the write deadlines set on its socket.
-type deadlineConn struct {
-	net.Conn
-	set []time.Time
-}
-
-func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
-	c.set = append(c.set, t)
-	return c.Conn.SetWriteDeadline(t)
-}
-
 // TestWriteDeadlineOnlyWhileWriting: the deadline gorilla/websocket sets
 // before each frame bounds the write to the socket (a peer that reads
 // nothing fails it at the deadline), but is no longer the socket's once
 // the write is done, so that no timer fires on an idle connection.
 func TestWriteDeadlineOnlyWhileWriting(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		a, b := net.Pipe()
-		defer b.Close()
-		sock := &deadlineConn{Conn: a}
+	deadlinetest.OnlyWhileWriting(t, func(sock net.Conn) func([]byte) error {
 		c := &heldConn{Conn: sock}
-		defer c.Close()
-
-		go io.ReadFull(b, make([]byte, 2))
-		c.SetWriteDeadline(time.Now().Add(time.Second))
-		if _, err := c.Write([]byte("hi")); err != nil {
-			t.Fatalf("write to a reading peer: %v", err)
-		}
-		if n := len(sock.set); n != 2 || !sock.set[1].IsZero() {
-			t.Fatalf("socket deadlines after a write = %v, want the deadline then none", sock.set)
-		}
-
-		start := time.Now()
-		c.SetWriteDeadline(start.Add(time.Second))
-		_, err := c.Write([]byte("nobody reads this"))
-		if !errors.Is(err, os.ErrDeadlineExceeded) || time.Since(start) != time.Second {
-			t.Errorf("write to a peer that reads nothing = %v after %v, want a timeout after 1s", err, time.Since(start))
+		return func(p []byte) error {
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			_, err := c.Write(p)
+			return err
 		}
 	})
 }

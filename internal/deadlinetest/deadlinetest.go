@@ -1,0 +1,53 @@
+// Package deadlinetest checks that a writer bounds each write to its
+// connection with a deadline, and leaves the connection without one once
+// the write is done: a deadline left set fires its timer later, and with
+// thousands of idle connections those timers wake the process for
+// nothing.
+package deadlinetest
+
+import (
+	"io"
+	"net"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// conn records the write deadlines set on a connection.
+type conn struct {
+	net.Conn
+	set []time.Time
+}
+
+func (c *conn) SetWriteDeadline(t time.Time) error {
+	c.set = append(c.set, t)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// OnlyWhileWriting runs, in a synctest bubble, a writer over one end of
+// a net.Pipe: writer(c) returns a write that bounds itself by a deadline
+// 1 s away. A write the peer reads leaves c without a deadline; a write
+// the peer does not read fails once that second is over.
+func OnlyWhileWriting(t *testing.T, writer func(c net.Conn) (write func([]byte) error)) {
+	synctest.Test(t, func(t *testing.T) {
+		ours, theirs := net.Pipe()
+		defer theirs.Close()
+		defer ours.Close()
+		c := &conn{Conn: ours}
+		write := writer(c)
+
+		go io.ReadFull(theirs, make([]byte, 2))
+		if err := write([]byte("hi")); err != nil {
+			t.Fatalf("write to a reading peer: %v", err)
+		}
+		if n := len(c.set); n != 2 || !c.set[1].IsZero() {
+			t.Fatalf("deadlines after a write = %v, want one, then none", c.set)
+		}
+
+		start := time.Now()
+		err := write([]byte("nobody reads this"))
+		if err == nil || time.Since(start) != time.Second {
+			t.Errorf("write to a peer that reads nothing = %v after %v, want an error after 1s", err, time.Since(start))
+		}
+	})
+}
