@@ -127,9 +127,11 @@ func (c *heldConn) SetWriteDeadline(t time.Time) error {
 	return nil
 }
 
+// SetDeadline sets both deadlines, on the socket too (gorilla/websocket
+// clears the upgrade's with it).
 func (c *heldConn) SetDeadline(t time.Time) error {
 	c.SetWriteDeadline(t)
-	return c.Conn.SetReadDeadline(t)
+	return c.Conn.SetDeadline(t)
 }
 
 // write writes p to the socket; the caller holds wmu. The deadline set is

@@ -230,3 +230,29 @@ func TestWriteDeadlineOnlyWhileWriting(t *testing.T) {
 		}
 	})
 }
+
+// clearingConn records the deadlines set on both directions at once.
+type clearingConn struct {
+	net.Conn
+	set []time.Time
+}
+
+func (c *clearingConn) SetDeadline(t time.Time) error {
+	c.set = append(c.set, t)
+	return c.Conn.SetDeadline(t)
+}
+
+// TestSetDeadlineReachesTheSocket: gorilla/websocket clears the upgrade
+// request's deadlines with SetDeadline; the socket's write deadline must
+// go too, or a write after it would fail.
+func TestSetDeadlineReachesTheSocket(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	sock := &clearingConn{Conn: a}
+	c := &heldConn{Conn: sock}
+	defer c.Close()
+	c.SetDeadline(time.Time{})
+	if len(sock.set) != 1 || !sock.set[0].IsZero() {
+		t.Errorf("the socket's deadlines = %v, want cleared", sock.set)
+	}
+}
