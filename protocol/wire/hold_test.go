@@ -3,11 +3,13 @@ package wire
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -254,5 +256,38 @@ func TestSetDeadlineReachesTheSocket(t *testing.T) {
 	c.SetDeadline(time.Time{})
 	if len(sock.set) != 1 || !sock.set[0].IsZero() {
 		t.Errorf("the socket's deadlines = %v, want cleared", sock.set)
+	}
+}
+
+// TestWriteThatWaitsOnASocketHasTheDeadline: over a real socket, what
+// the socket takes at once goes without a deadline, and the rest of a
+// write the peer does not read waits under the deadline set (here one
+// already past, so it fails at once).
+func TestWriteThatWaitsOnASocketHasTheDeadline(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	peer, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	sock, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &heldConn{Conn: sock}
+	defer c.Close()
+
+	c.SetWriteDeadline(time.Now().Add(-time.Second))
+	if n, err := c.Write([]byte("small")); n != 5 || err != nil {
+		t.Fatalf("a write the socket takes at once = %d, %v; the deadline matters only to a write that waits", n, err)
+	}
+	big := make([]byte, 64<<20)
+	n, err := c.Write(big)
+	if !errors.Is(err, os.ErrDeadlineExceeded) || n == 0 || n == len(big) {
+		t.Errorf("a write that has to wait = %d of %d bytes, %v; want what the socket took, then the deadline's error", n, len(big), err)
 	}
 }
