@@ -13,15 +13,21 @@ import (
 	"time"
 )
 
-// conn records the write deadlines set on a connection.
-type conn struct {
+// Conn records the deadlines set on a connection: write deadlines, and
+// both at once.
+type Conn struct {
 	net.Conn
-	set []time.Time
+	WriteDeadlines, Deadlines []time.Time
 }
 
-func (c *conn) SetWriteDeadline(t time.Time) error {
-	c.set = append(c.set, t)
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.WriteDeadlines = append(c.WriteDeadlines, t)
 	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.Deadlines = append(c.Deadlines, t)
+	return c.Conn.SetDeadline(t)
 }
 
 // OnlyWhileWriting runs, in a synctest bubble, a writer over one end of
@@ -33,15 +39,15 @@ func OnlyWhileWriting(t *testing.T, writer func(c net.Conn) (write func([]byte) 
 		ours, theirs := net.Pipe()
 		defer theirs.Close()
 		defer ours.Close()
-		c := &conn{Conn: ours}
+		c := &Conn{Conn: ours}
 		write := writer(c)
 
 		go io.ReadFull(theirs, make([]byte, 2))
 		if err := write([]byte("hi")); err != nil {
 			t.Fatalf("write to a reading peer: %v", err)
 		}
-		if n := len(c.set); n != 2 || !c.set[1].IsZero() {
-			t.Fatalf("deadlines after a write = %v, want one, then none", c.set)
+		if n := len(c.WriteDeadlines); n != 2 || !c.WriteDeadlines[1].IsZero() {
+			t.Fatalf("deadlines after a write = %v, want one, then none", c.WriteDeadlines)
 		}
 
 		start := time.Now()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/buildslave/buildslave/internal/deadlinetest"
 	"github.com/buildslave/buildslave/internal/stacks"
+	"github.com/buildslave/buildslave/internal/tcppair"
 )
 
 // countingListener counts the writes to the connections it accepts.
@@ -233,29 +234,18 @@ func TestWriteDeadlineOnlyWhileWriting(t *testing.T) {
 	})
 }
 
-// clearingConn records the deadlines set on both directions at once.
-type clearingConn struct {
-	net.Conn
-	set []time.Time
-}
-
-func (c *clearingConn) SetDeadline(t time.Time) error {
-	c.set = append(c.set, t)
-	return c.Conn.SetDeadline(t)
-}
-
 // TestSetDeadlineReachesTheSocket: gorilla/websocket clears the upgrade
 // request's deadlines with SetDeadline; the socket's write deadline must
 // go too, or a write after it would fail.
 func TestSetDeadlineReachesTheSocket(t *testing.T) {
 	a, b := net.Pipe()
 	defer b.Close()
-	sock := &clearingConn{Conn: a}
+	sock := &deadlinetest.Conn{Conn: a}
 	c := &heldConn{Conn: sock}
 	defer c.Close()
 	c.SetDeadline(time.Time{})
-	if len(sock.set) != 1 || !sock.set[0].IsZero() {
-		t.Errorf("the socket's deadlines = %v, want cleared", sock.set)
+	if len(sock.Deadlines) != 1 || !sock.Deadlines[0].IsZero() {
+		t.Errorf("the socket's deadlines = %v, want cleared", sock.Deadlines)
 	}
 }
 
@@ -264,20 +254,7 @@ func TestSetDeadlineReachesTheSocket(t *testing.T) {
 // write the peer does not read waits under the deadline set (here one
 // already past, so it fails at once).
 func TestWriteThatWaitsOnASocketHasTheDeadline(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	peer, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	sock, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sock, _ := tcppair.New(t)
 	c := &heldConn{Conn: sock}
 	defer c.Close()
 

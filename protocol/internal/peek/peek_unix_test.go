@@ -6,30 +6,14 @@ import (
 	"io"
 	"net"
 	"testing"
-)
 
-func pair(t *testing.T) (server, client net.Conn) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	client, err = net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err = l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { server.Close(); client.Close() })
-	return server, client
-}
+	"github.com/buildslave/buildslave/internal/tcppair"
+)
 
 // TestWaitReturnsOnceBytesCome: Wait returns when the peer's byte
 // arrives, and leaves it to be read; Unread sees it meanwhile.
 func TestWaitReturnsOnceBytesCome(t *testing.T) {
-	server, client := pair(t)
+	server, client := tcppair.New(t)
 	if Unread(server) {
 		t.Fatal("Unread before the peer wrote")
 	}
@@ -54,7 +38,7 @@ func TestWaitReturnsOnceBytesCome(t *testing.T) {
 // TestWaitReturnsWhenThePeerCloses: a closed connection ends the wait;
 // the read then finds the end.
 func TestWaitReturnsWhenThePeerCloses(t *testing.T) {
-	server, client := pair(t)
+	server, client := tcppair.New(t)
 	waited := make(chan struct{})
 	go func() {
 		if !Wait(server) {

@@ -7,32 +7,16 @@ import (
 	"io"
 	"net"
 	"testing"
-)
 
-func pair(t *testing.T) (server, client net.Conn) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	client, err = net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err = l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { server.Close(); client.Close() })
-	return server, client
-}
+	"github.com/buildslave/buildslave/internal/tcppair"
+)
 
 // TestWritesWhatTheSocketTakes: a socket with room takes a write whole;
 // one whose peer reads nothing takes less and less until it takes
 // nothing, and Write returns at once each time; what it took arrives in
 // order once the peer reads.
 func TestWritesWhatTheSocketTakes(t *testing.T) {
-	server, client := pair(t)
+	server, client := tcppair.New(t)
 	if n, err := Write(server, []byte("hello")); n != 5 || err != nil {
 		t.Fatalf("write to a socket with room = %d, %v", n, err)
 	}
@@ -68,7 +52,7 @@ func TestNotASocketTakesNothing(t *testing.T) {
 
 // TestClosedSocket: a write to a closed connection fails.
 func TestClosedSocket(t *testing.T) {
-	server, _ := pair(t)
+	server, _ := tcppair.New(t)
 	server.Close()
 	if _, err := Write(server, []byte("x")); err == nil {
 		t.Error("write to a closed connection succeeded")
