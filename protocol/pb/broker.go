@@ -71,7 +71,8 @@ type Broker struct {
 	// A Server runs them through its queue of attach sequences.
 	runLater func(func())
 
-	wmu     sync.Mutex // serialises writes
+	wmu     sync.Mutex       // serialises writes
+	w       *trywrite.Writer // of conn; under wmu
 	wbuf    []byte
 	holding bool // wbuf holds messages to send together (together)
 
@@ -103,7 +104,7 @@ func newBroker(conn net.Conn, cfg BrokerConfig, root Object) *Broker {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout
 	}
-	b := &Broker{conn: conn, cfg: cfg, root: root,
+	b := &Broker{conn: conn, w: trywrite.New(conn), cfg: cfg, root: root,
 		objects: map[int64]*local{}, numbers: map[Object]int64{}, pending: map[int64]chan reply{}}
 	b.ctx, b.cancel = context.WithCancelCause(context.Background())
 	b.dec = decoder{reader: newReader(conn, cfg.Limits, cfg.Budget.Reserve(b.ctx)), res: b, refs: map[int64]any{}}
@@ -480,18 +481,10 @@ func (b *Broker) together(f func() error) error {
 	return err
 }
 
-// write writes p under WriteTimeout. What the socket takes at once is
-// written without a deadline; a write that has to wait has one while it
-// lasts: left set, it would fire its timer after every write, waking a
-// master of 10,000 idle slaves 167 times a second, and setting one for
-// every write cost a tenth of a keepalive.
+// write writes p under WriteTimeout, which the connection has only while
+// a write waits (see trywrite); the caller holds wmu.
 func (b *Broker) write(p []byte) error {
-	n, err := trywrite.Write(b.conn, p)
-	if err == nil && n < len(p) {
-		b.conn.SetWriteDeadline(time.Now().Add(b.cfg.WriteTimeout))
-		_, err = b.conn.Write(p[n:])
-		b.conn.SetWriteDeadline(time.Time{})
-	}
+	_, err := b.w.Write(p, time.Now().Add(b.cfg.WriteTimeout))
 	if err != nil {
 		b.CloseWithCause(fmt.Errorf("write: %w", err))
 		return fmt.Errorf("connection lost: %w", context.Cause(b.ctx))

@@ -27,7 +27,8 @@ type holder interface {
 type heldConn struct {
 	net.Conn
 
-	wmu sync.Mutex // orders writes to the socket: held ones before later ones
+	wmu sync.Mutex       // orders writes to the socket: held ones before later ones
+	w   *trywrite.Writer // of the socket; under wmu
 
 	mu       sync.Mutex
 	held     bool
@@ -120,7 +121,7 @@ func (c *heldConn) send(set func()) error {
 }
 
 // SetWriteDeadline sets the deadline of writes to the socket, as
-// net.Conn's does; the socket is given it only while a write lasts (see
+// net.Conn's does; the socket is given it only while a write waits (see
 // write).
 func (c *heldConn) SetWriteDeadline(t time.Time) error {
 	c.mu.Lock()
@@ -136,31 +137,16 @@ func (c *heldConn) SetDeadline(t time.Time) error {
 	return c.Conn.SetDeadline(t)
 }
 
-// write writes p to the socket; the caller holds wmu. What the socket
-// takes at once is written without a deadline; for the rest, if it has to
-// wait, the deadline set is the socket's while the write lasts, and
-// cleared after it: a deadline left set would fire its timer WriteTimeout
-// after every write, and with 10,000 idle connections those timers woke
-// the process 167 times a second for nothing (a third of its idle CPU
-// time); and setting one for every write cost a tenth of a keepalive.
+// write writes p to the socket under the deadline set (see trywrite);
+// the caller holds wmu.
 func (c *heldConn) write(p []byte) (int, error) {
-	n, err := trywrite.Write(c.Conn, p)
-	if err != nil || n == len(p) {
-		return n, err
+	if c.w == nil {
+		c.w = trywrite.New(c.Conn)
 	}
 	c.mu.Lock()
 	d := c.deadline
 	c.mu.Unlock()
-	if d.IsZero() {
-		m, err := c.Conn.Write(p[n:])
-		return n + m, err
-	}
-	if err := c.Conn.SetWriteDeadline(d); err != nil {
-		return n, err
-	}
-	m, err := c.Conn.Write(p[n:])
-	c.Conn.SetWriteDeadline(time.Time{})
-	return n + m, err
+	return c.w.Write(p, d)
 }
 
 // quiet reports whether nothing is held nor will be.

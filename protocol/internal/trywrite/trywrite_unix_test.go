@@ -17,14 +17,15 @@ import (
 // order once the peer reads.
 func TestWritesWhatTheSocketTakes(t *testing.T) {
 	server, client := tcppair.New(t)
-	if n, err := Write(server, []byte("hello")); n != 5 || err != nil {
+	w := New(server)
+	if n, err := w.now([]byte("hello")); n != 5 || err != nil {
 		t.Fatalf("write to a socket with room = %d, %v", n, err)
 	}
 	var sent bytes.Buffer
 	sent.WriteString("hello")
 	chunk := bytes.Repeat([]byte("x"), 64<<10)
 	for {
-		n, err := Write(server, chunk)
+		n, err := w.now(chunk)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -39,13 +40,13 @@ func TestWritesWhatTheSocketTakes(t *testing.T) {
 	}
 }
 
-// TestNotASocketTakesNothing: a pipe is not a socket: Write leaves the
-// write to the caller.
+// TestNotASocketTakesNothing: a pipe is not a socket: nothing is
+// written without its deadline.
 func TestNotASocketTakesNothing(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	if n, err := Write(a, []byte("x")); n != 0 || err != nil {
+	if n, err := New(a).now([]byte("x")); n != 0 || err != nil {
 		t.Errorf("Write on a pipe = %d, %v", n, err)
 	}
 }
@@ -54,7 +55,7 @@ func TestNotASocketTakesNothing(t *testing.T) {
 func TestClosedSocket(t *testing.T) {
 	server, _ := tcppair.New(t)
 	server.Close()
-	if _, err := Write(server, []byte("x")); err == nil {
+	if _, err := New(server).now([]byte("x")); err == nil {
 		t.Error("write to a closed connection succeeded")
 	}
 }
