@@ -43,3 +43,14 @@ func Await(s, at string) []string {
 		}
 	}
 }
+
+// AwaitNone returns nil once no stack holds s, or the stacks holding s
+// after 5 s.
+func AwaitNone(s string) []string {
+	for deadline := time.Now().Add(5 * time.Second); ; runtime.Gosched() {
+		found := Containing(s)
+		if len(found) == 0 || time.Now().After(deadline) {
+			return found
+		}
+	}
+}

@@ -162,14 +162,16 @@ func newReader(src io.Reader, lim Limits, res budget.Reservation) *reader {
 // that an idle connection waits on a shallow stack: the runtime halves a
 // stack at a GC only while less than a quarter of it is in use, and
 // waiting deeper (in token, under message) kept every idle connection's
-// stack at 8 KiB instead of 4 KiB.
-func (r *reader) await() error {
+// stack at 8 KiB instead of 4 KiB. ready says the socket is known to
+// have bytes, or to have ended: the poller resumed a parked connection.
+func (r *reader) await(ready bool) error {
 	if r.r != nil || r.src == nil {
 		return nil
 	}
-	// On a socket, wait for the peer's bytes without reading them: the
-	// buffer's first read then takes what came in one system call.
-	if c, ok := r.src.(net.Conn); ok && peek.Wait(c) {
+	// On a socket, wait for the peer's bytes without reading them (unless
+	// ready: the poller saw them): the buffer's first read then takes
+	// what came in one system call.
+	if c, ok := r.src.(net.Conn); ready || ok && peek.Wait(c) {
 		r.take()
 		return nil
 	}
@@ -266,7 +268,7 @@ func (r *reader) consumed(n int) error {
 func (r *reader) token() (n uint64, typ byte, err error) {
 	for i := 0; ; i++ {
 		if r.r == nil { // idle: this is a message's first byte
-			if err := r.await(); err != nil {
+			if err := r.await(false); err != nil {
 				return 0, 0, err
 			}
 		}

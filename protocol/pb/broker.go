@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/buildslave/buildslave/protocol/budget"
+	"github.com/buildslave/buildslave/protocol/internal/idle"
 	"github.com/buildslave/buildslave/protocol/internal/trywrite"
 )
 
@@ -71,6 +72,10 @@ type Broker struct {
 	// A Server runs them through its queue of attach sequences.
 	runLater func(func())
 
+	// parked parks an idle server connection (see Go); nil on a client's
+	// or where it cannot.
+	parked *idle.Watcher
+
 	wmu     sync.Mutex       // serialises writes
 	w       *trywrite.Writer // of conn; under wmu
 	wbuf    []byte
@@ -108,6 +113,9 @@ func newBroker(conn net.Conn, cfg BrokerConfig, root Object) *Broker {
 		objects: map[int64]*local{}, numbers: map[Object]int64{}, pending: map[int64]chan reply{}}
 	b.ctx, b.cancel = context.WithCancelCause(context.Background())
 	b.dec = decoder{reader: newReader(conn, cfg.Limits, cfg.Budget.Reserve(b.ctx)), res: b, refs: map[int64]any{}}
+	if root != nil {
+		b.parked = idle.Watch(conn)
+	}
 	return b
 }
 
@@ -122,6 +130,7 @@ func (b *Broker) RemoteAddr() string { return b.conn.RemoteAddr().String() }
 func (b *Broker) CloseWithCause(cause error) {
 	b.cancel(cause)
 	b.conn.Close()
+	b.parked.Close()
 }
 
 // Close ends the connection with ErrClosed.
@@ -221,7 +230,7 @@ func checkVersion(msg []any) error {
 // Server runs it for each connection; a client runs it after Connect.
 func (b *Broker) Serve() error {
 	for {
-		if err := b.serveOne(); err != nil {
+		if err := b.serveOne(false); err != nil {
 			return b.finish(err)
 		}
 	}
@@ -229,32 +238,43 @@ func (b *Broker) Serve() error {
 
 // Go is Serve for a server holding many idle connections: it reads and
 // dispatches messages on goroutines of its own until the connection ends,
-// then calls end with what Serve would return. A goroutine that read a
-// message and has no more bytes of the next one leaves the wait for them
-// to a new goroutine, so that no idle connection keeps the stack that
-// reading grew (a goroutine's stack, once grown, does not shrink back to
-// the smallest size): neither one attached, nor one whose attach waits
+// then calls end with what Serve would return. An idle server connection
+// holds no goroutine and no buffer: it is parked with the process's
+// poller (package idle) and a new goroutine reads its next message once
+// its bytes are there. Where the poller cannot park it, a goroutine that
+// read a message and has no more bytes of the next one leaves the wait
+// for them to a new goroutine, so that no idle connection keeps the stack
+// that reading grew (a goroutine's stack, once grown, does not shrink back
+// to the smallest size): neither one attached, nor one whose attach waits
 // its turn (Server.MaxAttaching) after a storm of logins.
 func (b *Broker) Go(end func(cause error)) {
-	go b.serveFrom(end)
+	var resume func()
+	resume = func() { b.serveFrom(end, resume, true) }
+	go b.serveFrom(end, resume, false)
 }
 
-func (b *Broker) serveFrom(end func(cause error)) {
+// serveFrom reads and dispatches messages; ready means the poller resumed
+// the connection (as resume): the socket has bytes to read, or has ended.
+func (b *Broker) serveFrom(end func(cause error), resume func(), ready bool) {
 	for {
-		if err := b.serveOne(); err != nil {
+		if !ready && !b.dec.buffered() && b.parked.Park(resume) {
+			return
+		}
+		if err := b.serveOne(ready); err != nil {
 			end(b.finish(err))
 			return
 		}
-		if !b.dec.buffered() {
-			go b.serveFrom(end)
+		ready = false
+		if !b.dec.buffered() && b.parked == nil {
+			go b.serveFrom(end, resume, false)
 			return
 		}
 	}
 }
 
 // serveOne reads and dispatches one message.
-func (b *Broker) serveOne() error {
-	err := b.dec.await()
+func (b *Broker) serveOne(ready bool) error {
+	err := b.dec.await(ready)
 	var msg []any
 	if err == nil {
 		msg, err = b.dec.message()

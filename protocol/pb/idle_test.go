@@ -117,15 +117,46 @@ func TestTogetherSendsInOneWrite(t *testing.T) {
 	}
 }
 
-// TestAttachedConnectionWaitsOnAFreshGoroutine: once a slave attached and
-// sent keepalives, the master serves its connection on one goroutine,
-// waiting for the next message's first byte (not one that read the login
-// and kept the stack that grew).
-func TestAttachedConnectionWaitsOnAFreshGoroutine(t *testing.T) {
+// TestAttachedConnectionParks: once a slave attached and sent keepalives,
+// the master holds no goroutine for its idle connection (on Linux, where
+// it is parked with the poller; elsewhere one, waiting for the next
+// message's first byte, not one that read the login and kept the stack
+// that grew); the parked connection still answers, and the server's
+// Close ends it.
+func TestAttachedConnectionParks(t *testing.T) {
 	tm := newTestMaster(t, nil)
 	g := tm.attach("good1")
 	tm.alive(g)
 	tm.alive(g)
+	checkIdleServing(t)
+	tm.alive(g)
+	closed := make(chan struct{})
+	go func() {
+		tm.s.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(peerTimeout):
+		t.Fatal("Close did not end the parked connection")
+	}
+	if err := <-g.served; err == nil {
+		t.Error("the slave's connection did not end")
+	}
+	g.served <- nil // for its cleanup
+}
+
+// checkIdleServing checks that no goroutine serves an idle connection on
+// Linux, and elsewhere that one does, waiting for the next message's first
+// byte, and is not the one that read the login.
+func checkIdleServing(t *testing.T) {
+	t.Helper()
+	if runtime.GOOS == "linux" {
+		if serving := stacks.AwaitNone("pb.(*Broker).serveFrom"); len(serving) != 0 {
+			t.Errorf("goroutines serving an idle connection: %q", serving)
+		}
+		return
+	}
 	// The slave's own broker runs Serve, not serveFrom.
 	serving := stacks.Await("pb.(*Broker).serveFrom", "pb.(*reader).await")
 	if len(serving) != 1 || !strings.Contains(serving[0], "pb.(*reader).await") {
@@ -136,11 +167,12 @@ func TestAttachedConnectionWaitsOnAFreshGoroutine(t *testing.T) {
 	}
 }
 
-// TestQueuedAttachWaitsOnAFreshGoroutine: a slave that logged in while
+// TestQueuedAttachHoldsNoGoroutine: a slave that logged in while
 // another's attach holds the only turn (MaxAttaching 1) waits for its
-// own on a goroutine that did not read its login, so that a storm of
-// logins does not leave thousands of grown stacks waiting.
-func TestQueuedAttachWaitsOnAFreshGoroutine(t *testing.T) {
+// own holding no goroutine (on Linux; elsewhere, on one that did not read
+// its login), so that a storm of logins does not leave thousands of grown
+// stacks waiting.
+func TestQueuedAttachHoldsNoGoroutine(t *testing.T) {
 	tm := newTestMaster(t, func(s *Server) { s.MaxAttaching = 1 })
 	first := tm.dialRaw()
 	challenge, challenger := first.login("good1")
@@ -152,6 +184,17 @@ func TestQueuedAttachWaitsOnAFreshGoroutine(t *testing.T) {
 	queued := tm.dialRaw()
 	challenge, challenger = queued.login("good2")
 	queued.respond(challenge, challenger, "pw-good2")
+	if runtime.GOOS == "linux" {
+		if waiting := stacks.AwaitNone("pb.(*Broker).serveFrom"); len(waiting) != 0 {
+			t.Errorf("goroutines serving idle connections: %q", waiting)
+		}
+		// good1 leaves: good2's attach takes the turn.
+		first.nc.Close()
+		if msg, err := queued.read(); err != nil || len(msg) != 7 || text(msg[3]) != "print" {
+			t.Fatalf("the master's first call to the queued slave: %v, %v", msg, err)
+		}
+		return
+	}
 	var waiting []string
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); runtime.Gosched() {
 		waiting = stacks.Containing("pb.(*reader).await")

@@ -149,21 +149,18 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	l = s.lim.Listen(l)
 	s.mu.Unlock()
-	return s.listeners.Serve(l, ErrServerClosed, func(nc net.Conn) {
-		if !s.start(nc) {
-			nc.Close()
-		}
-	})
+	return s.listeners.Serve(l, ErrServerClosed, s.start)
 }
 
 // start runs a connection on a goroutine of its own unless the server is
 // closed.
-func (s *Server) start(nc net.Conn) bool {
+func (s *Server) start(nc net.Conn) {
 	c := newConn(s, nc)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return false
+		c.b.CloseWithCause(errServerShutdown)
+		return
 	}
 	if s.conns == nil {
 		s.conns = map[*Broker]struct{}{}
@@ -176,7 +173,6 @@ func (s *Server) start(nc net.Conn) bool {
 		s.mu.Unlock()
 		s.wg.Done()
 	})
-	return true
 }
 
 // Shutdown stops accepting connections, drops every open one and waits

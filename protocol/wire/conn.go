@@ -293,26 +293,36 @@ func (c *Conn) Serve() error {
 // Go is Serve for a server holding many idle connections: it reads and
 // dispatches messages on goroutines of its own until the connection ends,
 // then calls end with the cause, as Serve would return it. Where the
-// transport can (the server's end of a WebSocket), the goroutine waiting
-// for the next message holds no buffer and the smallest stack: a
-// goroutine reads one message, then leaves the next wait to a new one, so
-// no idle connection keeps the stack that reading grew (a goroutine's
-// stack, once grown, does not shrink back to the smallest size).
+// transport can (the server's end of a WebSocket), an idle connection
+// holds no goroutine and no buffer: it is parked with the process's
+// poller (package idle) and a new goroutine reads its next message once
+// its bytes are there. Where the poller cannot park it, a goroutine reads
+// one message, then leaves the next wait to a new one, which waits on the
+// smallest stack (a goroutine's stack, once grown, does not shrink back to
+// the smallest size).
 func (c *Conn) Go(end func(cause error)) {
-	go c.serveFrom(end)
+	var resume func()
+	resume = func() { c.serveFrom(end, resume, true) }
+	go c.serveFrom(end, resume, false)
 }
 
-func (c *Conn) serveFrom(end func(cause error)) {
+// serveFrom reads and dispatches messages; ready means the poller resumed
+// the connection (as resume): the socket has bytes to read, or has ended.
+func (c *Conn) serveFrom(end func(cause error), resume func(), ready bool) {
 	idle, _ := c.t.(idleWaiter)
 	for {
-		hop := idle != nil && idle.waitReadable()
+		if !ready && idle != nil && idle.park(resume) {
+			return
+		}
+		hop := !ready && idle != nil && idle.waitReadable()
+		ready = false
 		if err := c.readOne(); err != nil {
 			c.CloseWithCause(err)
 			end(context.Cause(c.ctx))
 			return
 		}
 		if hop {
-			go c.serveFrom(end)
+			go c.serveFrom(end, resume, false)
 			return
 		}
 	}
@@ -322,6 +332,10 @@ func (c *Conn) serveFrom(end func(cause error)) {
 // shallow stack, holding no buffer; the server's end of a WebSocket is
 // one.
 type idleWaiter interface {
+	// park arranges for resume to run on a new goroutine once bytes of
+	// the next message are there, and reports true; or reports false if
+	// it cannot (then resume never runs).
+	park(resume func()) bool
 	// waitReadable waits until the next message's bytes are there and
 	// reports true, or reports false at once if it cannot tell.
 	waitReadable() bool

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -183,39 +184,60 @@ func TestIdleWaitSeesBufferedMessages(t *testing.T) {
 	}
 }
 
-// TestGoWaitsOnTheSocket: a server connection served by Go answers its
-// peer's requests, waits between them on the socket itself (one
-// goroutine, in peek.Wait, not in the frame reader), and calls end with
-// the cause once the peer leaves.
-func TestGoWaitsOnTheSocket(t *testing.T) {
-	ended := make(chan error, 1)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tr, err := (&Upgrader{}).Upgrade(w, r)
-		if err != nil {
-			return
-		}
-		NewConn(tr, echoHandler).Go(func(cause error) { ended <- cause })
-	}))
-	defer srv.Close()
-	tr, err := (&Dialer{}).Dial(t.Context(), "ws"+strings.TrimPrefix(srv.URL, "http"), "s1", "pw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := NewConn(tr, echoHandler)
-	wait := serve(client)
-	for _, v := range []string{"a", "b", "c"} {
-		if got, err := client.Call(t.Context(), "echo", map[string]any{"value": v}); err != nil || got != v {
-			t.Fatalf("call %q = %v, %v", v, got, err)
-		}
-	}
-	serving := stacks.Await("wire.(*Conn).serveFrom", "peek.Wait")
-	if len(serving) != 1 || !strings.Contains(serving[0], "peek.Wait") {
-		t.Errorf("goroutines serving the connection: %q", serving)
-	}
-	client.Close()
-	wait()
-	if cause := <-ended; cause == nil {
-		t.Error("end called with a nil cause")
+// TestGoParksAnIdleConnection: a server connection served by Go answers
+// its peer's requests and, between them, holds no goroutine: it is
+// parked with the poller (on Linux; elsewhere one goroutine waits in
+// peek.Wait, not in the frame reader). It calls end with the cause once
+// the peer leaves, or once our side closes it while parked.
+func TestGoParksAnIdleConnection(t *testing.T) {
+	for _, closer := range []string{"peer", "server"} {
+		t.Run("closed by "+closer, func(t *testing.T) {
+			ended := make(chan error, 1)
+			served := make(chan *Conn, 1)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				tr, err := (&Upgrader{}).Upgrade(w, r)
+				if err != nil {
+					return
+				}
+				c := NewConn(tr, echoHandler)
+				c.Go(func(cause error) { ended <- cause })
+				served <- c
+			}))
+			defer srv.Close()
+			tr, err := (&Dialer{}).Dial(t.Context(), "ws"+strings.TrimPrefix(srv.URL, "http"), "s1", "pw")
+			if err != nil {
+				t.Fatal(err)
+			}
+			client := NewConn(tr, echoHandler)
+			wait := serve(client)
+			defer wait()
+			defer client.Close()
+			for _, v := range []string{"a", "b", "c"} {
+				if got, err := client.Call(t.Context(), "echo", map[string]any{"value": v}); err != nil || got != v {
+					t.Fatalf("call %q = %v, %v", v, got, err)
+				}
+			}
+			if runtime.GOOS == "linux" {
+				if serving := stacks.AwaitNone("wire.(*Conn).serveFrom"); len(serving) != 0 {
+					t.Errorf("goroutines serving an idle connection: %q", serving)
+				}
+			} else if serving := stacks.Await("wire.(*Conn).serveFrom", "peek.Wait"); len(serving) != 1 || !strings.Contains(serving[0], "peek.Wait") {
+				t.Errorf("goroutines serving the connection: %q", serving)
+			}
+			want := ErrClosed
+			if closer == "peer" {
+				client.Close()
+				want = nil
+			} else {
+				(<-served).Close()
+			}
+			switch cause := <-ended; {
+			case cause == nil:
+				t.Error("end called with a nil cause")
+			case want != nil && !errors.Is(cause, want):
+				t.Errorf("end called with %v, want %v", cause, want)
+			}
+		})
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/buildslave/buildslave/protocol/budget"
+	"github.com/buildslave/buildslave/protocol/internal/idle"
 	"github.com/buildslave/buildslave/protocol/internal/peek"
 	"github.com/gorilla/websocket"
 )
@@ -123,6 +124,7 @@ func (u *Upgrader) Upgrade(w http.ResponseWriter, r *http.Request) (Transport, e
 	hj.release()
 	t := newWSTransport(ws, cfg)
 	t.held, t.br = hj.held, hj.br
+	t.parked = idle.Watch(hj.held.Conn)
 	t.handshake.Store(true)
 	return t, nil
 }
@@ -247,6 +249,7 @@ type wsTransport struct {
 	budgetOf     *budget.Budget
 	held         *heldConn     // the server's connection; nil on a slave's
 	br           *bufio.Reader // what gorilla/websocket reads held through
+	parked       *idle.Watcher // parks held's socket while idle; nil if it cannot
 	// handshake is set while held holds the answer to the upgrade, until
 	// Conn.Lead takes the holding over or the transport is first used:
 	// an attach sequence's first requests go out with the answer.
@@ -257,7 +260,18 @@ var (
 	_ decodeLimiter = (*wsTransport)(nil)
 	_ budgeted      = (*wsTransport)(nil)
 	_ holder        = (*wsTransport)(nil)
+	_ idleWaiter    = (*wsTransport)(nil)
 )
+
+// park parks the connection with the process's poller until bytes of the
+// next message are there, unless they are already, or writes are held
+// (they go out at the next read), or the connection cannot be parked.
+func (t *wsTransport) park(resume func()) bool {
+	if t.br == nil || !t.held.quiet() || t.br.Buffered() > 0 {
+		return false
+	}
+	return t.parked.Park(resume)
+}
 
 // waitReadable waits until bytes of the next message are there, in the
 // reader or on the socket, and reports true; or reports false at once if
@@ -361,7 +375,14 @@ func (t *wsTransport) WriteMessage(p []byte) error {
 	return t.ws.WriteMessage(websocket.BinaryMessage, p)
 }
 
-func (t *wsTransport) Close() error       { return t.ws.Close() }
+// Close closes the connection, and resumes it if it is parked: its read
+// then fails.
+func (t *wsTransport) Close() error {
+	err := t.ws.Close()
+	t.parked.Close()
+	return err
+}
+
 func (t *wsTransport) RemoteAddr() string { return t.ws.RemoteAddr().String() }
 
 // Pipe returns the two ends of an in-memory transport. Messages are queued
