@@ -38,6 +38,14 @@ type Object interface {
 // result. Its context ends with the connection.
 type Later func(ctx context.Context) (any, error)
 
+// afterCalls is a Later's result whose answer goes out in one write with
+// the calls that calls sends first (whose answers nobody waits for): the
+// last print of an attach travels with the answer to the slave's login.
+type afterCalls struct {
+	result any
+	calls  func() error
+}
+
 // ErrClosed is the cause of a connection closed by our side.
 var ErrClosed = errors.New("pb: connection closed")
 
@@ -397,7 +405,16 @@ func (b *Broker) message(msg []any) error {
 		run := func() {
 			defer b.later.Done()
 			v, err := later(b.ctx)
-			if answer != 0 {
+			switch f, ok := v.(afterCalls); {
+			case answer == 0:
+			case ok && err == nil:
+				b.together(func() error {
+					if err := f.calls(); err != nil {
+						return err
+					}
+					return b.answer(id, f.result, nil)
+				})
+			default:
 				b.answer(id, v, err)
 			}
 		}
