@@ -21,7 +21,7 @@ import (
 // (wire.Conn.Lead): the stock sequence's ten messages each way take the
 // master four writes.
 func (c *Conn) attach() error {
-	defer c.endLogin() // if the sequence fails before Attach
+	defer c.finishLogin() // if the sequence fails before Attach
 	h := c.h
 	t := attachtimer.Start(orDefault(h.StepTimeout, DefaultStepTimeout), orDefault(h.AttachTimeout, DefaultAttachTimeout), func(cause error) { c.w.CloseWithCause(cause) })
 	defer t.Stop()
@@ -62,7 +62,7 @@ func (c *Conn) attach() error {
 	}
 	t.Rest() // the manager's check of a duplicate name
 	err := h.Manager.Attach(c.Context(), c.name, c)
-	c.endLogin()
+	c.finishLogin()
 	if err != nil {
 		return &refusedError{err}
 	}
@@ -111,4 +111,12 @@ func (c *Conn) run(req remote.Request) ([]remote.Update, error) {
 		updates = append(updates, u)
 	}
 	return updates, cmd.Wait(ctx)
+}
+
+// finishLogin ends the manager's hold on the name and lets go of it: an
+// attached connection keeps no login context (nor the watcher map the
+// manager's hold left in it).
+func (c *Conn) finishLogin() {
+	c.endLogin()
+	c.endLogin = func() {}
 }
